@@ -1,0 +1,499 @@
+"""Cold ingestion of a 1,000-run HELM suite side by side with `helm-summarize` on the same suite,
+then a warm re-ingest after one run changed.
+
+The suite is built by replicating the real run folders under `../shared/helm_runs/` (never
+written to). Each measured step runs as its own subprocess, so wall time and peak RSS
+(`ru_maxrss` from `os.wait4`, Linux) belong to that step alone. Usage:
+
+    .venv/bin/python bench/ingest_vs_summarize.py [--runs 1000] [--workdir DIR] [--shared DIR]
+
+Results go to `bench/results/ingest_vs_summarize.json`. The script always exits 0 once the
+measurements are made; it prints which targets were met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+
+from governance_assets.lib.helm_output import perturbation_label
+from governance_assets.lib.helm_runner import helm_environment
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = BENCH_DIR.parent
+DEFAULT_SHARED = PROJECT_ROOT.parent / "shared" / "helm_runs"
+DEFAULT_RESULTS = BENCH_DIR / "results" / "ingest_vs_summarize.json"
+
+SUITE = "bench1000"
+SOURCE_SUITES = ("crfm_safety_v3/runs/v3", "mmlu_llama3_v1/runs/v1")
+SCHEMAS = ("schema_safety.yaml", "schema_mmlu.yaml")
+"""Packaged HELM schemas that together cover the run groups of both source suites."""
+
+SHARED_FILES = ("scenario.json", "scenario_state.json", "stats.json", "per_instance_stats.json")
+"""Never rewritten by helm-summarize: replicas of one source run share them as hard links."""
+COPIED_FILES = ("display_predictions.json", "display_requests.json", "instances.json")
+"""Rewritten in place by helm-summarize (`open(path, "w")`), so every replica needs its own copy."""
+RUN_FILES = ("run_spec.json", *SHARED_FILES, *COPIED_FILES)
+
+TABLES = ("helm/run_stats", "helm/instance_stats", "helm/predictions")
+MIN_SPEEDUP = 10.0
+MAX_PEAK_RSS_MIB = 1024.0
+MAX_WARM_COLD_RATIO = 0.10
+SPOT_CHECK_RUNS = 20
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One finished subprocess: its exit code, wall time and peak resident memory."""
+
+    returncode: int
+    seconds: float
+    peak_rss_mib: float
+    log: Path
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target and whether this measurement met it."""
+
+    name: str
+    rule: str
+    actual: float
+    met: bool
+
+
+def build_suite(shared: Path, suite_dir: Path, runs: int) -> list[str]:
+    """Replicate the shared run folders into `suite_dir` until it holds `runs` runs; return their names.
+
+    Replica `k` of a source run is named `<source name>,replica=<k>`; its `run_spec.json` is
+    rewritten to that name. The first replica copies the source files, later ones hard-link the
+    files nobody rewrites to the first replica's (all inside the work folder)."""
+    sources = [
+        run
+        for relative in SOURCE_SUITES
+        for run in sorted((shared / relative).iterdir())
+        if (run / "run_spec.json").is_file()
+    ]
+    for source in sources:
+        missing = [name for name in RUN_FILES if not (source / name).is_file()]
+        if missing:
+            raise SystemExit(f"{source}: missing {', '.join(missing)}")
+    suite_dir.mkdir(parents=True)
+    names = []
+    for index in range(runs):
+        source = sources[index % len(sources)]
+        replica = index // len(sources)
+        name = f"{source.name},replica={replica:03d}"
+        target = suite_dir / name
+        target.mkdir()
+        first = suite_dir / f"{source.name},replica=000"
+        for file in SHARED_FILES:
+            if replica == 0:
+                shutil.copyfile(source / file, target / file)
+            else:
+                os.link(first / file, target / file)
+        for file in COPIED_FILES:
+            shutil.copyfile(source / file, target / file)
+        spec = json.loads((source / "run_spec.json").read_bytes())
+        spec["name"] = name
+        (target / "run_spec.json").write_text(json.dumps(spec, indent=2), "utf-8")
+        names.append(name)
+    return names
+
+
+def merged_schema(path: Path, groups: set[str]) -> Path:
+    """Write one HELM schema merging `SCHEMAS` (lists de-duplicated by name); check it covers `groups`."""
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for schema_name in SCHEMAS:
+        text = resources.files("helm.benchmark.static").joinpath(schema_name).read_text("utf-8")
+        for key, items in yaml.safe_load(text).items():
+            if key == "adapter":  # deprecated; HELM fills it in from AdapterSpec itself
+                continue
+            entries = merged.setdefault(key, [])
+            known = {entry["name"] for entry in entries}
+            entries.extend(item for item in items or () if item["name"] not in known)
+    uncovered = groups - {group["name"] for group in merged["run_groups"]}
+    if uncovered:
+        raise SystemExit(f"schemas {SCHEMAS} do not define run groups {sorted(uncovered)}")
+    path.write_text(yaml.safe_dump(merged, sort_keys=False), "utf-8")
+    return path
+
+
+def local_model_metadata(local_path: Path, models: set[str]) -> Path:
+    """Write HELM's `--local-path` folder with placeholder metadata for the `huggingface/` models.
+
+    Without it helm-summarize resolves such a model through HELM's Hugging Face deployment
+    generator, which fetches the tokenizer from the hub and fails offline."""
+    entries = [
+        {"name": model, "display_name": model, "description": model, "creator_organization_name": "Unknown",
+         "access": "open", "release_date": None, "tags": ["TEXT_MODEL_TAG", "FULL_FUNCTIONALITY_TEXT_MODEL_TAG"]}
+        for model in sorted(models)
+        if model.startswith("huggingface/")
+    ]  # fmt: skip
+    local_path.mkdir()
+    (local_path / "model_metadata.yaml").write_text(yaml.safe_dump({"models": entries}), "utf-8")
+    return local_path
+
+
+def run_measured(command: Sequence[str], log: Path, env: Mapping[str, str], cwd: Path) -> Measured:
+    """Run `command` to completion with its output in `log`; time it and read its own peak RSS."""
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        with subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=dict(env), cwd=cwd) as process:  # fmt: skip
+            _, status, usage = os.wait4(process.pid, 0)
+            seconds = time.perf_counter() - start
+            process.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(process.returncode, seconds, usage.ru_maxrss / 1024, log)  # ru_maxrss is KiB
+
+
+def ingest_child(suite_dir: Path, warehouse_root: Path, result_path: Path) -> None:
+    """The measured ingestion (runs in its own process): ingest the suite, write counts as JSON."""
+    from governance_assets.lib.tidy import ingest_suite
+    from governance_assets.lib.warehouse import Warehouse
+
+    start = time.perf_counter()
+    result = ingest_suite(SUITE, suite_dir, Warehouse(warehouse_root))
+    seconds = time.perf_counter() - start
+    statuses = result.catalogue.table["status"].to_pylist()
+    report = {
+        "in_process_seconds": seconds,
+        "self_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "runs": len(statuses),
+        "complete": statuses.count("complete"),
+        "suite_errors": result.catalogue.suite_errors,
+        "tables": {
+            "/".join(key): {
+                "parsed": len(build.parsed),
+                "reused": len(build.reused),
+                "errors": len(build.errors),
+                "rows": build.table.num_rows,
+                "first_errors": dict(list(build.errors.items())[:3]),
+            }
+            for key, build in result.builds.items()
+        },
+    }
+    result_path.write_text(json.dumps(report, indent=2), "utf-8")
+
+
+def measure_ingest(
+    label: str, workdir: Path, suite_dir: Path, warehouse: Path
+) -> tuple[Measured, dict[str, Any]]:
+    """Run `ingest_child` in a fresh interpreter; fail loudly if it crashed."""
+    result_path = workdir / f"{label}.json"
+    command = [
+        sys.executable,
+        __file__,
+        "--ingest-child",
+        str(suite_dir),
+        str(warehouse),
+        str(result_path),
+    ]
+    measured = run_measured(command, workdir / f"{label}.log", os.environ, PROJECT_ROOT)
+    if measured.returncode != 0:
+        raise SystemExit(f"{label} failed (exit {measured.returncode}):\n{tail(measured.log)}")
+    return measured, json.loads(result_path.read_text("utf-8"))
+
+
+def check_counts(label: str, report: Mapping[str, Any], runs: int, parsed: int) -> None:
+    """Every table parsed `parsed` runs and reused the rest, with no errors; else stop."""
+    problems = (
+        [] if report["complete"] == runs else [f"{report['complete']} of {runs} runs complete"]
+    )
+    problems += [f"suite error: {error}" for error in report["suite_errors"]]
+    for table in TABLES:
+        counts = report["tables"][table]
+        expected = {"parsed": parsed, "reused": runs - parsed, "errors": 0}
+        actual = {key: counts[key] for key in expected}
+        if actual != expected:
+            problems.append(f"{table}: {actual}, expected {expected}; {counts['first_errors']}")
+    if problems:
+        raise SystemExit(f"{label}: " + "; ".join(problems))
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    """The last lines of a log file."""
+    return "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-lines:])
+
+
+def summarize_env() -> dict[str, str]:
+    """The environment helm-summarize needs offline (the project's shipped NLTK data)."""
+    env = {**os.environ, **helm_environment()}
+    punkt = Path(env["NLTK_DATA"]) / "tokenizers" / "punkt_tab" / "english"
+    if not punkt.is_dir():
+        raise SystemExit(f"{punkt} is missing: HELM would try to download punkt_tab")
+    return env
+
+
+def run_summarize(
+    workdir: Path, output_path: Path, schema: Path, local_path: Path, names: Sequence[str]
+) -> Measured:
+    """Run `helm-summarize` on the suite and check it summarised every run."""
+    command = [
+        str(Path(sys.executable).with_name("helm-summarize")),
+        "--suite", SUITE,
+        "-o", str(output_path),
+        "-n", "1",  # the default of 8 threads crashes in mako on Python 3.11
+        "--schema-path", str(schema),
+        "--local-path", str(local_path),
+    ]  # fmt: skip
+    measured = run_measured(command, workdir / "helm_summarize.log", summarize_env(), workdir)
+    if measured.returncode != 0:
+        raise SystemExit(
+            f"helm-summarize failed (exit {measured.returncode}):\n{tail(measured.log)}"
+        )
+    suite_dir = output_path / "runs" / SUITE
+    missing = [
+        name for name in ("runs.json", "summary.json", "groups") if not (suite_dir / name).exists()
+    ]
+    if missing:
+        raise SystemExit(f"helm-summarize exited 0 but did not write {missing} in {suite_dir}")
+    summarised = {
+        run["run_spec"]["name"] for run in json.loads((suite_dir / "runs.json").read_bytes())
+    }
+    if summarised != set(names):
+        raise SystemExit(f"helm-summarize summarised {len(summarised)} runs, expected {len(names)}")
+    return measured
+
+
+StatKey = tuple[str, str | None, str | None, str | None]
+
+
+def compare_means(runs_json: Path, run_stats: Path, sample: Sequence[str]) -> dict[str, Any]:
+    """Compare HELM's per-run means in `runs.json` with ours for the `sample` runs."""
+    theirs: dict[str, dict[StatKey, float | None]] = {}
+    for run in json.loads(runs_json.read_bytes()):
+        if run["run_spec"]["name"] in sample:
+            theirs[run["run_spec"]["name"]] = {
+                (s["name"]["name"], s["name"].get("split"), s["name"].get("sub_split"),
+                 perturbation_label(s["name"].get("perturbation"))): s.get("mean")
+                for s in run["stats"]
+            }  # fmt: skip
+    table = pq.read_table(run_stats, filters=[("run_name", "in", list(sample))])
+    ours: dict[str, dict[StatKey, float | None]] = {name: {} for name in sample}
+    for row in table.to_pylist():
+        key = (row["metric"], row["split"], row["sub_split"], row["perturbation"])
+        ours[row["run_name"]][key] = row["mean"]
+    compared, mismatches = 0, []
+    for name in sample:
+        for key in theirs.get(name, {}).keys() | ours[name].keys():
+            compared += 1
+            helm, mine = theirs.get(name, {}).get(key, "missing"), ours[name].get(key, "missing")
+            if helm != mine:  # both come from the same JSON text: exact equality is expected
+                mismatches.append(f"{name} {key}: runs.json {helm}, ours {mine}")
+    return {
+        "runs": len(sample),
+        "values": compared,
+        "mismatches": len(mismatches),
+        "examples": mismatches[:5],
+    }
+
+
+def change_one_run(suite_dir: Path, name: str) -> tuple[str, float]:
+    """Give the first stat with a mean in `name`'s stats.json a new mean (as a new file, so the
+    hard-linked replicas keep theirs); return the metric and its new mean."""
+    path = suite_dir / name / "stats.json"
+    stats = json.loads(path.read_bytes())
+    stat = next(s for s in stats if "mean" in s and "perturbation" not in s["name"])
+    stat["mean"] += 0.125
+    new = path.with_suffix(".new")
+    new.write_text(json.dumps(stats, indent=2), "utf-8")
+    new.replace(path)
+    return stat["name"]["name"], stat["mean"]
+
+
+def evaluate(speedup: float, peak_rss_mib: float, warm_ratio: float) -> list[Target]:
+    """The three targets and whether they were met."""
+    return [
+        Target(
+            "speed-up (summarize / ingest)", f">= {MIN_SPEEDUP:g}", speedup, speedup >= MIN_SPEEDUP
+        ),
+        Target(
+            "peak ingest RSS (MiB)",
+            f"< {MAX_PEAK_RSS_MIB:g}",
+            peak_rss_mib,
+            peak_rss_mib < MAX_PEAK_RSS_MIB,
+        ),
+        Target(
+            "warm / cold ingest",
+            f"<= {MAX_WARM_COLD_RATIO:g}",
+            warm_ratio,
+            warm_ratio <= MAX_WARM_COLD_RATIO,
+        ),
+    ]
+
+
+def benchmark(shared: Path, workdir: Path, runs: int, results_path: Path) -> list[Target]:
+    """Build the suite, measure the three steps, check the numbers, and write the results."""
+    output_path = workdir / "benchmark_output"
+    suite_dir = output_path / "runs" / SUITE
+    warehouse = workdir / "warehouse"
+
+    start = time.perf_counter()
+    names = build_suite(shared, suite_dir, runs)
+    specs = [json.loads((suite_dir / name / "run_spec.json").read_bytes()) for name in names]
+    schema = merged_schema(
+        workdir / "schema_bench.yaml", {g for spec in specs for g in spec["groups"]}
+    )
+    local_path = local_model_metadata(
+        workdir / "prod_env", {spec["adapter_spec"]["model"] for spec in specs}
+    )
+    print(
+        f"built {len(names)} runs in {suite_dir} ({time.perf_counter() - start:.1f} s)", flush=True
+    )
+
+    # helm-summarize first, so that both ingests see the suite as HELM leaves it (with runs.json).
+    summarize = run_summarize(workdir, output_path, schema, local_path, names)
+    print(f"helm-summarize: {summarize.seconds:.1f} s", flush=True)
+
+    cold, cold_report = measure_ingest("cold_ingest", workdir, suite_dir, warehouse)
+    check_counts("cold ingest", cold_report, runs, parsed=runs)
+    print(f"cold ingest: {cold.seconds:.2f} s", flush=True)
+
+    sample = names[:: max(1, len(names) // SPOT_CHECK_RUNS)]
+    agreement = compare_means(
+        suite_dir / "runs.json", warehouse / "helm" / "run_stats" / f"{SUITE}.parquet", sample
+    )
+
+    changed = names[len(names) // 2]
+    metric, new_mean = change_one_run(suite_dir, changed)
+    warm, warm_report = measure_ingest("warm_ingest", workdir, suite_dir, warehouse)
+    check_counts("warm ingest", warm_report, runs, parsed=1)
+    stored = pq.read_table(warehouse / "helm" / "run_stats" / f"{SUITE}.parquet",
+                           filters=[("run_name", "==", changed), ("metric", "==", metric)])  # fmt: skip
+    if new_mean not in stored["mean"].to_pylist():
+        raise SystemExit(
+            f"warm ingest did not pick up the new mean {new_mean} of {metric} in {changed}"
+        )
+
+    speedup = summarize.seconds / cold.seconds
+    warm_ratio = warm.seconds / cold.seconds
+    targets = evaluate(speedup, cold.peak_rss_mib, warm_ratio)
+    results = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "versions": {pkg: metadata.version(pkg) for pkg in ("crfm-helm", "pyarrow", "orjson")},
+        "suite": SUITE,
+        "runs": runs,
+        "source_runs": len({name.rsplit(",replica=", 1)[0] for name in names}),
+        "cold_ingest_seconds": cold.seconds,
+        "cold_ingest_in_process_seconds": cold_report["in_process_seconds"],
+        "helm_summarize_seconds": summarize.seconds,
+        "speedup_summarize_over_ingest": speedup,
+        "peak_ingest_rss_mib": cold.peak_rss_mib,
+        "helm_summarize_peak_rss_mib": summarize.peak_rss_mib,
+        "warm_ingest_seconds": warm.seconds,
+        "warm_ingest_in_process_seconds": warm_report["in_process_seconds"],
+        "warm_ingest_peak_rss_mib": warm.peak_rss_mib,
+        "warm_cold_ratio": warm_ratio,
+        "warm_changed_run": changed,
+        "rows": {table: cold_report["tables"][table]["rows"] for table in TABLES},
+        "agreement_with_runs_json": agreement,
+        "targets": [asdict(target) for target in targets],
+    }
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=2) + "\n", "utf-8")
+    print_report(results, targets)
+    print(f"results written to {results_path}")
+    return targets
+
+
+def print_report(results: Mapping[str, Any], targets: Sequence[Target]) -> None:
+    """A small table of the figures and the verdict on each target."""
+    agreement = results["agreement_with_runs_json"]
+    rows = [
+        ("runs", f"{results['runs']}"),
+        ("helm-summarize -n 1", f"{results['helm_summarize_seconds']:.2f} s, "
+                                f"peak RSS {results['helm_summarize_peak_rss_mib']:.0f} MiB"),
+        ("cold ingest (process)", f"{results['cold_ingest_seconds']:.2f} s "
+                                  f"(ingest_suite {results['cold_ingest_in_process_seconds']:.2f} s), "
+                                  f"peak RSS {results['peak_ingest_rss_mib']:.0f} MiB"),
+        ("warm re-ingest, 1 run changed", f"{results['warm_ingest_seconds']:.2f} s "
+                                          f"(ingest_suite {results['warm_ingest_in_process_seconds']:.2f} s)"),
+        ("means vs runs.json", f"{agreement['values']} values in {agreement['runs']} runs, "
+                               f"{agreement['mismatches']} mismatches"),
+    ]  # fmt: skip
+    width = max(len(label) for label, _ in rows)
+    print()
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    print()
+    width = max(len(target.name) for target in targets)
+    for target in targets:
+        verdict = "MET" if target.met else "MISSED"
+        print(f"{target.name:<{width}}  {target.actual:8.3f}  target {target.rule:<7}  {verdict}")
+    if agreement["mismatches"]:
+        print("mismatches, e.g.:", *agreement["examples"], sep="\n  ")
+    print()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1000, help="runs in the built suite (default 1000)"
+    )
+    parser.add_argument(
+        "--shared", type=Path, default=DEFAULT_SHARED, help="the shared helm_runs folder"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="an empty or new folder to build in (kept afterwards)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    parser.add_argument(
+        "--results", type=Path, default=DEFAULT_RESULTS, help="where to write the JSON results"
+    )
+    parser.add_argument("--ingest-child", nargs=3, type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.ingest_child:
+        ingest_child(*args.ingest_child)
+        return 0
+    if args.runs < 1:
+        raise SystemExit("--runs must be at least 1")
+    if args.workdir is not None:
+        if args.workdir.exists() and any(args.workdir.iterdir()):
+            raise SystemExit(f"--workdir {args.workdir} is not empty")
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        workdir = args.workdir.resolve()
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="bench_ingest_vs_summarize_"))
+    try:
+        targets = benchmark(args.shared.resolve(), workdir, args.runs, args.results)
+    finally:
+        if args.workdir is None and not args.keep:
+            shutil.rmtree(workdir)
+        else:
+            print(f"work folder kept: {workdir}")
+    missed = [target.name for target in targets if not target.met]
+    print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

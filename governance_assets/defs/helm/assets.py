@@ -1,0 +1,166 @@
+"""HELM suites as assets: the run folders, and the tidy tables read from them."""
+
+
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
+from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
+from governance_assets.lib import tidy
+from governance_assets.lib.mlflow_record import evaluation_runs, run_url
+from governance_assets.lib.storage import UnsafePathError, safe_component
+
+RUNS_KEY = dg.AssetKey(list(tidy.RUNS_KEY))
+
+
+def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join("| " + " | ".join(str(row.get(c, "")).replace("|", "\\|") for c in columns) + " |\n" for row in rows)
+    return header + body
+
+
+def _suite_name(suite: str) -> str:
+    try:
+        return safe_component(suite, "suite partition key")
+    except UnsafePathError as error:
+        raise dg.Failure(description=str(error)) from error
+
+
+def _catalogue_suite(context: dg.AssetExecutionContext, suite: str, state: GovernanceState, helm: HelmRunner) -> pa.Table:
+    """Verify a historical suite, or run the evaluation plan into a planned one."""
+    discovery = state.discover()
+    if suite in discovery.problems:
+        raise dg.Failure(description=discovery.problems[suite])
+    location = discovery.suites.get(suite)
+    if location is not None and location.root != state.helm_output_path():
+        context.log.info(f"suite {suite}: historical, verifying {location.path} (never written to)")
+        catalogue = tidy.catalogue_runs(suite, location.path)
+    else:
+        plan = state.policy().evaluation_plan
+        entries = plan.run_entries_with_models()
+        context.log.info(f"suite {suite}: planned, {len(entries)} run entries")
+        outcomes = helm.run(entries, suite, state, plan.max_eval_instances, context.log.debug)
+        failures = [(o.run_name, o.entry, o.error or "") for o in outcomes if o.status == "failed"]
+        for _, entry, error in failures:
+            context.log.error(error)
+        catalogue = tidy.catalogue_runs(suite, state.own_suite_dir(suite))
+        catalogue = tidy.RunCatalogue(
+            tidy.mark_failed_runs(catalogue.table, failures), catalogue.listed_but_missing, catalogue.suite_errors
+        )
+    for problem in catalogue.suite_errors:
+        context.log.error(problem)
+    complete = pc.sum(pc.equal(catalogue.table["status"], "complete")).as_py() or 0
+    if complete == 0:
+        reasons = catalogue.suite_errors + [e for e in catalogue.table["error"].to_pylist() if e]
+        raise dg.Failure(
+            description=f"suite {suite}: no complete HELM run to ingest",
+            metadata={"reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none")},
+        )
+    state.warehouse().write(tidy.RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing})
+    return catalogue.table
+
+
+@dg.asset(
+    key=RUNS_KEY,
+    group_name="helm",
+    partitions_def=helm_suites,
+    backfill_policy=SUITE_BACKFILL,
+    kinds={"helm", "parquet"},
+    owners=OWNERS,
+    code_version="1",
+)
+def helm_runs(
+    context: dg.AssetExecutionContext, state: GovernanceState, helm: HelmRunner
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """The suite's HELM run folders: runs HELM for a planned suite, verifies a historical one."""
+    rows: list[dict[str, Any]] = []
+    for suite in context.partition_keys:
+        table = _catalogue_suite(context, _suite_name(suite), state, helm)
+        rows += table.select(["suite", "run_name", "status", "model", "error"]).to_pylist()
+    statuses = [row["status"] for row in rows]
+    return dg.MaterializeResult(
+        metadata={
+            "runs_complete": statuses.count("complete"),
+            "runs_incomplete": statuses.count("incomplete"),
+            "runs_failed": statuses.count("failed") + statuses.count("invalid"),
+            "runs": dg.MetadataValue.md(_md_table(rows, ["suite", "run_name", "status", "model", "error"])),
+        }
+    )
+
+
+def _tidy_asset_args(spec: tidy.TidyTable, description: str) -> dict[str, Any]:
+    return {
+        "key": dg.AssetKey(list(spec.key)),
+        "description": description,
+        "group_name": "helm",
+        "partitions_def": helm_suites,
+        "backfill_policy": SUITE_BACKFILL,
+        "deps": [RUNS_KEY],
+        "kinds": {"helm", "parquet"},
+        "owners": OWNERS,
+        "code_version": "1",
+    }
+
+
+def _refresh(context: dg.AssetExecutionContext, state: GovernanceState, spec: tidy.TidyTable) -> dict[str, Any]:
+    """Rebuild `spec`'s table for every suite of the run; return the materialisation metadata."""
+    warehouse = state.warehouse()
+    totals = {"rows": 0, "runs_parsed": 0, "runs_reused": 0, "runs_unreadable": 0}
+    errors: list[dict[str, str]] = []
+    for suite in context.partition_keys:
+        build = tidy.refresh_table(spec, _suite_name(suite), warehouse)
+        totals["rows"] += build.table.num_rows
+        totals["runs_parsed"] += len(build.parsed)
+        totals["runs_reused"] += len(build.reused)
+        totals["runs_unreadable"] += len(build.errors)
+        for run_name, error in build.errors.items():
+            context.log.error(error)
+            errors.append({"suite": suite, "run_name": run_name, "error": error})
+    metadata: dict[str, Any] = dict(totals)
+    metadata["path"] = dg.MetadataValue.path(str(warehouse.path(spec.key, context.partition_keys[0])))
+    if errors:
+        metadata["unreadable_runs"] = dg.MetadataValue.md(_md_table(errors, ["suite", "run_name", "error"]))
+    return metadata
+
+
+@dg.asset(**_tidy_asset_args(tidy.RUN_STATS, "Run-level HELM stats, one row per run × stat, recorded in MLflow."))
+def helm_run_stats(
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    metadata = _refresh(context, state, tidy.RUN_STATS)
+    metadata.update(_record_in_mlflow(context, state, mlflow))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(**_tidy_asset_args(tidy.INSTANCE_STATS, "Per-instance HELM stats, one row per run × instance × stat."))
+def helm_instance_stats(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    return dg.MaterializeResult(metadata=_refresh(context, state, tidy.INSTANCE_STATS))
+
+
+@dg.asset(**_tidy_asset_args(tidy.PREDICTIONS, "Prompts, completions and references per instance (scenario_state)."))
+def helm_predictions(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    return dg.MaterializeResult(metadata=_refresh(context, state, tidy.PREDICTIONS))
+
+
+def _record_in_mlflow(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking) -> dict[str, Any]:
+    recorder = mlflow.recorder(state, state.policy().mlflow.evaluation_experiment)
+    warehouse = state.warehouse()
+    links, created = [], 0
+    for suite in context.partition_keys:
+        tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": "helm/run_stats", "dagster.partition": suite}
+        run_stats, runs = warehouse.read(tidy.RUN_STATS.key, suite), warehouse.read(tidy.RUNS_KEY, suite)
+        assert run_stats is not None and runs is not None
+        recorded = recorder.record(evaluation_runs(run_stats, runs, tags))
+        for run_name, record in recorded.items():
+            created += record.created
+            url = run_url(mlflow.ui_url, recorder.experiment_id, record.run_id)
+            links.append({"suite": suite, "run_name": run_name, "mlflow_run": f"[{record.run_id}]({url})",
+                          "new": "yes" if record.created else "unchanged"})  # fmt: skip
+    return {
+        "mlflow_runs_created": created,
+        "mlflow_experiment": dg.MetadataValue.url(f"{mlflow.ui_url.rstrip('/')}/#/experiments/{recorder.experiment_id}"),
+        "mlflow_runs": dg.MetadataValue.md(_md_table(links, ["suite", "run_name", "mlflow_run", "new"])),
+    }

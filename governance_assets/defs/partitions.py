@@ -1,0 +1,11 @@
+"""Partitions shared across groups."""
+
+import dagster as dg
+
+helm_suites = dg.DynamicPartitionsDefinition(name="helm_suites")
+"""One partition per HELM suite (`v1`, `2026-11-27`, a historical release)."""
+
+SUITE_BACKFILL = dg.BackfillPolicy.single_run()
+"""Suite assets ingest many suites in one run when backfilled."""
+
+OWNERS = ["team:ml-governance"]

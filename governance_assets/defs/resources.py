@@ -1,0 +1,114 @@
+"""Resources shared by every group: state paths and policy, the HELM runner, MLflow."""
+
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from governance_assets.lib import helm_output, helm_runner
+from governance_assets.lib.mlflow_record import EvaluationRecorder
+from governance_assets.lib.policy import Policy, load_policy
+from governance_assets.lib.storage import governance_home, path_within
+from governance_assets.lib.warehouse import Warehouse
+
+
+class GovernanceState(dg.ConfigurableResource):  # type: ignore[misc]
+    """Where state lives (GOVERNANCE_HOME), the historical HELM output roots, and the policy."""
+
+    home: str = ""
+    """State folder; empty means GOVERNANCE_HOME, else `.governance/` in the working directory."""
+    output_roots: str = ""
+    """Historical HELM output roots (os.pathsep-separated); empty means HELM_OUTPUT_ROOTS."""
+    policy_path: str = ""
+    """Policy YAML; empty means GOVERNANCE_POLICY, else the packaged default."""
+
+    def home_path(self) -> Path:
+        return Path(self.home).absolute() if self.home else governance_home()
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.home_path() / "warehouse")
+
+    def helm_output_path(self) -> Path:
+        """The `benchmark_output` folder that this platform's own HELM runs go into."""
+        return self.home_path() / "helm" / "benchmark_output"
+
+    def helm_local_path(self) -> Path:
+        """HELM's `--local-path`: its cache, credentials and model deployments."""
+        return self.home_path() / "helm" / "prod_env"
+
+    def historical_roots(self) -> list[Path]:
+        raw = self.output_roots or os.environ.get("HELM_OUTPUT_ROOTS", "")
+        return [Path(part).absolute() for part in raw.split(os.pathsep) if part.strip()]
+
+    def policy(self) -> Policy:
+        return load_policy(self.policy_path or None)
+
+    def discover(self) -> helm_output.SuiteDiscovery:
+        """Suites in the platform's own output and in every historical root."""
+        return helm_output.discover_suites([self.helm_output_path(), *self.historical_roots()])
+
+    def own_suite_dir(self, suite: str) -> Path:
+        return path_within(self.helm_output_path() / "runs", suite, what="suite name")
+
+
+class HelmRunner(dg.ConfigurableResource):  # type: ignore[misc]
+    """Runs `helm-run` for planned suites (the built-in `simple/model1` or any deployment in
+    the local path's `model_deployments.yaml`)."""
+
+    num_threads: int = 1
+    plugins: list[str] = []
+    """Python modules passed to HELM's `--plugins` (custom scenarios and run specs)."""
+
+    def run(
+        self,
+        entries: list[str],
+        suite: str,
+        state: GovernanceState,
+        max_eval_instances: int,
+        log: Callable[[str], None],
+    ) -> list[helm_runner.EntryOutcome]:
+        settings = helm_runner.HelmSettings(
+            output_path=state.helm_output_path(),
+            local_path=state.helm_local_path(),
+            max_eval_instances=max_eval_instances,
+            num_threads=self.num_threads,
+            plugins=tuple(self.plugins),
+        )
+        settings.output_path.mkdir(parents=True, exist_ok=True)
+        settings.local_path.mkdir(parents=True, exist_ok=True)
+        return helm_runner.run_entries(entries, suite, settings, log)
+
+
+class MlflowTracking(dg.ConfigurableResource):  # type: ignore[misc]
+    """The MLflow tracking store. Credentials for a remote server come from MLflow's own
+    environment variables (MLFLOW_TRACKING_TOKEN, …) and are never stored here."""
+
+    tracking_uri: str = ""
+    """Empty means MLFLOW_TRACKING_URI, else SQLite at `GOVERNANCE_HOME/mlflow/mlflow.db`."""
+    artifact_root: str = ""
+    """Empty means `GOVERNANCE_HOME/mlflow/artifacts`."""
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def resolved_uri(self, state: GovernanceState) -> str:
+        if self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+            return self.tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
+        folder = state.home_path() / "mlflow"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
+    def recorder(self, state: GovernanceState, experiment: str) -> EvaluationRecorder:
+        root = Path(self.artifact_root) if self.artifact_root else state.home_path() / "mlflow" / "artifacts"
+        return EvaluationRecorder(self.resolved_uri(state), root.absolute(), experiment)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "state": GovernanceState(),
+            "helm": HelmRunner(),
+            "mlflow": MlflowTracking(),
+        }
+    )

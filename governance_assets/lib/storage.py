@@ -1,0 +1,71 @@
+"""Where state lives under GOVERNANCE_HOME, and how it is written safely."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DEFAULT_HOME = ".governance"
+_UNSAFE_COMPONENT = re.compile(r"[\x00/\\]")
+
+
+class UnsafePathError(ValueError):
+    """A name that would leave the folder it is meant to stay in."""
+
+
+def governance_home() -> Path:
+    """The state folder: GOVERNANCE_HOME, else `.governance/` in the working directory."""
+    return Path(os.environ.get("GOVERNANCE_HOME") or DEFAULT_HOME).absolute()
+
+
+def safe_component(name: str, what: str) -> str:
+    """Return `name` if it can be used as one path component, else raise UnsafePathError."""
+    if not name or name in {".", ".."} or _UNSAFE_COMPONENT.search(name) or name.startswith("~"):
+        raise UnsafePathError(
+            f"{what} {name!r} is not a safe path component "
+            "(empty, '.', '..', '~…', or contains '/', '\\' or NUL)"
+        )
+    return name
+
+
+def path_within(root: Path, *components: str, what: str = "name") -> Path:
+    """Join validated components under `root`, refusing anything that resolves outside it."""
+    path = root.joinpath(*(safe_component(c, what) for c in components))
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UnsafePathError(f"{what} {'/'.join(components)!r} escapes {root}")
+    return path
+
+
+@contextmanager
+def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file so that readers see the old or the new content, never a part."""
+    with atomic_writer(path) as handle:
+        handle.write(text)
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    """Write a Parquet file atomically (temporary file, then rename)."""
+    with atomic_writer(path, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd")

@@ -1,0 +1,308 @@
+"""HELM run folders into the tidy tables `helm/runs`, `helm/run_stats`, `helm/instance_stats`
+and `helm/predictions`, re-parsing only the runs whose files changed since the last build."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from governance_assets.lib import helm_output as ho
+from governance_assets.lib.warehouse import Warehouse
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("run_name", pa.string()),
+        ("status", pa.string()),
+        ("model", pa.string()),
+        ("model_deployment", pa.string()),
+        ("scenario", pa.string()),
+        ("scenario_class", pa.string()),
+        ("groups", pa.list_(pa.string())),
+        ("run_spec_hash", pa.string()),
+        ("fingerprint", pa.string()),
+        ("missing_files", pa.list_(pa.string())),
+        ("listed_in_runs_json", pa.bool_()),
+        ("error", pa.string()),
+        ("path", pa.string()),
+    ]
+)
+"""`status` is `complete`, `incomplete` (HELM files missing) or `invalid` (run_spec unreadable)."""
+
+RUN_STATS_SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("run_name", pa.string()),
+        ("model", pa.string()),
+        ("scenario", pa.string()),
+        ("metric", pa.string()),
+        ("split", pa.string()),
+        ("sub_split", pa.string()),
+        ("perturbation", pa.string()),
+        ("count", pa.int64()),
+        ("sum", pa.float64()),
+        ("mean", pa.float64()),
+        ("stddev", pa.float64()),
+        ("min", pa.float64()),
+        ("max", pa.float64()),
+    ]
+)
+
+INSTANCE_STATS_SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("run_name", pa.string()),
+        ("model", pa.string()),
+        ("instance_id", pa.string()),
+        ("train_trial_index", pa.int64()),
+        ("perturbation", pa.string()),
+        ("metric", pa.string()),
+        ("split", pa.string()),
+        ("sub_split", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("run_name", pa.string()),
+        ("model", pa.string()),
+        ("instance_id", pa.string()),
+        ("train_trial_index", pa.int64()),
+        ("perturbation", pa.string()),
+        ("split", pa.string()),
+        ("sub_split", pa.string()),
+        ("input", pa.string()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("references", pa.list_(pa.string())),
+        ("correct_references", pa.list_(pa.string())),
+        ("success", pa.bool_()),
+        ("error", pa.string()),
+    ]
+)
+
+
+def content_hash(value: Any) -> str:
+    """A stable SHA-256 of a JSON-able value (keys sorted)."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunCatalogue:
+    """The `helm/runs` table of one suite and what was wrong with it."""
+
+    table: pa.Table
+    listed_but_missing: list[str]
+    """Runs named in `runs.json` that have no folder."""
+    suite_errors: list[str]
+
+
+def catalogue_runs(suite: str, suite_dir: Path) -> RunCatalogue:
+    """One row per run folder: completeness, model and scenario from `run_spec.json`."""
+    suite_errors: list[str] = []
+    try:
+        listed = ho.runs_listed_in_summary(suite_dir)
+    except ho.HelmOutputError as error:
+        suite_errors.append(str(error))
+        listed = None
+    folders = ho.list_run_folders(suite_dir)
+    if not folders:
+        suite_errors.append(f"{suite_dir}: suite {suite!r} has no run folders")
+    rows: list[dict[str, Any]] = []
+    for run in folders:
+        row: dict[str, Any] = {
+            "suite": suite,
+            "run_name": run.run_name,
+            "missing_files": list(run.missing_files),
+            "listed_in_runs_json": None if listed is None else run.run_name in listed,
+            "path": str(run.path),
+        }
+        if not run.complete:
+            row["status"] = "incomplete"
+            row["error"] = f"{run.path}: missing {', '.join(run.missing_files)}"
+            rows.append(row)
+            continue
+        try:
+            spec = ho.read_run_spec(run.path)
+        except ho.HelmOutputError as error:
+            row.update(status="invalid", error=str(error))
+            rows.append(row)
+            continue
+        row.update(
+            status="complete",
+            model=spec.model,
+            model_deployment=spec.model_deployment,
+            scenario=spec.scenario,
+            scenario_class=spec.scenario_class,
+            groups=list(spec.groups),
+            run_spec_hash=content_hash(spec.raw),
+            fingerprint=run.fingerprint(),
+        )
+        rows.append(row)
+    folder_names = {run.run_name for run in folders}
+    missing = sorted(set(listed or ()) - folder_names)
+    return RunCatalogue(pa.Table.from_pylist(rows, schema=RUNS_SCHEMA), missing, suite_errors)
+
+
+@dataclass(frozen=True)
+class TidyTable:
+    """How one tidy table is read from a run folder."""
+
+    key: tuple[str, ...]
+    schema: pa.Schema
+    read_rows: Callable[[Path], Sequence[tuple[Any, ...]]]
+    run_columns: tuple[str, ...]
+    """Columns taken from the run (suite, run_name, …) before the row's own fields."""
+
+
+RUN_STATS = TidyTable(("helm", "run_stats"), RUN_STATS_SCHEMA, ho.read_stats, ("suite", "run_name", "model", "scenario"))
+INSTANCE_STATS = TidyTable(
+    ("helm", "instance_stats"), INSTANCE_STATS_SCHEMA, ho.read_instance_stats, ("suite", "run_name", "model")
+)
+PREDICTIONS = TidyTable(("helm", "predictions"), PREDICTIONS_SCHEMA, ho.read_predictions, ("suite", "run_name", "model"))
+TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
+
+
+@dataclass
+class TableBuild:
+    """A built table, the fingerprints it was built from, and the runs that could not be read."""
+
+    table: pa.Table
+    manifest: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)
+    parsed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+def _run_table(spec: TidyTable, run: dict[str, Any]) -> pa.Table:
+    rows = spec.read_rows(Path(run["path"]))
+    own_fields = spec.schema.names[len(spec.run_columns) :]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in own_fields]
+    arrays = [pa.array([run[name]] * len(rows), pa.string()) for name in spec.run_columns]
+    arrays += [
+        pa.array(column, spec.schema.field(name).type) for name, column in zip(own_fields, columns, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=spec.schema)
+
+
+def build_table(
+    spec: TidyTable,
+    runs: pa.Table,
+    previous: pa.Table | None = None,
+    previous_manifest: dict[str, str] | None = None,
+) -> TableBuild:
+    """Build `spec`'s table for the complete runs in `runs` (a `helm/runs` table).
+
+    Runs whose fingerprint matches `previous_manifest` are copied from `previous` instead of
+    re-read; a run whose files cannot be read is left out and named in `errors`."""
+    previous_manifest = previous_manifest or {}
+    build = TableBuild(table=spec.schema.empty_table(), manifest={})
+    pieces: list[pa.Table] = []
+    for run in runs.filter(pc.equal(runs["status"], "complete")).to_pylist():
+        name, fingerprint = run["run_name"], run["fingerprint"]
+        if previous is not None and previous_manifest.get(name) == fingerprint:
+            build.reused.append(name)
+            build.manifest[name] = fingerprint
+            continue
+        try:
+            pieces.append(_run_table(spec, run))
+        except ho.HelmOutputError as error:
+            build.errors[name] = str(error)
+            continue
+        build.parsed.append(name)
+        build.manifest[name] = fingerprint
+    if build.reused and previous is not None:
+        kept = previous.filter(pc.is_in(previous["run_name"], value_set=pa.array(build.reused)))
+        pieces.insert(0, kept.cast(spec.schema))
+    if pieces:
+        build.table = pa.concat_tables(pieces).combine_chunks()
+    return build
+
+
+RUNS_KEY = ("helm", "runs")
+
+
+def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse) -> TableBuild:
+    """Rebuild `spec`'s table of `suite` from the stored `helm/runs` table, re-reading only
+    changed runs; an unchanged suite is not rewritten."""
+    runs = warehouse.read(RUNS_KEY, suite)
+    if runs is None:
+        raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
+    manifest: dict[str, str] = warehouse.read_annotation(spec.key, suite, "manifest") or {}
+    complete = runs.filter(pc.equal(runs["status"], "complete"))
+    current = dict(zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True))
+    if manifest and manifest == current:
+        previous = warehouse.read(spec.key, suite)
+        if previous is not None:
+            return TableBuild(table=previous, manifest=manifest, reused=sorted(manifest))
+    previous = warehouse.read(spec.key, suite) if manifest else None
+    build = build_table(spec, runs, previous, manifest)
+    warehouse.write(spec.key, suite, build.table, {"manifest": build.manifest, "errors": build.errors})
+    return build
+
+
+@dataclass(frozen=True)
+class SuiteIngest:
+    """Everything one suite's ingestion produced."""
+
+    catalogue: RunCatalogue
+    builds: dict[tuple[str, ...], TableBuild]
+
+
+def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteIngest:
+    """Catalogue a suite's runs and refresh all three tidy tables (what the helm assets do)."""
+    catalogue = catalogue_runs(suite, suite_dir)
+    warehouse.write(RUNS_KEY, suite, catalogue.table)
+    builds = {spec.key: refresh_table(spec, suite, warehouse) for spec in TIDY_TABLES}
+    return SuiteIngest(catalogue, builds)
+
+
+def mark_failed_runs(runs: pa.Table, failures: Sequence[tuple[str | None, str, str]]) -> pa.Table:
+    """Record HELM failures `(run folder or None, run entry, error)` in a `helm/runs` table;
+    a failure that left no folder gets a row named after its run entry."""
+    rows = runs.to_pylist()
+    by_name = {row["run_name"]: row for row in rows}
+    suite = rows[0]["suite"] if rows else None
+    for run_name, entry, error in failures:
+        row = by_name.get(run_name or "")
+        if row is None:
+            row = {"suite": suite, "run_name": run_name or entry, "missing_files": list(ho.REQUIRED_RUN_FILES)}
+            rows.append(row)
+        row.update(status="failed", error=error)
+    return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
+
+
+def compare_with_summary(suite_dir: Path, run_stats: pa.Table) -> tuple[int, list[str]]:
+    """Compare our per-run means with the stats HELM's `helm-summarize` wrote to `runs.json`.
+
+    Returns how many values were compared and a description of each disagreement; a suite
+    without `runs.json` compares nothing."""
+    path = suite_dir / "runs.json"
+    if not path.exists():
+        return 0, []
+    ours: dict[tuple[Any, ...], float | None] = {}
+    for row in run_stats.select(["run_name", "metric", "split", "sub_split", "perturbation", "mean"]).to_pylist():
+        ours[(row["run_name"], row["metric"], row["split"], row["sub_split"], row["perturbation"])] = row["mean"]
+    compared, mismatches = 0, []
+    for run in ho.load_json(path):
+        run_name = Path(run["run_path"]).name if run.get("run_path") else run["run_spec"]["name"]
+        if not any(key[0] == run_name for key in ours):
+            continue
+        for index, stat in enumerate(run["stats"]):
+            theirs = ho.parse_stat(stat, f"{run_name} stat {index}", path)
+            key = (run_name, theirs.metric, theirs.split, theirs.sub_split, theirs.perturbation)
+            compared += 1
+            if key not in ours:
+                mismatches.append(f"{run_name}: {key[1:]} is in runs.json but not in run_stats")
+            elif ours[key] != theirs.mean:
+                mismatches.append(f"{run_name}: {key[1:]} mean {ours[key]} != runs.json {theirs.mean}")
+    return compared, mismatches

@@ -1,0 +1,60 @@
+"""The Parquet warehouse: `warehouse/<asset key path>/<partition>.parquet`, readable without Dagster."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from governance_assets.lib.storage import path_within, write_parquet_atomic
+
+ANNOTATION_PREFIX = "governance."
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """Tables under one folder, one Parquet file per asset partition."""
+
+    root: Path
+
+    def path(self, key: Sequence[str], partition: str | None = None) -> Path:
+        """The file of `key` (e.g. `["helm", "run_stats"]`) for `partition`; names are validated."""
+        if partition is None:
+            *parents, leaf = key
+            return path_within(self.root, *parents, f"{leaf}.parquet", what="asset key")
+        return path_within(self.root, *key, f"{partition}.parquet", what="partition key")
+
+    def write(
+        self,
+        key: Sequence[str],
+        partition: str | None,
+        table: pa.Table,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write atomically; `annotations` (JSON-able, e.g. run fingerprints) travel in the file."""
+        path = self.path(key, partition)
+        if annotations:
+            metadata = dict(table.schema.metadata or {})
+            for name, value in annotations.items():
+                metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
+            table = table.replace_schema_metadata(metadata)
+        write_parquet_atomic(path, table)
+        return path
+
+    def read(self, key: Sequence[str], partition: str | None = None) -> pa.Table | None:
+        """The table, or None when it was never written."""
+        path = self.path(key, partition)
+        return pq.read_table(path) if path.exists() else None
+
+    def read_annotation(self, key: Sequence[str], partition: str | None, name: str) -> Any:
+        """An annotation stored with the table, or None."""
+        path = self.path(key, partition)
+        if not path.exists():
+            return None
+        raw = (pq.read_schema(path).metadata or {}).get(f"{ANNOTATION_PREFIX}{name}".encode())
+        return json.loads(raw) if raw else None

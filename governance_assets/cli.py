@@ -36,18 +36,22 @@ def run_demo(suite: str) -> int:
     """Materialise the whole graph for a demo suite of real HELM runs and say where it all is."""
     home = prepare_environment()
     from governance_assets.definitions import defs
-    from governance_assets.defs.partitions import helm_suites
+    from governance_assets.defs.partitions import HELM_SUITES
 
     definitions = defs()
     with dg.DagsterInstance.get() as instance:
-        if not instance.has_dynamic_partition(helm_suites.name, suite):
-            instance.add_dynamic_partitions(helm_suites.name, [suite])
+        if not instance.has_dynamic_partition(HELM_SUITES, suite):
+            instance.add_dynamic_partitions(HELM_SUITES, [suite])
         job = definitions.resolve_job_def("evaluate_suite")
-        result = job.execute_in_process(instance=instance, partition_key=suite, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, partition_key=suite, raise_on_error=False
+        )
         print(f"\nDagster run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
         for evaluation in result.get_asset_check_evaluations():
             status = "passed" if evaluation.passed else f"failed ({evaluation.severity.value})"
-            print(f"  check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: {status}")
+            print(
+                f"  check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: {status}"
+            )
     warehouse = home / "warehouse"
     print(f"\nTables (Parquet, readable with pandas or DuckDB) under {warehouse}:")
     for path in sorted(warehouse.rglob(f"{suite}.parquet")):

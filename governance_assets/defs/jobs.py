@@ -13,4 +13,3 @@ evaluate_suite = dg.define_asset_job(
     partitions_def=helm_suites,
     description="The whole governance graph for one HELM suite: run or verify, ingest, record, judge.",
 )
-

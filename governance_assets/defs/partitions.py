@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-helm_suites = dg.DynamicPartitionsDefinition(name="helm_suites")
+HELM_SUITES = "helm_suites"
+helm_suites = dg.DynamicPartitionsDefinition(name=HELM_SUITES)
 """One partition per HELM suite (`v1`, `2026-11-27`, a historical release)."""
 
 SUITE_BACKFILL = dg.BackfillPolicy.single_run()

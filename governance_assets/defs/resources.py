@@ -1,6 +1,5 @@
 """Resources shared by every group: state paths and policy, the HELM runner, MLflow."""
 
-
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from governance_assets.lib.storage import governance_home, path_within
 from governance_assets.lib.warehouse import Warehouse
 
 
-class GovernanceState(dg.ConfigurableResource):  # type: ignore[misc]
+class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where state lives (GOVERNANCE_HOME), the historical HELM output roots, and the policy."""
 
     home: str = ""
@@ -53,7 +52,7 @@ class GovernanceState(dg.ConfigurableResource):  # type: ignore[misc]
         return path_within(self.helm_output_path() / "runs", suite, what="suite name")
 
 
-class HelmRunner(dg.ConfigurableResource):  # type: ignore[misc]
+class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Runs `helm-run` for planned suites (the built-in `simple/model1` or any deployment in
     the local path's `model_deployments.yaml`)."""
 
@@ -81,7 +80,7 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[misc]
         return helm_runner.run_entries(entries, suite, settings, log)
 
 
-class MlflowTracking(dg.ConfigurableResource):  # type: ignore[misc]
+class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The MLflow tracking store. Credentials for a remote server come from MLflow's own
     environment variables (MLFLOW_TRACKING_TOKEN, …) and are never stored here."""
 
@@ -99,7 +98,11 @@ class MlflowTracking(dg.ConfigurableResource):  # type: ignore[misc]
         return f"sqlite:///{folder / 'mlflow.db'}"
 
     def recorder(self, state: GovernanceState, experiment: str) -> EvaluationRecorder:
-        root = Path(self.artifact_root) if self.artifact_root else state.home_path() / "mlflow" / "artifacts"
+        root = (
+            Path(self.artifact_root)
+            if self.artifact_root
+            else state.home_path() / "mlflow" / "artifacts"
+        )
         return EvaluationRecorder(self.resolved_uri(state), root.absolute(), experiment)
 
 

@@ -111,7 +111,7 @@ def list_run_folders(suite_dir: Path) -> list[RunFolder]:
         if not entry.is_dir() or entry.name.startswith(".") or entry.name in SUITE_LEVEL_FOLDERS:
             continue
         path = Path(entry.path)
-        present = set(os.listdir(path))
+        present = set(os.listdir(path))  # noqa: PTH208  (names only; cheaper than Path objects)
         missing = tuple(name for name in REQUIRED_RUN_FILES if name not in present)
         runs.append(RunFolder(entry.name, path, missing))
     return runs
@@ -154,8 +154,11 @@ def load_json(path: Path) -> Any:
     try:
         return json.loads(data, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
-        kind = "truncated JSON" if error.pos >= len(data.rstrip()) else "invalid JSON"
-        raise HelmOutputError(path, f"{kind}: {error.msg} at line {error.lineno} column {error.colno}") from error
+        ends_early = error.msg.startswith("Unterminated") or error.pos >= len(data.rstrip())
+        kind = "truncated JSON (the file ends before the document does)" if ends_early else "invalid JSON"
+        raise HelmOutputError(
+            path, f"{kind}: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from error
     except (ValueError, UnicodeDecodeError) as error:
         raise HelmOutputError(path, f"invalid JSON: {error}") from error
 
@@ -206,7 +209,9 @@ def read_run_spec(run_dir: Path) -> RunSpecSummary:
     )
 
 
-_STAT_KEYS = frozenset({"name", "count", "sum", "sum_squared", "min", "max", "mean", "variance", "stddev"})
+_STAT_KEYS = frozenset(
+    {"name", "count", "sum", "sum_squared", "min", "max", "mean", "variance", "stddev"}
+)
 _NAME_KEYS = frozenset({"name", "split", "sub_split", "perturbation"})
 _PERTURBATION_FLAGS = frozenset({"name", "robustness", "fairness"})
 
@@ -227,7 +232,8 @@ class StatRow(NamedTuple):
     split: str | None
     sub_split: str | None
     perturbation: str | None
-    count: int
+    stat_count: int
+    """HELM's `count`: train trials at run level, values at instance level."""
     sum: float | None
     mean: float | None
     stddev: float | None
@@ -271,7 +277,7 @@ def parse_stat(stat: Any, where: str, path: Path) -> StatRow:
         split=name.get("split"),
         sub_split=name.get("sub_split"),
         perturbation=perturbation_label(name.get("perturbation")),
-        count=int(count),
+        stat_count=int(count),
         sum=_number(stat, "sum", where, path),
         mean=mean if count > 0 else None,
         stddev=_number(stat, "stddev", where, path),
@@ -380,7 +386,9 @@ def read_predictions(run_dir: Path) -> list[PredictionRow]:
                 completion=_text(completions[0]) if completions else None,
                 references=[_text(ref.get("output")) for ref in references],
                 correct_references=[
-                    _text(ref.get("output")) for ref in references if "correct" in (ref.get("tags") or [])
+                    _text(ref.get("output"))
+                    for ref in references
+                    if "correct" in (ref.get("tags") or [])
                 ],
                 success=result.get("success") if result else None,
                 error=result.get("error") if result else None,

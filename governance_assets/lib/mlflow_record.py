@@ -98,7 +98,9 @@ class EvaluationRecorder:
             self.experiment_id = existing.experiment_id
         else:
             location = artifact_root.joinpath(experiment).as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=location
+            )
 
     def latest_by_run_name(self, suite: str) -> dict[str, Any]:
         """The newest MLflow run of each HELM run name already recorded for `suite`."""
@@ -110,9 +112,9 @@ class EvaluationRecorder:
             max_results=50000,
         )
         for run in runs:
-            if run.data.tags.get("governance.suite") != suite:
-                continue
-            latest.setdefault(run.data.tags.get("governance.run_name"), run)
+            run_name = run.data.tags.get("governance.run_name")
+            if run.data.tags.get("governance.suite") == suite and run_name:
+                latest.setdefault(run_name, run)
         return latest
 
     def record(self, runs: Sequence[EvaluationRun]) -> dict[str, RecordedRun]:
@@ -120,13 +122,17 @@ class EvaluationRecorder:
         recorded: dict[str, RecordedRun] = {}
         by_suite: dict[str, dict[str, Any]] = {}
         for run in runs:
-            latest = by_suite.setdefault(run.suite, self.latest_by_run_name(run.suite)).get(run.run_name)
+            latest = by_suite.setdefault(run.suite, self.latest_by_run_name(run.suite)).get(
+                run.run_name
+            )
             digest = run.content_hash()
             if latest is not None and latest.data.tags.get("governance.content_hash") == digest:
                 recorded[run.run_name] = RecordedRun(latest.info.run_id, created=False)
                 continue
             supersedes = latest.info.run_id if latest is not None else None
-            recorded[run.run_name] = RecordedRun(self._create(run, digest, supersedes), True, supersedes)
+            recorded[run.run_name] = RecordedRun(
+                self._create(run, digest, supersedes), True, supersedes
+            )
         return recorded
 
     def _create(self, run: EvaluationRun, digest: str, supersedes: str | None) -> str:
@@ -141,7 +147,7 @@ class EvaluationRecorder:
         if supersedes:
             tags["governance.supersedes"] = supersedes
         created = self.client.create_run(self.experiment_id, tags=tags)
-        run_id = created.info.run_id
+        run_id = str(created.info.run_id)
         metrics = [Metric(key, float(value), 0, 0) for key, value in sorted(run.metrics.items())]
         params = [Param(key, value) for key, value in flatten_params(run.adapter_spec).items()]
         for start in range(0, len(params), 100):  # MLflow's per-batch limits
@@ -163,10 +169,14 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def evaluation_runs(run_stats: pa.Table, runs: pa.Table, tags: Mapping[str, str]) -> list[EvaluationRun]:
+def evaluation_runs(
+    run_stats: pa.Table, runs: pa.Table, tags: Mapping[str, str]
+) -> list[EvaluationRun]:
     """One `EvaluationRun` per complete run of a suite: plain (unperturbed) stats as metrics,
     adapter settings from its `run_spec.json`, and its key files as artifacts."""
-    plain = run_stats.filter(pc.and_(pc.is_null(run_stats["perturbation"]), pc.greater(run_stats["count"], 0)))
+    plain = run_stats.filter(
+        pc.and_(pc.is_null(run_stats["perturbation"]), pc.greater(run_stats["count"], 0))
+    )
     by_run: dict[str, list[dict[str, Any]]] = {}
     for row in plain.select(["run_name", "metric", "split", "sub_split", "mean"]).to_pylist():
         by_run.setdefault(row["run_name"], []).append(row)
@@ -179,7 +189,11 @@ def evaluation_runs(run_stats: pa.Table, runs: pa.Table, tags: Mapping[str, str]
         for stat in by_run.get(run["run_name"], []):
             key = metric_key(stat["metric"], stat["split"], stat["sub_split"])
             metrics[key] = stat["mean"]
-            names[key] = {"metric": stat["metric"], "split": stat["split"], "sub_split": stat["sub_split"]}
+            names[key] = {
+                "metric": stat["metric"],
+                "split": stat["split"],
+                "sub_split": stat["sub_split"],
+            }
         result.append(
             EvaluationRun(
                 suite=run["suite"],

@@ -39,7 +39,9 @@ class EvaluationPlan(_Strict):
     def _entries_have_no_model(cls, entries: list[str]) -> list[str]:
         for entry in entries:
             if not _ENTRY.match(entry):
-                raise ValueError(f"{entry!r} is not a HELM run entry such as 'simple1' or 'mmlu:subject=anatomy'")
+                raise ValueError(
+                    f"{entry!r} is not a HELM run entry such as 'simple1' or 'mmlu:subject=anatomy'"
+                )
             if "model=" in entry:
                 raise ValueError(f"{entry!r} names a model; list models under 'models' instead")
         return entries
@@ -69,7 +71,8 @@ class Policy(_Strict):
 
 def _format_errors(error: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}" for item in error.errors()
+        f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}"
+        for item in error.errors()
     )
 
 

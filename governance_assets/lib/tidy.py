@@ -164,11 +164,21 @@ class TidyTable:
     """Columns taken from the run (suite, run_name, …) before the row's own fields."""
 
 
-RUN_STATS = TidyTable(("helm", "run_stats"), RUN_STATS_SCHEMA, ho.read_stats, ("suite", "run_name", "model", "scenario"))
-INSTANCE_STATS = TidyTable(
-    ("helm", "instance_stats"), INSTANCE_STATS_SCHEMA, ho.read_instance_stats, ("suite", "run_name", "model")
+RUN_STATS = TidyTable(
+    ("helm", "run_stats"),
+    RUN_STATS_SCHEMA,
+    ho.read_stats,
+    ("suite", "run_name", "model", "scenario"),
 )
-PREDICTIONS = TidyTable(("helm", "predictions"), PREDICTIONS_SCHEMA, ho.read_predictions, ("suite", "run_name", "model"))
+INSTANCE_STATS = TidyTable(
+    ("helm", "instance_stats"),
+    INSTANCE_STATS_SCHEMA,
+    ho.read_instance_stats,
+    ("suite", "run_name", "model"),
+)
+PREDICTIONS = TidyTable(
+    ("helm", "predictions"), PREDICTIONS_SCHEMA, ho.read_predictions, ("suite", "run_name", "model")
+)
 TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 
 
@@ -189,7 +199,8 @@ def _run_table(spec: TidyTable, run: dict[str, Any]) -> pa.Table:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in own_fields]
     arrays = [pa.array([run[name]] * len(rows), pa.string()) for name in spec.run_columns]
     arrays += [
-        pa.array(column, spec.schema.field(name).type) for name, column in zip(own_fields, columns, strict=True)
+        pa.array(column, spec.schema.field(name).type)
+        for name, column in zip(own_fields, columns, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=spec.schema)
 
@@ -236,17 +247,23 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse) -> TableBui
     changed runs; an unchanged suite is not rewritten."""
     runs = warehouse.read(RUNS_KEY, suite)
     if runs is None:
-        raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
+        raise FileNotFoundError(
+            f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built"
+        )
     manifest: dict[str, str] = warehouse.read_annotation(spec.key, suite, "manifest") or {}
     complete = runs.filter(pc.equal(runs["status"], "complete"))
-    current = dict(zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True))
+    current = dict(
+        zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True)
+    )
     if manifest and manifest == current:
         previous = warehouse.read(spec.key, suite)
         if previous is not None:
             return TableBuild(table=previous, manifest=manifest, reused=sorted(manifest))
     previous = warehouse.read(spec.key, suite) if manifest else None
     build = build_table(spec, runs, previous, manifest)
-    warehouse.write(spec.key, suite, build.table, {"manifest": build.manifest, "errors": build.errors})
+    warehouse.write(
+        spec.key, suite, build.table, {"manifest": build.manifest, "errors": build.errors}
+    )
     return build
 
 
@@ -275,7 +292,11 @@ def mark_failed_runs(runs: pa.Table, failures: Sequence[tuple[str | None, str, s
     for run_name, entry, error in failures:
         row = by_name.get(run_name or "")
         if row is None:
-            row = {"suite": suite, "run_name": run_name or entry, "missing_files": list(ho.REQUIRED_RUN_FILES)}
+            row = {
+                "suite": suite,
+                "run_name": run_name or entry,
+                "missing_files": list(ho.REQUIRED_RUN_FILES),
+            }
             rows.append(row)
         row.update(status="failed", error=error)
     return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
@@ -290,8 +311,12 @@ def compare_with_summary(suite_dir: Path, run_stats: pa.Table) -> tuple[int, lis
     if not path.exists():
         return 0, []
     ours: dict[tuple[Any, ...], float | None] = {}
-    for row in run_stats.select(["run_name", "metric", "split", "sub_split", "perturbation", "mean"]).to_pylist():
-        ours[(row["run_name"], row["metric"], row["split"], row["sub_split"], row["perturbation"])] = row["mean"]
+    for row in run_stats.select(
+        ["run_name", "metric", "split", "sub_split", "perturbation", "mean"]
+    ).to_pylist():
+        ours[
+            (row["run_name"], row["metric"], row["split"], row["sub_split"], row["perturbation"])
+        ] = row["mean"]
     compared, mismatches = 0, []
     for run in ho.load_json(path):
         run_name = Path(run["run_path"]).name if run.get("run_path") else run["run_spec"]["name"]
@@ -304,5 +329,7 @@ def compare_with_summary(suite_dir: Path, run_stats: pa.Table) -> tuple[int, lis
             if key not in ours:
                 mismatches.append(f"{run_name}: {key[1:]} is in runs.json but not in run_stats")
             elif ours[key] != theirs.mean:
-                mismatches.append(f"{run_name}: {key[1:]} mean {ours[key]} != runs.json {theirs.mean}")
+                mismatches.append(
+                    f"{run_name}: {key[1:]} mean {ours[key]} != runs.json {theirs.mean}"
+                )
     return compared, mismatches

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from governance_assets.lib.storage import path_within, write_parquet_atomic
+from governance_assets.lib.storage import path_within, safe_component, write_parquet_atomic
 
 ANNOTATION_PREFIX = "governance."
 
@@ -27,6 +27,7 @@ class Warehouse:
         if partition is None:
             *parents, leaf = key
             return path_within(self.root, *parents, f"{leaf}.parquet", what="asset key")
+        safe_component(partition, "partition key")
         return path_within(self.root, *key, f"{partition}.parquet", what="partition key")
 
     def write(
@@ -41,7 +42,9 @@ class Warehouse:
         if annotations:
             metadata = dict(table.schema.metadata or {})
             for name, value in annotations.items():
-                metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
+                metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(
+                    value, sort_keys=True
+                ).encode()
             table = table.replace_schema_metadata(metadata)
         write_parquet_atomic(path, table)
         return path

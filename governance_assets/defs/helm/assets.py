@@ -1,6 +1,5 @@
 """HELM suites as assets: the run folders, and the tidy tables read from them."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -18,7 +17,10 @@ RUNS_KEY = dg.AssetKey(list(tidy.RUNS_KEY))
 
 def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + " | ".join(str(row.get(c, "")).replace("|", "\\|") for c in columns) + " |\n" for row in rows)
+    body = "".join(
+        "| " + " | ".join(str(row.get(c, "")).replace("|", "\\|") for c in columns) + " |\n"
+        for row in rows
+    )
     return header + body
 
 
@@ -29,7 +31,9 @@ def _suite_name(suite: str) -> str:
         raise dg.Failure(description=str(error)) from error
 
 
-def _catalogue_suite(context: dg.AssetExecutionContext, suite: str, state: GovernanceState, helm: HelmRunner) -> pa.Table:
+def _catalogue_suite(
+    context: dg.AssetExecutionContext, suite: str, state: GovernanceState, helm: HelmRunner
+) -> pa.Table:
     """Verify a historical suite, or run the evaluation plan into a planned one."""
     discovery = state.discover()
     if suite in discovery.problems:
@@ -44,11 +48,13 @@ def _catalogue_suite(context: dg.AssetExecutionContext, suite: str, state: Gover
         context.log.info(f"suite {suite}: planned, {len(entries)} run entries")
         outcomes = helm.run(entries, suite, state, plan.max_eval_instances, context.log.debug)
         failures = [(o.run_name, o.entry, o.error or "") for o in outcomes if o.status == "failed"]
-        for _, entry, error in failures:
+        for *_, error in failures:
             context.log.error(error)
         catalogue = tidy.catalogue_runs(suite, state.own_suite_dir(suite))
         catalogue = tidy.RunCatalogue(
-            tidy.mark_failed_runs(catalogue.table, failures), catalogue.listed_but_missing, catalogue.suite_errors
+            tidy.mark_failed_runs(catalogue.table, failures),
+            catalogue.listed_but_missing,
+            catalogue.suite_errors,
         )
     for problem in catalogue.suite_errors:
         context.log.error(problem)
@@ -57,9 +63,13 @@ def _catalogue_suite(context: dg.AssetExecutionContext, suite: str, state: Gover
         reasons = catalogue.suite_errors + [e for e in catalogue.table["error"].to_pylist() if e]
         raise dg.Failure(
             description=f"suite {suite}: no complete HELM run to ingest",
-            metadata={"reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none")},
+            metadata={
+                "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none")
+            },
         )
-    state.warehouse().write(tidy.RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing})
+    state.warehouse().write(
+        tidy.RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing}
+    )
     return catalogue.table
 
 
@@ -86,7 +96,9 @@ def helm_runs(
             "runs_complete": statuses.count("complete"),
             "runs_incomplete": statuses.count("incomplete"),
             "runs_failed": statuses.count("failed") + statuses.count("invalid"),
-            "runs": dg.MetadataValue.md(_md_table(rows, ["suite", "run_name", "status", "model", "error"])),
+            "runs": dg.MetadataValue.md(
+                _md_table(rows, ["suite", "run_name", "status", "model", "error"])
+            ),
         }
     )
 
@@ -105,7 +117,9 @@ def _tidy_asset_args(spec: tidy.TidyTable, description: str) -> dict[str, Any]:
     }
 
 
-def _refresh(context: dg.AssetExecutionContext, state: GovernanceState, spec: tidy.TidyTable) -> dict[str, Any]:
+def _refresh(
+    context: dg.AssetExecutionContext, state: GovernanceState, spec: tidy.TidyTable
+) -> dict[str, Any]:
     """Rebuild `spec`'s table for every suite of the run; return the materialisation metadata."""
     warehouse = state.warehouse()
     totals = {"rows": 0, "runs_parsed": 0, "runs_reused": 0, "runs_unreadable": 0}
@@ -120,13 +134,21 @@ def _refresh(context: dg.AssetExecutionContext, state: GovernanceState, spec: ti
             context.log.error(error)
             errors.append({"suite": suite, "run_name": run_name, "error": error})
     metadata: dict[str, Any] = dict(totals)
-    metadata["path"] = dg.MetadataValue.path(str(warehouse.path(spec.key, context.partition_keys[0])))
+    metadata["path"] = dg.MetadataValue.path(
+        str(warehouse.path(spec.key, context.partition_keys[0]))
+    )
     if errors:
-        metadata["unreadable_runs"] = dg.MetadataValue.md(_md_table(errors, ["suite", "run_name", "error"]))
+        metadata["unreadable_runs"] = dg.MetadataValue.md(
+            _md_table(errors, ["suite", "run_name", "error"])
+        )
     return metadata
 
 
-@dg.asset(**_tidy_asset_args(tidy.RUN_STATS, "Run-level HELM stats, one row per run × stat, recorded in MLflow."))
+@dg.asset(
+    **_tidy_asset_args(
+        tidy.RUN_STATS, "Run-level HELM stats, one row per run × stat, recorded in MLflow."
+    )
+)
 def helm_run_stats(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
@@ -135,23 +157,44 @@ def helm_run_stats(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(**_tidy_asset_args(tidy.INSTANCE_STATS, "Per-instance HELM stats, one row per run × instance × stat."))
-def helm_instance_stats(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+@dg.asset(
+    **_tidy_asset_args(
+        tidy.INSTANCE_STATS, "Per-instance HELM stats, one row per run × instance × stat."
+    )
+)
+def helm_instance_stats(
+    context: dg.AssetExecutionContext, state: GovernanceState
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
     return dg.MaterializeResult(metadata=_refresh(context, state, tidy.INSTANCE_STATS))
 
 
-@dg.asset(**_tidy_asset_args(tidy.PREDICTIONS, "Prompts, completions and references per instance (scenario_state)."))
-def helm_predictions(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+@dg.asset(
+    **_tidy_asset_args(
+        tidy.PREDICTIONS, "Prompts, completions and references per instance (scenario_state)."
+    )
+)
+def helm_predictions(
+    context: dg.AssetExecutionContext, state: GovernanceState
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
     return dg.MaterializeResult(metadata=_refresh(context, state, tidy.PREDICTIONS))
 
 
-def _record_in_mlflow(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking) -> dict[str, Any]:
+def _record_in_mlflow(
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+) -> dict[str, Any]:
     recorder = mlflow.recorder(state, state.policy().mlflow.evaluation_experiment)
     warehouse = state.warehouse()
     links, created = [], 0
     for suite in context.partition_keys:
-        tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": "helm/run_stats", "dagster.partition": suite}
-        run_stats, runs = warehouse.read(tidy.RUN_STATS.key, suite), warehouse.read(tidy.RUNS_KEY, suite)
+        tags = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": "helm/run_stats",
+            "dagster.partition": suite,
+        }
+        run_stats, runs = (
+            warehouse.read(tidy.RUN_STATS.key, suite),
+            warehouse.read(tidy.RUNS_KEY, suite),
+        )
         assert run_stats is not None and runs is not None
         recorded = recorder.record(evaluation_runs(run_stats, runs, tags))
         for run_name, record in recorded.items():
@@ -161,6 +204,10 @@ def _record_in_mlflow(context: dg.AssetExecutionContext, state: GovernanceState,
                           "new": "yes" if record.created else "unchanged"})  # fmt: skip
     return {
         "mlflow_runs_created": created,
-        "mlflow_experiment": dg.MetadataValue.url(f"{mlflow.ui_url.rstrip('/')}/#/experiments/{recorder.experiment_id}"),
-        "mlflow_runs": dg.MetadataValue.md(_md_table(links, ["suite", "run_name", "mlflow_run", "new"])),
+        "mlflow_experiment": dg.MetadataValue.url(
+            f"{mlflow.ui_url.rstrip('/')}/#/experiments/{recorder.experiment_id}"
+        ),
+        "mlflow_runs": dg.MetadataValue.md(
+            _md_table(links, ["suite", "run_name", "mlflow_run", "new"])
+        ),
     }

@@ -1,0 +1,50 @@
+"""Shared fixtures: real HELM output, a temporary GOVERNANCE_HOME, a temporary Dagster instance."""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from governance_assets.lib.helm_runner import helm_environment
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_RUNS = PROJECT_ROOT.parent / "shared" / "helm_runs"
+"""Real HELM outputs (Apache-2.0, see ../shared/helm_runs/README.md); read in place, never written."""
+SAFETY_ROOT = SHARED_RUNS / "crfm_safety_v3"
+MMLU_ROOT = SHARED_RUNS / "mmlu_llama3_v1"
+
+
+@pytest.fixture(autouse=True)
+def offline_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every test gets its own GOVERNANCE_HOME and the variables that keep HELM offline."""
+    home = tmp_path / "governance"
+    monkeypatch.setenv("GOVERNANCE_HOME", str(home))
+    monkeypatch.delenv("HELM_OUTPUT_ROOTS", raising=False)
+    monkeypatch.delenv("GOVERNANCE_POLICY", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key, value in helm_environment().items():
+        monkeypatch.setenv(key, value)
+    return home
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def copy_suite(source_suite_dir: Path, destination_root: Path, suite: str, runs: int | None = None) -> Path:
+    """Copy (part of) a real suite into `<destination_root>/runs/<suite>` so a test may change it."""
+    target = destination_root / "runs" / suite
+    target.mkdir(parents=True)
+    run_dirs = sorted(p for p in source_suite_dir.iterdir() if p.is_dir() and p.name != "groups")
+    for run_dir in run_dirs[:runs]:
+        shutil.copytree(run_dir, target / run_dir.name, copy_function=shutil.copyfile)
+    for name in ("runs.json", "run_specs.json"):
+        if runs is None and (source_suite_dir / name).exists():
+            shutil.copyfile(source_suite_dir / name, target / name)
+    for folder in [target, *(p for p in target.rglob("*") if p.is_dir())]:
+        folder.chmod(0o755)  # the shared originals are read-only
+    return target

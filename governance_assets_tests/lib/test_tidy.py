@@ -1,0 +1,115 @@
+"""Reading real HELM suites (0.5.x safety suite with runs.json; MMLU suite without) into tidy tables."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from governance_assets.lib import tidy
+from governance_assets.lib.warehouse import Warehouse
+from governance_assets_tests.conftest import MMLU_ROOT, SAFETY_ROOT, copy_suite
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Warehouse:
+    return Warehouse(tmp_path / "warehouse")
+
+
+def test_safety_suite_means_equal_helm_summary_exactly(warehouse: Warehouse) -> None:
+    suite_dir = SAFETY_ROOT / "runs" / "v3"
+    result = tidy.ingest_suite("v3", suite_dir, warehouse)
+    assert result.catalogue.table.num_rows == 36
+    assert all(not build.errors for build in result.builds.values())
+    run_stats = result.builds[tidy.RUN_STATS.key].table
+    compared, mismatches = tidy.compare_with_summary(suite_dir, run_stats)
+    # runs.json was written by HELM's own helm-summarize: 36 runs × 51 stats, every one equal.
+    helm_stats = sum(len(run["stats"]) for run in json.loads((suite_dir / "runs.json").read_text()))
+    assert compared == helm_stats == run_stats.num_rows
+    assert mismatches == []
+
+
+def test_summary_comparison_detects_a_changed_mean(warehouse: Warehouse) -> None:
+    suite_dir = SAFETY_ROOT / "runs" / "v3"
+    run_stats = tidy.ingest_suite("v3", suite_dir, warehouse).builds[tidy.RUN_STATS.key].table
+    frame = run_stats.to_pandas()
+    frame.loc[(frame["metric"] == "bbq_accuracy") & frame["perturbation"].isna(), "mean"] += 0.5
+    _, mismatches = tidy.compare_with_summary(suite_dir, tidy.pa.Table.from_pandas(frame))
+    assert mismatches and all("bbq_accuracy" in m for m in mismatches)
+
+
+def test_mmlu_suite_without_runs_json(warehouse: Warehouse) -> None:
+    suite_dir = MMLU_ROOT / "runs" / "v1"
+    result = tidy.ingest_suite("v1", suite_dir, warehouse)
+    runs = result.catalogue.table.to_pandas()
+    assert len(runs) == 15 and set(runs["status"]) == {"complete"}
+    assert runs["listed_in_runs_json"].isna().all()  # no runs.json at all
+    run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v1"))
+    assert list(run_stats.columns) == [
+        "suite", "run_name", "model", "scenario", "metric", "split", "sub_split",
+        "perturbation", "count", "sum", "mean", "stddev", "min", "max",
+    ]  # fmt: skip
+    # count == 0 stats (training_co2_cost …) carry no mean: null, never 0.
+    empty = run_stats[run_stats["count"] == 0]
+    assert len(empty) > 0 and empty["mean"].isna().all()
+    # Perturbation variants are distinct rows: plain, robustness-worst, fairness-worst.
+    variants = set(run_stats.loc[run_stats["metric"] == "exact_match", "perturbation"].fillna("plain"))
+    assert variants == {"plain", "robustness,computed_on=worst", "fairness,computed_on=worst"}
+
+
+def test_run_means_equal_the_mean_of_helm_per_instance_values(warehouse: Warehouse) -> None:
+    """Independent reference: HELM's run-level exact_match is the mean of its per-instance values."""
+    suite_dir = MMLU_ROOT / "runs" / "v1"
+    tidy.ingest_suite("v1", suite_dir, warehouse)
+    run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v1"))
+    plain = run_stats[(run_stats["metric"] == "exact_match") & run_stats["perturbation"].isna()]
+    for run_name, split, mean in plain[["run_name", "split", "mean"]].itertuples(index=False):
+        per_instance = json.loads((suite_dir / run_name / "per_instance_stats.json").read_text())
+        values = [
+            stat["sum"] / stat["count"]
+            for entry in per_instance
+            for stat in entry["stats"]
+            if stat["name"] == {"name": "exact_match", "split": split}
+        ]
+        assert mean == pytest.approx(sum(values) / len(values), abs=1e-12)
+
+
+def test_instance_stats_and_predictions_shapes(warehouse: Warehouse) -> None:
+    tidy.ingest_suite("v1", MMLU_ROOT / "runs" / "v1", warehouse)
+    instance_stats = pd.read_parquet(warehouse.path(tidy.INSTANCE_STATS.key, "v1"))
+    assert list(instance_stats.columns)[:9] == [
+        "suite", "run_name", "model", "instance_id", "train_trial_index", "perturbation", "metric", "split", "sub_split",
+    ]  # fmt: skip
+    assert instance_stats.groupby("run_name")["instance_id"].nunique().eq(20).all()
+    predictions = pd.read_parquet(warehouse.path(tidy.PREDICTIONS.key, "v1"))
+    assert len(predictions) == 15 * 20
+    assert predictions["correct_references"].map(len).eq(1).all()  # MMLU: one correct answer
+    assert predictions["prompt"].str.contains("Answer:").all()
+
+
+def test_runs_json_listing_runs_without_folders(tmp_path: Path, warehouse: Warehouse) -> None:
+    suite_dir = copy_suite(SAFETY_ROOT / "runs" / "v3", tmp_path / "out", "v3", runs=4)
+    (suite_dir / "runs.json").write_bytes((SAFETY_ROOT / "runs" / "v3" / "runs.json").read_bytes())
+    result = tidy.ingest_suite("v3", suite_dir, warehouse)
+    assert result.catalogue.table.num_rows == 4
+    assert len(result.catalogue.listed_but_missing) == 32
+
+
+def test_reingest_reparses_only_the_changed_run(tmp_path: Path, warehouse: Warehouse) -> None:
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=5)
+    tidy.ingest_suite("v1", suite_dir, warehouse)
+    unchanged = tidy.ingest_suite("v1", suite_dir, warehouse)
+    assert all(len(b.parsed) == 0 and len(b.reused) == 5 for b in unchanged.builds.values())
+    changed_run = sorted(p for p in suite_dir.iterdir() if p.is_dir())[2]
+    stats = json.loads((changed_run / "stats.json").read_text())
+    target = next(s for s in stats if s["name"] == {"name": "exact_match", "split": "test"})
+    target["mean"] = target["sum"] = 0.123
+    (changed_run / "stats.json").write_text(json.dumps(stats))
+    again = tidy.ingest_suite("v1", suite_dir, warehouse)
+    for build in again.builds.values():
+        assert build.parsed == [changed_run.name] and len(build.reused) == 4
+    run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v1"))
+    row = run_stats[(run_stats["run_name"] == changed_run.name) & (run_stats["metric"] == "exact_match")
+                    & (run_stats["split"] == "test") & run_stats["perturbation"].isna()]  # fmt: skip
+    assert row["mean"].tolist() == [0.123]
+    assert len(run_stats) == 5 * 162

@@ -48,3 +48,19 @@ def copy_suite(source_suite_dir: Path, destination_root: Path, suite: str, runs:
     for folder in [target, *(p for p in target.rglob("*") if p.is_dir())]:
         folder.chmod(0o755)  # the shared originals are read-only
     return target
+
+
+def helm_defs() -> list[object]:
+    """The helm group's assets and checks, as loaded from the real code location."""
+    from governance_assets.definitions import defs
+
+    definitions = defs()
+    return [*(definitions.assets or []), *(definitions.asset_checks or [])]
+
+
+def governance_resources(home: Path, policy_path: Path | None = None, roots: str = "") -> dict[str, object]:
+    """Real resources pointed at a temporary GOVERNANCE_HOME."""
+    from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
+
+    state = GovernanceState(home=str(home), policy_path=str(policy_path or ""), output_roots=roots)
+    return {"state": state, "helm": HelmRunner(), "mlflow": MlflowTracking()}

@@ -192,9 +192,12 @@ def tail(log: Path, lines: int = 30) -> str:
 
 def ingest_child(suite_dir: Path, warehouse_root: Path, result_path: Path) -> None:
     """The measured ingestion, run in its own process: ingest the suite, write counts as JSON."""
+    import pyarrow as pa
+
     from governance_assets.lib.tidy import ingest_suite
     from governance_assets.lib.warehouse import Warehouse
 
+    pa.table({"warm_up": [0]})  # interpreter start-up: pyarrow imports pandas on its first table
     start = time.perf_counter()
     result = ingest_suite(SUITE, suite_dir, Warehouse(warehouse_root))
     seconds = time.perf_counter() - start
@@ -209,7 +212,7 @@ def ingest_child(suite_dir: Path, warehouse_root: Path, result_path: Path) -> No
                 "parsed": len(build.parsed),
                 "reused": len(build.reused),
                 "errors": len(build.errors),
-                "rows": build.table.num_rows,
+                "rows": build.rows,
                 "first_errors": dict(list(build.errors.items())[:3]),
             }
             for key, build in result.builds.items()
@@ -237,15 +240,17 @@ def measure_ingest(
     return measured, json.loads(result_path.read_text("utf-8"))
 
 
-def check_counts(label: str, report: Mapping[str, Any], runs: int, parsed: int) -> None:
-    """Every run complete, and every table parsed `parsed` runs and reused the rest without errors."""
+def check_counts(
+    label: str, report: Mapping[str, Any], runs: int, parsed: Mapping[str, int]
+) -> None:
+    """Every run complete, and each table parsed `parsed[table]` runs and reused the rest without errors."""
     problems = (
         [] if report["complete"] == runs else [f"{report['complete']} of {runs} runs complete"]
     )
     problems += [f"suite error: {error}" for error in report["suite_errors"]]
     for table in TABLES:
         counts = report["tables"][table]
-        expected = {"parsed": parsed, "reused": runs - parsed, "errors": 0}
+        expected = {"parsed": parsed[table], "reused": runs - parsed[table], "errors": 0}
         actual = {key: counts[key] for key in expected}
         if actual != expected:
             problems.append(f"{table}: {actual}, expected {expected}; {counts['first_errors']}")
@@ -341,6 +346,14 @@ def change_one_run(suite_dir: Path, name: str) -> tuple[str, float]:
     return stat["name"]["name"], stat["mean"]
 
 
+def rewrite_run(suite_dir: Path, name: str) -> None:
+    """What a HELM re-run of `name` does to its folder: every one of its files is written anew."""
+    for path in sorted((suite_dir / name).iterdir()):
+        data = path.read_bytes()
+        path.unlink()  # break hard links shared with other replicas
+        path.write_bytes(data)
+
+
 def evaluate(results: Mapping[str, Any]) -> list[Target]:
     """The three targets and whether they were met."""
     speedup = results["speedup"]
@@ -362,7 +375,14 @@ def evaluate(results: Mapping[str, Any]) -> list[Target]:
             rss < MAX_PEAK_RSS_MIB,
         ),
         Target(
-            "warm / cold ingest",
+            "re-run one run / cold ingest",
+            f"<= {MAX_WARM_COLD_RATIO:g}",
+            results["rerun_cold_ratio"],
+            "ingest_suite() times; all five files of one run rewritten",
+            results["rerun_cold_ratio"] <= MAX_WARM_COLD_RATIO,
+        ),
+        Target(
+            "1 stats.json changed / cold ingest",
             f"<= {MAX_WARM_COLD_RATIO:g}",
             warm_cold,
             "ingest_suite() times (interpreter start-up excluded)",
@@ -395,7 +415,7 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
     print(f"helm-summarize: {summarize.seconds:.1f} s", flush=True)
 
     cold, cold_report = measure_ingest("cold_ingest", workdir, suite_dir, workdir / "warehouse")
-    check_counts("cold ingest", cold_report, runs, parsed=runs)
+    check_counts("cold ingest", cold_report, runs, parsed=dict.fromkeys(TABLES, runs))
     print(f"cold ingest: {cold.seconds:.2f} s", flush=True)
     agreement = compare_means(
         suite_dir / "runs.json", run_stats, names[:: max(1, runs // SPOT_CHECK_RUNS)]
@@ -404,7 +424,13 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
     changed = names[len(names) // 2]
     metric, new_mean = change_one_run(suite_dir, changed)
     warm, warm_report = measure_ingest("warm_ingest", workdir, suite_dir, workdir / "warehouse")
-    check_counts("warm ingest", warm_report, runs, parsed=1)
+    # Only stats.json changed: only helm/run_stats re-reads the run.
+    check_counts(
+        "warm ingest",
+        warm_report,
+        runs,
+        parsed={table: int(table == TABLES[0]) for table in TABLES},
+    )
     stored = pq.read_table(
         run_stats, filters=[("run_name", "==", changed), ("metric", "==", metric)]
     )
@@ -413,6 +439,17 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
             f"warm ingest did not store the new mean {new_mean} of {metric} in {changed}"
         )
     print(f"warm ingest: {warm.seconds:.2f} s", flush=True)
+
+    rerun = names[len(names) // 3]
+    rewrite_run(suite_dir, rerun)
+    rewritten, rewritten_report = measure_ingest(
+        "rerun_ingest", workdir, suite_dir, workdir / "warehouse"
+    )
+    check_counts("re-run ingest", rewritten_report, runs, parsed=dict.fromkeys(TABLES, 1))
+    print(
+        f"ingest after one run was re-run (all files rewritten): {rewritten.seconds:.2f} s",
+        flush=True,
+    )
 
     cold_ingest_suite_seconds = cold_report["ingest_suite_seconds"]
 
@@ -442,9 +479,16 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
             "peak_rss_mib": warm.peak_rss_mib,
             "changed_run": changed,
         },
+        "rerun_ingest": {
+            "seconds": rewritten.seconds,
+            "ingest_suite_seconds": rewritten_report["ingest_suite_seconds"],
+            "peak_rss_mib": rewritten.peak_rss_mib,
+            "changed_run": rerun,
+        },
         "speedup": summarize.seconds / cold.seconds,
         "warm_cold_ratio": warm_report["ingest_suite_seconds"] / cold_ingest_suite_seconds,
         "warm_cold_ratio_process": warm.seconds / cold.seconds,
+        "rerun_cold_ratio": rewritten_report["ingest_suite_seconds"] / cold_ingest_suite_seconds,
         "agreement_with_runs_json": agreement,
     }
     results["targets"] = [asdict(target) for target in evaluate(results)]
@@ -468,7 +512,12 @@ def print_report(results: Mapping[str, Any]) -> None:
             f"peak RSS {cold['peak_rss_mib']:.0f} MiB",
         ),
         (
-            "warm ingest, 1 run changed",
+            "ingest after 1 run re-run",
+            f"{results['rerun_ingest']['seconds']:.2f} s "
+            f"(ingest_suite {results['rerun_ingest']['ingest_suite_seconds']:.2f} s)",
+        ),
+        (
+            "warm ingest, 1 stats.json changed",
             f"{warm['seconds']:.2f} s (ingest_suite {warm['ingest_suite_seconds']:.2f} s), "
             f"warm/cold {results['warm_cold_ratio_process']:.3f} by process time",
         ),

@@ -70,11 +70,14 @@ class RunFolder:
 
     def fingerprint(self) -> str:
         """Size and modification time of the five files: changes whenever HELM rewrites them."""
-        parts = []
-        for name in REQUIRED_RUN_FILES:
-            st = (self.path / name).stat()
-            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
-        return "|".join(parts)
+        folder = os.fspath(self.path)
+        stats = [(name, os.stat(os.path.join(folder, name))) for name in REQUIRED_RUN_FILES]  # noqa: PTH116, PTH118  (hot path: 5 stats per run)
+        return "|".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)
+
+
+def files_fingerprint(fingerprint: str, files: Sequence[str]) -> str:
+    """The part of a run's fingerprint that covers `files` only."""
+    return "|".join(part for part in fingerprint.split("|") if part.split(":", 1)[0] in files)
 
 
 def discover_suites(roots: Sequence[Path]) -> SuiteDiscovery:
@@ -118,20 +121,27 @@ def list_run_folders(suite_dir: Path) -> list[RunFolder]:
 
 
 def runs_listed_in_summary(suite_dir: Path) -> list[str] | None:
-    """Run names that `helm-summarize` recorded in `runs.json`, or None when there is none."""
+    """Run names that `helm-summarize` indexed for this suite (`runs_to_run_suites.json`, else
+    the run specs in `runs.json`), or None when the suite was never summarised."""
+    index = suite_dir / "runs_to_run_suites.json"
+    if index.exists():
+        names = load_json(index)
+        if not isinstance(names, dict):
+            raise HelmOutputError(index, "expected a JSON object of run name -> suite")
+        return sorted(str(name) for name in names)
     path = suite_dir / "runs.json"
     if not path.exists():
         return None
     runs = load_json(path)
     if not isinstance(runs, list):
         raise HelmOutputError(path, "expected a JSON list of runs")
-    names = []
-    for index, run in enumerate(runs):
+    listed = []
+    for index_in_file, run in enumerate(runs):
         try:
-            names.append(str(run["run_spec"]["name"]))
+            listed.append(str(run["run_spec"]["name"]))
         except (KeyError, TypeError) as error:
-            raise HelmOutputError(path, f"entry {index} has no run_spec.name") from error
-    return names
+            raise HelmOutputError(path, f"entry {index_in_file} has no run_spec.name") from error
+    return listed
 
 
 def _reject_constant(constant: str) -> float:
@@ -155,7 +165,11 @@ def load_json(path: Path) -> Any:
         return json.loads(data, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
         ends_early = error.msg.startswith("Unterminated") or error.pos >= len(data.rstrip())
-        kind = "truncated JSON (the file ends before the document does)" if ends_early else "invalid JSON"
+        kind = (
+            "truncated JSON (the file ends before the document does)"
+            if ends_early
+            else "invalid JSON"
+        )
         raise HelmOutputError(
             path, f"{kind}: {error.msg} at line {error.lineno} column {error.colno}"
         ) from error
@@ -286,56 +300,158 @@ def parse_stat(stat: Any, where: str, path: Path) -> StatRow:
     )
 
 
-def read_stats(run_dir: Path) -> list[StatRow]:
-    """Every run-level stat of `stats.json`."""
+Columns = dict[str, list[Any]]
+"""A table's own fields as column lists (the run's suite, name and model are added later)."""
+
+STATS_FIELDS = (
+    "metric",
+    "split",
+    "sub_split",
+    "perturbation",
+    "count",
+    "sum",
+    "mean",
+    "stddev",
+    "min",
+    "max",
+)
+INSTANCE_STATS_FIELDS = (
+    "instance_id",
+    "train_trial_index",
+    "perturbation",
+    "metric",
+    "split",
+    "sub_split",
+    "value",
+)
+
+
+class _Suspect(Exception):
+    """The fast path met something odd: re-read strictly to say exactly what."""
+
+
+_FAST_PATH_ERRORS = (_Suspect, KeyError, TypeError, AttributeError)
+_labels: dict[tuple[Any, ...], str | None] = {}
+
+
+def _cached_label(perturbation: dict[str, Any]) -> str | None:
+    key = tuple(perturbation.items())
+    label = _labels.get(key)
+    if label is None:
+        label = _labels[key] = perturbation_label(perturbation)
+    return label
+
+
+def _load_list(path: Path) -> list[Any]:
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise HelmOutputError(path, "expected a JSON list")
+    return data
+
+
+def _as_columns(rows: Sequence[tuple[Any, ...]], fields: Sequence[str]) -> Columns:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in fields]
+    return {name: list(column) for name, column in zip(fields, columns, strict=True)}
+
+
+def _stats_fast(stats: list[Any]) -> Columns:
+    columns: Columns = {name: [] for name in STATS_FIELDS}
+    metric, split, sub_split, perturbation, counts, sums, means, stddevs, mins, maxs = (
+        columns.values()
+    )
+    for stat in stats:
+        name = stat["name"]
+        count, mean = stat["count"], stat.get("mean")
+        if (
+            not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS)
+            or count < 0
+            or (mean is None and count)
+        ):
+            raise _Suspect
+        metric.append(name["name"])
+        split.append(name.get("split"))
+        sub_split.append(name.get("sub_split"))
+        label = name.get("perturbation")
+        perturbation.append(label and _cached_label(label))
+        counts.append(count)
+        sums.append(stat.get("sum"))
+        means.append(mean if count else None)
+        stddevs.append(stat.get("stddev"))
+        mins.append(stat.get("min"))
+        maxs.append(stat.get("max"))
+    return columns
+
+
+def read_stats(run_dir: Path, strict: bool = False) -> Columns:
+    """Every run-level stat of `stats.json`. The fast path trusts types (Arrow checks them
+    later); `strict` validates each stat and raises HelmOutputError naming the first bad one."""
     path = run_dir / "stats.json"
-    stats = load_json(path)
-    if not isinstance(stats, list):
-        raise HelmOutputError(path, "expected a JSON list of stats")
-    return [parse_stat(stat, f"stat {index}", path) for index, stat in enumerate(stats)]
+    stats = _load_list(path)
+    if not strict:
+        try:
+            return _stats_fast(stats)
+        except _FAST_PATH_ERRORS:
+            pass
+    return _as_columns(
+        [parse_stat(stat, f"stat {index}", path) for index, stat in enumerate(stats)], STATS_FIELDS
+    )
 
 
-class InstanceStatRow(NamedTuple):
-    """One per-instance stat value."""
+def _instance_stats_fast(entries: list[Any]) -> Columns:
+    columns: Columns = {name: [] for name in INSTANCE_STATS_FIELDS}
+    instance_ids, trials, perturbation, metric, split, sub_split, values = columns.values()
+    for entry in entries:
+        instance_id, trial = entry["instance_id"], entry.get("train_trial_index", 0)
+        entry_label = entry.get("perturbation")
+        entry_label = entry_label and _cached_label(entry_label)
+        for stat in entry["stats"]:
+            name = stat["name"]
+            count, mean = stat["count"], stat.get("mean")
+            if (
+                not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS)
+                or count < 0
+                or (mean is None and count)
+            ):
+                raise _Suspect
+            instance_ids.append(instance_id)
+            trials.append(trial)
+            label = name.get("perturbation")
+            perturbation.append(_cached_label(label) if label else entry_label)
+            metric.append(name["name"])
+            split.append(name.get("split"))
+            sub_split.append(name.get("sub_split"))
+            values.append(mean if count else None)
+    return columns
 
-    instance_id: str
-    train_trial_index: int
-    perturbation: str | None
-    metric: str
-    split: str | None
-    sub_split: str | None
-    value: float | None
 
-
-def read_instance_stats(run_dir: Path) -> list[InstanceStatRow]:
+def read_instance_stats(run_dir: Path, strict: bool = False) -> Columns:
     """Every per-instance stat of `per_instance_stats.json`, one value each (the stat's mean)."""
     path = run_dir / "per_instance_stats.json"
-    entries = load_json(path)
-    if not isinstance(entries, list):
-        raise HelmOutputError(path, "expected a JSON list")
-    rows: list[InstanceStatRow] = []
+    entries = _load_list(path)
+    if not strict:
+        try:
+            return _instance_stats_fast(entries)
+        except _FAST_PATH_ERRORS:
+            pass
+    rows: list[tuple[Any, ...]] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or "instance_id" not in entry or "stats" not in entry:
             raise HelmOutputError(path, f"entry {index}: needs 'instance_id' and 'stats'")
-        instance_id = str(entry["instance_id"])
+        instance_id = entry["instance_id"]
         trial = entry.get("train_trial_index", 0)
-        if not isinstance(trial, int):
-            raise HelmOutputError(path, f"entry {index}: 'train_trial_index' is not an integer")
+        if not isinstance(instance_id, str) or not isinstance(trial, int):
+            raise HelmOutputError(
+                path,
+                f"entry {index}: 'instance_id' must be a string, 'train_trial_index' an integer",
+            )
         entry_perturbation = perturbation_label(entry.get("perturbation"))
+        if not isinstance(entry["stats"], list):
+            raise HelmOutputError(path, f"entry {index} ({instance_id}): 'stats' is not a list")
         for stat_index, stat in enumerate(entry["stats"]):
             row = parse_stat(stat, f"entry {index} ({instance_id}) stat {stat_index}", path)
-            rows.append(
-                InstanceStatRow(
-                    instance_id=instance_id,
-                    train_trial_index=trial,
-                    perturbation=row.perturbation or entry_perturbation,
-                    metric=row.metric,
-                    split=row.split,
-                    sub_split=row.sub_split,
-                    value=row.mean,
-                )
-            )
-    return rows
+            rows.append((instance_id, trial, row.perturbation or entry_perturbation, row.metric, row.split,
+                         row.sub_split, row.mean))  # fmt: skip
+    return _as_columns(rows, INSTANCE_STATS_FIELDS)
 
 
 class PredictionRow(NamedTuple):
@@ -359,8 +475,9 @@ def _text(value: Any) -> str:
     return str(value.get("text", "")) if isinstance(value, dict) else str(value or "")
 
 
-def read_predictions(run_dir: Path) -> list[PredictionRow]:
-    """Prompts, first completions and references from `scenario_state.json`."""
+def read_predictions(run_dir: Path, strict: bool = False) -> Columns:
+    """Prompts, first completions and references from `scenario_state.json` (always strict:
+    a suite has few requests compared with stats)."""
     path = run_dir / "scenario_state.json"
     state = load_json(path)
     if not isinstance(state, dict) or not isinstance(state.get("request_states"), list):
@@ -394,4 +511,4 @@ def read_predictions(run_dir: Path) -> list[PredictionRow]:
                 error=result.get("error") if result else None,
             )
         )
-    return rows
+    return _as_columns(rows, PredictionRow._fields)

@@ -69,4 +69,4 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_parquet_atomic(path: Path, table: pa.Table) -> None:
     """Write a Parquet file atomically (temporary file, then rename)."""
     with atomic_writer(path, "wb") as handle:
-        pq.write_table(table, handle, compression="zstd")
+        pq.write_table(table, handle, compression="snappy")

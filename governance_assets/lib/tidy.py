@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from governance_assets.lib import helm_output as ho
 from governance_assets.lib.warehouse import Warehouse
@@ -29,7 +32,7 @@ RUNS_SCHEMA = pa.schema(
         ("run_spec_hash", pa.string()),
         ("fingerprint", pa.string()),
         ("missing_files", pa.list_(pa.string())),
-        ("listed_in_runs_json", pa.bool_()),
+        ("listed_in_summary", pa.bool_()),
         ("error", pa.string()),
         ("path", pa.string()),
     ]
@@ -106,30 +109,47 @@ class RunCatalogue:
     suite_errors: list[str]
 
 
-def catalogue_runs(suite: str, suite_dir: Path) -> RunCatalogue:
-    """One row per run folder: completeness, model and scenario from `run_spec.json`."""
+def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None) -> RunCatalogue:
+    """One row per run folder: completeness, model and scenario from `run_spec.json`.
+
+    Rows of `previous` (the last catalogue) whose run files are unchanged are reused."""
     suite_errors: list[str] = []
     try:
         listed = ho.runs_listed_in_summary(suite_dir)
     except ho.HelmOutputError as error:
         suite_errors.append(str(error))
         listed = None
+    listed_names = set(listed or ())
     folders = ho.list_run_folders(suite_dir)
     if not folders:
         suite_errors.append(f"{suite_dir}: suite {suite!r} has no run folders")
+    known = {
+        row["run_name"]: row
+        for row in (previous.to_pylist() if previous is not None else [])
+        if row["status"] == "complete"
+    }
     rows: list[dict[str, Any]] = []
     for run in folders:
         row: dict[str, Any] = {
             "suite": suite,
             "run_name": run.run_name,
             "missing_files": list(run.missing_files),
-            "listed_in_runs_json": None if listed is None else run.run_name in listed,
+            "listed_in_summary": None if listed is None else run.run_name in listed_names,
             "path": str(run.path),
         }
         if not run.complete:
             row["status"] = "incomplete"
             row["error"] = f"{run.path}: missing {', '.join(run.missing_files)}"
             rows.append(row)
+            continue
+        fingerprint = run.fingerprint()
+        reusable = known.get(run.run_name)
+        if (
+            reusable is not None
+            and reusable["fingerprint"] == fingerprint
+            and reusable["path"] == row["path"]
+        ):
+            rows.append({**reusable, "listed_in_summary": row["listed_in_summary"]})
             continue
         try:
             spec = ho.read_run_spec(run.path)
@@ -145,11 +165,10 @@ def catalogue_runs(suite: str, suite_dir: Path) -> RunCatalogue:
             scenario_class=spec.scenario_class,
             groups=list(spec.groups),
             run_spec_hash=content_hash(spec.raw),
-            fingerprint=run.fingerprint(),
+            fingerprint=fingerprint,
         )
         rows.append(row)
-    folder_names = {run.run_name for run in folders}
-    missing = sorted(set(listed or ()) - folder_names)
+    missing = sorted(listed_names - {run.run_name for run in folders})
     return RunCatalogue(pa.Table.from_pylist(rows, schema=RUNS_SCHEMA), missing, suite_errors)
 
 
@@ -159,7 +178,8 @@ class TidyTable:
 
     key: tuple[str, ...]
     schema: pa.Schema
-    read_rows: Callable[[Path], Sequence[tuple[Any, ...]]]
+    source_file: str
+    read_columns: Callable[[Path, bool], ho.Columns]
     run_columns: tuple[str, ...]
     """Columns taken from the run (suite, run_name, …) before the row's own fields."""
 
@@ -167,17 +187,23 @@ class TidyTable:
 RUN_STATS = TidyTable(
     ("helm", "run_stats"),
     RUN_STATS_SCHEMA,
+    "stats.json",
     ho.read_stats,
     ("suite", "run_name", "model", "scenario"),
 )
 INSTANCE_STATS = TidyTable(
     ("helm", "instance_stats"),
     INSTANCE_STATS_SCHEMA,
+    "per_instance_stats.json",
     ho.read_instance_stats,
     ("suite", "run_name", "model"),
 )
 PREDICTIONS = TidyTable(
-    ("helm", "predictions"), PREDICTIONS_SCHEMA, ho.read_predictions, ("suite", "run_name", "model")
+    ("helm", "predictions"),
+    PREDICTIONS_SCHEMA,
+    "scenario_state.json",
+    ho.read_predictions,
+    ("suite", "run_name", "model"),
 )
 TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 
@@ -186,23 +212,63 @@ TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 class TableBuild:
     """A built table, the fingerprints it was built from, and the runs that could not be read."""
 
-    table: pa.Table
+    table: pa.Table | None
+    """None when nothing changed and the stored table was left as it was (not even read)."""
+    rows: int
     manifest: dict[str, str]
     errors: dict[str, str] = field(default_factory=dict)
     parsed: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
 
 
-def _run_table(spec: TidyTable, run: dict[str, Any]) -> pa.Table:
-    rows = spec.read_rows(Path(run["path"]))
+def _to_table(spec: TidyTable, pending: Sequence[tuple[dict[str, Any], ho.Columns]]) -> pa.Table:
+    """One Arrow table from the columns read from several runs (one conversion per column)."""
     own_fields = spec.schema.names[len(spec.run_columns) :]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in own_fields]
-    arrays = [pa.array([run[name]] * len(rows), pa.string()) for name in spec.run_columns]
-    arrays += [
-        pa.array(column, spec.schema.field(name).type)
-        for name, column in zip(own_fields, columns, strict=True)
+    arrays = [
+        pa.array(
+            list(chain.from_iterable(columns[name] for _, columns in pending)),
+            spec.schema.field(name).type,
+        )
+        for name in own_fields
     ]
-    return pa.Table.from_arrays(arrays, schema=spec.schema)
+    rows_per_run = [len(columns[own_fields[0]]) for _, columns in pending]
+    run_index = pa.array(np.repeat(np.arange(len(pending)), rows_per_run))
+    constants = [
+        pc.take(pa.array([run[name] for run, _ in pending], pa.string()), run_index)
+        for name in spec.run_columns
+    ]
+    return pa.Table.from_arrays(constants + arrays, schema=spec.schema)
+
+
+def _convert(
+    spec: TidyTable, pending: list[tuple[dict[str, Any], ho.Columns]], errors: dict[str, str]
+) -> tuple[pa.Table, list[tuple[dict[str, Any], ho.Columns]]]:
+    """Convert all runs at once; if Arrow refuses a value, find the runs at fault, name the
+    bad value through the strict reader, and convert the rest."""
+    try:
+        return _to_table(spec, pending), pending
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    survivors = []
+    for run, columns in pending:
+        try:
+            _to_table(spec, [(run, columns)])
+            survivors.append((run, columns))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            folder = Path(run["path"])
+            try:
+                spec.read_columns(folder, True)
+                errors[run["run_name"]] = str(
+                    ho.HelmOutputError(folder / spec.source_file, f"unexpected value: {error}")
+                )
+            except ho.HelmOutputError as explained:
+                errors[run["run_name"]] = str(explained)
+    return _to_table(spec, survivors), survivors
+
+
+def _source_fingerprint(spec: TidyTable, run_fingerprint: str) -> str:
+    """Only the files a table is read from decide whether a run must be re-read for it."""
+    return ho.files_fingerprint(run_fingerprint, ("run_spec.json", spec.source_file))
 
 
 def build_table(
@@ -216,26 +282,35 @@ def build_table(
     Runs whose fingerprint matches `previous_manifest` are copied from `previous` instead of
     re-read; a run whose files cannot be read is left out and named in `errors`."""
     previous_manifest = previous_manifest or {}
-    build = TableBuild(table=spec.schema.empty_table(), manifest={})
-    pieces: list[pa.Table] = []
-    for run in runs.filter(pc.equal(runs["status"], "complete")).to_pylist():
-        name, fingerprint = run["run_name"], run["fingerprint"]
-        if previous is not None and previous_manifest.get(name) == fingerprint:
+    build = TableBuild(table=None, rows=0, manifest={})
+    pending: list[tuple[dict[str, Any], ho.Columns]] = []
+    complete = runs.filter(pc.equal(runs["status"], "complete")).to_pylist()
+    fingerprints = {
+        run["run_name"]: _source_fingerprint(spec, run["fingerprint"]) for run in complete
+    }
+    for run in complete:
+        name = run["run_name"]
+        if previous is not None and previous_manifest.get(name) == fingerprints[name]:
             build.reused.append(name)
-            build.manifest[name] = fingerprint
             continue
         try:
-            pieces.append(_run_table(spec, run))
+            pending.append((run, spec.read_columns(Path(run["path"]), False)))
         except ho.HelmOutputError as error:
             build.errors[name] = str(error)
-            continue
-        build.parsed.append(name)
-        build.manifest[name] = fingerprint
+    pieces: list[pa.Table] = []
     if build.reused and previous is not None:
-        kept = previous.filter(pc.is_in(previous["run_name"], value_set=pa.array(build.reused)))
-        pieces.insert(0, kept.cast(spec.schema))
-    if pieces:
-        build.table = pa.concat_tables(pieces).combine_chunks()
+        pieces.append(
+            previous.filter(pc.is_in(previous["run_name"], value_set=pa.array(build.reused))).cast(
+                spec.schema
+            )
+        )
+    if pending:
+        table, converted = _convert(spec, pending, build.errors)
+        pieces.append(table)
+        build.parsed = [run["run_name"] for run, _ in converted]
+    build.manifest = {name: fingerprints[name] for name in build.reused + build.parsed}
+    table = pa.concat_tables(pieces) if pieces else spec.schema.empty_table()
+    build.table, build.rows = table, table.num_rows
     return build
 
 
@@ -252,13 +327,16 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse) -> TableBui
         )
     manifest: dict[str, str] = warehouse.read_annotation(spec.key, suite, "manifest") or {}
     complete = runs.filter(pc.equal(runs["status"], "complete"))
-    current = dict(
-        zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True)
-    )
-    if manifest and manifest == current:
-        previous = warehouse.read(spec.key, suite)
-        if previous is not None:
-            return TableBuild(table=previous, manifest=manifest, reused=sorted(manifest))
+    current = {
+        name: _source_fingerprint(spec, fingerprint)
+        for name, fingerprint in zip(
+            complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True
+        )
+    }
+    path = warehouse.path(spec.key, suite)
+    if manifest and manifest == current and path.exists():
+        rows = pq.read_metadata(path).num_rows
+        return TableBuild(table=None, rows=rows, manifest=manifest, reused=sorted(manifest))
     previous = warehouse.read(spec.key, suite) if manifest else None
     build = build_table(spec, runs, previous, manifest)
     warehouse.write(
@@ -277,8 +355,10 @@ class SuiteIngest:
 
 def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteIngest:
     """Catalogue a suite's runs and refresh all three tidy tables (what the helm assets do)."""
-    catalogue = catalogue_runs(suite, suite_dir)
-    warehouse.write(RUNS_KEY, suite, catalogue.table)
+    catalogue = catalogue_runs(suite, suite_dir, warehouse.read(RUNS_KEY, suite))
+    warehouse.write(
+        RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing}
+    )
     builds = {spec.key: refresh_table(spec, suite, warehouse) for spec in TIDY_TABLES}
     return SuiteIngest(catalogue, builds)
 

@@ -1,7 +1,6 @@
 """A planned suite end to end: real helm-run (simple/model1), real Dagster, real MLflow store."""
 
 import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -33,8 +32,20 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Any:
     resources = governance_resources(root / "home", policy)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(HELM_SUITES, ["t1"])
-        first = dg.materialize(helm_defs(), partition_key="t1", instance=instance, resources=resources, raise_on_error=False)
-        second = dg.materialize(helm_defs(), partition_key="t1", instance=instance, resources=resources, raise_on_error=False)
+        first = dg.materialize(
+            helm_defs(),
+            partition_key="t1",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+        second = dg.materialize(
+            helm_defs(),
+            partition_key="t1",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
         yield {"first": first, "second": second, "home": root / "home", "instance": instance}
 
 
@@ -46,19 +57,31 @@ def _check(result: dg.ExecuteInProcessResult, asset: str, name: str) -> dg.Asset
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    event = next(m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == asset)
+    event = next(
+        m
+        for m in result.get_asset_materialization_events()
+        if m.asset_key.to_user_string() == asset
+    )
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def test_failed_helm_run_is_named_and_the_others_ingest(evaluated: Any) -> None:
     result = evaluated["first"]
     assert result.success
-    runs = pd.read_parquet(Warehouse(evaluated["home"] / "warehouse").path(tidy.RUNS_KEY, "t1")).set_index("run_name")
+    runs = pd.read_parquet(
+        Warehouse(evaluated["home"] / "warehouse").path(tidy.RUNS_KEY, "t1")
+    ).set_index("run_name")
     assert runs.loc["simple1:model=simple_model1", "status"] == "complete"
-    assert runs.loc["synthetic_reasoning:mode=pattern_match,model=simple_model1", "status"] == "complete"
+    assert (
+        runs.loc["synthetic_reasoning:mode=pattern_match,model=simple_model1", "status"]
+        == "complete"
+    )
     failed = runs[runs["status"] == "failed"]
     assert len(failed) == 1
-    assert "no_such_scenario" in failed["error"].iloc[0] and "Unknown run spec name" in failed["error"].iloc[0]
+    assert (
+        "no_such_scenario" in failed["error"].iloc[0]
+        and "Unknown run spec name" in failed["error"].iloc[0]
+    )
     check = _check(result, "helm/runs", "all_runs_complete")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "Unknown run spec name" in json.dumps(check.metadata["evidence"].value)
@@ -70,10 +93,23 @@ def test_tidy_tables_hold_the_helm_runs(evaluated: Any) -> None:
     run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "t1"))
     instance_stats = pd.read_parquet(warehouse.path(tidy.INSTANCE_STATS.key, "t1"))
     predictions = pd.read_parquet(warehouse.path(tidy.PREDICTIONS.key, "t1"))
-    assert set(run_stats["run_name"]) == set(instance_stats["run_name"]) == set(predictions["run_name"])
+    assert (
+        set(run_stats["run_name"])
+        == set(instance_stats["run_name"])
+        == set(predictions["run_name"])
+    )
     assert len(set(run_stats["run_name"])) == 2 and set(run_stats["model"]) == {"simple/model1"}
-    assert predictions.groupby("run_name").size()["synthetic_reasoning:mode=pattern_match,model=simple_model1"] == 4
-    requests = instance_stats.drop_duplicates(["run_name", "instance_id", "train_trial_index"]).groupby("run_name").size()
+    assert (
+        predictions.groupby("run_name").size()[
+            "synthetic_reasoning:mode=pattern_match,model=simple_model1"
+        ]
+        == 4
+    )
+    requests = (
+        instance_stats.drop_duplicates(["run_name", "instance_id", "train_trial_index"])
+        .groupby("run_name")
+        .size()
+    )
     assert predictions.groupby("run_name").size().equals(requests)  # simple1: 3 train trials × 10
     assert predictions["completion"].notna().all()
     # HELM's run-level exact_match is the mean of its per-instance values (independent reference).

@@ -7,14 +7,27 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import _validate_metric_name, _validate_param_name
 
-from governance_assets.lib.mlflow_record import EvaluationRecorder, EvaluationRun, flatten_params, metric_key
+from governance_assets.lib.mlflow_record import (
+    EvaluationRecorder,
+    EvaluationRun,
+    flatten_params,
+    metric_key,
+)
 
 HELM_NAMES = [
     ("exact_match", "test", None),
     ("exact_match@5", "test", None),
     ("exact_match_5", "test", None),
-    ("bias_metric:mode=associations,demographic_category=race,target_category=adjective", "test", None),
-    ("bias_metric:mode=associations,demographic_category=race,target_category=profession", "test", None),
+    (
+        "bias_metric:mode=associations,demographic_category=race,target_category=adjective",
+        "test",
+        None,
+    ),
+    (
+        "bias_metric:mode=associations,demographic_category=race,target_category=profession",
+        "test",
+        None,
+    ),
     ("num_instances", "valid", "anatomy"),
 ]
 
@@ -29,17 +42,28 @@ def test_metric_keys_are_legal_and_distinct() -> None:
 
 
 def test_params_are_flat_legal_and_bounded() -> None:
-    params = flatten_params({"max_tokens": 5, "stop_sequences": ["\n"], "instructions": "x" * 7000, "nested": {"a@b": 1}})
+    params = flatten_params(
+        {
+            "max_tokens": 5,
+            "stop_sequences": ["\n"],
+            "instructions": "x" * 7000,
+            "nested": {"a@b": 1},
+        }
+    )
     assert params["adapter.max_tokens"] == "5"
     assert json.loads(params["adapter.stop_sequences"]) == ["\n"]
-    assert len(params["adapter.instructions"]) <= 6000 and "sha256:" in params["adapter.instructions"]
+    assert (
+        len(params["adapter.instructions"]) <= 6000 and "sha256:" in params["adapter.instructions"]
+    )
     for key in params:
         _validate_param_name(key)
 
 
 @pytest.fixture
 def recorder(tmp_path: Path) -> EvaluationRecorder:
-    return EvaluationRecorder(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", "helm-evaluations")
+    return EvaluationRecorder(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", "helm-evaluations"
+    )
 
 
 def _run(mean: float, artifact: Path) -> EvaluationRun:
@@ -52,7 +76,9 @@ def _run(mean: float, artifact: Path) -> EvaluationRun:
     )  # fmt: skip
 
 
-def test_unchanged_content_is_not_duplicated_and_a_change_supersedes(recorder: EvaluationRecorder, tmp_path: Path) -> None:
+def test_unchanged_content_is_not_duplicated_and_a_change_supersedes(
+    recorder: EvaluationRecorder, tmp_path: Path
+) -> None:
     artifact = tmp_path / "stats.json"
     artifact.write_text("[]")
     first = recorder.record([_run(0.5, artifact)])["simple1:model=simple_model1"]
@@ -74,6 +100,13 @@ def test_unchanged_content_is_not_duplicated_and_a_change_supersedes(recorder: E
         a.path for a in client.list_artifacts(changed.run_id, "helm")
     }
     assert {"metric_name_map.json", "helm/stats.json"} <= artifacts
-    name_map = json.loads(Path(client.download_artifacts(changed.run_id, "metric_name_map.json", str(tmp_path))).read_text())
+    name_map = json.loads(
+        Path(
+            client.download_artifacts(changed.run_id, "metric_name_map.json", str(tmp_path))
+        ).read_text()
+    )
     assert name_map[key]["metric"] == "exact_match@5"  # the map reverses the key
-    assert str(tmp_path / "artifacts") in client.get_experiment(recorder.experiment_id).artifact_location
+    assert (
+        str(tmp_path / "artifacts")
+        in client.get_experiment(recorder.experiment_id).artifact_location
+    )

@@ -27,11 +27,20 @@ def test_policy_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (VALID_PLAN + "  max_eval_instances: -1\n", "evaluation_plan.max_eval_instances: Input should be greater than 0"),
+        (
+            VALID_PLAN + "  max_eval_instances: -1\n",
+            "evaluation_plan.max_eval_instances: Input should be greater than 0",
+        ),
         (VALID_PLAN + "  colour: blue\n", "evaluation_plan.colour: Extra inputs are not permitted"),
-        ("evaluation_plan:\n  run_entries: []\n  models: [m]\n", "evaluation_plan.run_entries: List should have at least 1 item"),
+        (
+            "evaluation_plan:\n  run_entries: []\n  models: [m]\n",
+            "evaluation_plan.run_entries: List should have at least 1 item",
+        ),
         ("evaluation_plan:\n  run_entries: ['simple1:model=x']\n  models: [m]\n", "names a model"),
-        ("evaluation_plan:\n  run_entries: ['bad entry']\n  models: [m]\n", "is not a HELM run entry"),
+        (
+            "evaluation_plan:\n  run_entries: ['bad entry']\n  models: [m]\n",
+            "is not a HELM run entry",
+        ),
         ("mlflow: {}\n", "evaluation_plan: Field required"),
         ("- a list\n", "expected a mapping at the top level"),
         ("evaluation_plan: [unclosed\n", "not valid YAML"),
@@ -45,7 +54,7 @@ def test_bad_policy_names_field_and_reason(text: str, expected: str) -> None:
 
 
 def test_missing_policy_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match="nope.yaml: cannot be read"):
+    with pytest.raises(PolicyError, match=r"nope\.yaml: cannot be read"):
         load_policy(tmp_path / "nope.yaml")
 
 

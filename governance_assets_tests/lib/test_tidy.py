@@ -43,7 +43,9 @@ def test_mmlu_suite_without_runs_json(warehouse: Warehouse) -> None:
     result = tidy.ingest_suite("v1", suite_dir, warehouse)
     runs = result.catalogue.table.to_pandas()
     assert len(runs) == 15 and set(runs["status"]) == {"complete"}
-    assert runs["listed_in_runs_json"].isna().all()  # no runs.json at all
+    # No runs.json, but helm-summarize's index lists 283 runs: 268 of them have no folder here.
+    assert runs["listed_in_summary"].all()
+    assert len(result.catalogue.listed_but_missing) == 283 - 15
     run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v1"))
     assert list(run_stats.columns) == [
         "suite", "run_name", "model", "scenario", "metric", "split", "sub_split",
@@ -53,7 +55,9 @@ def test_mmlu_suite_without_runs_json(warehouse: Warehouse) -> None:
     empty = run_stats[run_stats["count"] == 0]
     assert len(empty) > 0 and empty["mean"].isna().all()
     # Perturbation variants are distinct rows: plain, robustness-worst, fairness-worst.
-    variants = set(run_stats.loc[run_stats["metric"] == "exact_match", "perturbation"].fillna("plain"))
+    variants = set(
+        run_stats.loc[run_stats["metric"] == "exact_match", "perturbation"].fillna("plain")
+    )
     assert variants == {"plain", "robustness,computed_on=worst", "fairness,computed_on=worst"}
 
 
@@ -106,8 +110,11 @@ def test_reingest_reparses_only_the_changed_run(tmp_path: Path, warehouse: Wareh
     target["mean"] = target["sum"] = 0.123
     (changed_run / "stats.json").write_text(json.dumps(stats))
     again = tidy.ingest_suite("v1", suite_dir, warehouse)
-    for build in again.builds.values():
-        assert build.parsed == [changed_run.name] and len(build.reused) == 4
+    assert again.builds[tidy.RUN_STATS.key].parsed == [changed_run.name]
+    assert len(again.builds[tidy.RUN_STATS.key].reused) == 4
+    # Only stats.json changed: the tables read from the other files are not touched.
+    for key in (tidy.INSTANCE_STATS.key, tidy.PREDICTIONS.key):
+        assert again.builds[key].parsed == [] and len(again.builds[key].reused) == 5
     run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v1"))
     row = run_stats[(run_stats["run_name"] == changed_run.name) & (run_stats["metric"] == "exact_match")
                     & (run_stats["split"] == "test") & run_stats["perturbation"].isna()]  # fmt: skip

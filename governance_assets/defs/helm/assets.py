@@ -41,7 +41,9 @@ def _catalogue_suite(
     location = discovery.suites.get(suite)
     if location is not None and location.root != state.helm_output_path():
         context.log.info(f"suite {suite}: historical, verifying {location.path} (never written to)")
-        catalogue = tidy.catalogue_runs(suite, location.path)
+        catalogue = tidy.catalogue_runs(
+            suite, location.path, state.warehouse().read(tidy.RUNS_KEY, suite)
+        )
     else:
         plan = state.policy().evaluation_plan
         entries = plan.run_entries_with_models()
@@ -50,7 +52,9 @@ def _catalogue_suite(
         failures = [(o.run_name, o.entry, o.error or "") for o in outcomes if o.status == "failed"]
         for *_, error in failures:
             context.log.error(error)
-        catalogue = tidy.catalogue_runs(suite, state.own_suite_dir(suite))
+        catalogue = tidy.catalogue_runs(
+            suite, state.own_suite_dir(suite), state.warehouse().read(tidy.RUNS_KEY, suite)
+        )
         catalogue = tidy.RunCatalogue(
             tidy.mark_failed_runs(catalogue.table, failures),
             catalogue.listed_but_missing,
@@ -126,7 +130,7 @@ def _refresh(
     errors: list[dict[str, str]] = []
     for suite in context.partition_keys:
         build = tidy.refresh_table(spec, _suite_name(suite), warehouse)
-        totals["rows"] += build.table.num_rows
+        totals["rows"] += build.rows
         totals["runs_parsed"] += len(build.parsed)
         totals["runs_reused"] += len(build.reused)
         totals["runs_unreadable"] += len(build.errors)

@@ -1,0 +1,36 @@
+"""The real code location loads, with the keys, checks, schedules and sensors users rely on."""
+
+import dagster as dg
+
+from governance_assets.definitions import defs
+
+EXPECTED_ASSETS = {"helm/runs", "helm/run_stats", "helm/instance_stats", "helm/predictions"}
+EXPECTED_CHECKS = {
+    "helm/runs:all_runs_complete",
+    "helm/run_stats:all_complete_runs_ingested",
+    "helm/run_stats:agrees_with_helm_summary",
+    "helm/instance_stats:all_complete_runs_ingested",
+    "helm/predictions:all_complete_runs_ingested",
+}
+
+
+def test_code_location_loads_everything() -> None:
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} >= EXPECTED_ASSETS
+    assert {k.to_user_string() for k in graph.asset_check_keys} >= EXPECTED_CHECKS
+    assert {s.name for s in definitions.sensors or []} >= {"helm_suite_discovery"}
+    assert {s.name for s in definitions.schedules or []} >= {"nightly_evaluation"}
+    assert definitions.resolve_job_def("evaluate_suite").partitions_def is not None
+    dg.Definitions.validate_loadable(definitions)
+
+
+def test_every_asset_is_described_owned_and_grouped_by_its_folder() -> None:
+    graph = defs().resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name == key.path[0] or key.path[0] in {"release"}, key
+        assert node.owners, key
+        assert node.kinds, key
+        assert node.description, key
+        assert node.partitions_def is not None and node.partitions_def.name == "helm_suites", key

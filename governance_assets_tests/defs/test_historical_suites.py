@@ -1,0 +1,141 @@
+"""Historical suites under HELM_OUTPUT_ROOTS: discovered by the sensor, verified (never written),
+ingested many at once in a backfill, bad runs named while the rest ingests."""
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from governance_assets.defs.helm.schedules import nightly_evaluation
+from governance_assets.defs.helm.sensors import helm_suite_discovery
+from governance_assets.defs.partitions import HELM_SUITES
+from governance_assets.defs.resources import GovernanceState
+from governance_assets.lib import tidy
+from governance_assets.lib.warehouse import Warehouse
+from governance_assets_tests.conftest import (
+    MMLU_ROOT,
+    SAFETY_ROOT,
+    copy_suite,
+    governance_resources,
+    helm_defs,
+)
+
+
+def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> str:
+    """Two historical roots: the real safety suite, and part of the real MMLU suite with one bad run."""
+    safety = tmp_path / "safety"
+    copy_suite(SAFETY_ROOT / "runs" / "v3", safety, "v3")
+    mmlu = tmp_path / "mmlu"
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", mmlu, "v1", runs=6)
+    bad = sorted(p for p in suite_dir.iterdir() if p.is_dir())[0]
+    (bad / "per_instance_stats.json").write_text('[{"instance_id": "id1", "stats": [{"name": ')
+    return f"{safety}:{mmlu}"
+
+
+def _sensor_context(
+    instance: dg.DagsterInstance, roots: str, cursor: str | None
+) -> dg.SensorEvaluationContext:
+    return dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"state": GovernanceState(output_roots=roots)}
+    )
+
+
+def test_sensor_adds_each_suite_once_and_resumes_from_its_cursor(
+    instance: dg.DagsterInstance, roots: str, tmp_path: Path
+) -> None:
+    first = helm_suite_discovery(_sensor_context(instance, roots, None))
+    assert sorted(r.partition_key for r in first.run_requests) == ["v1", "v3"]
+    assert {r.run_key for r in first.run_requests} == {"ingest:v1", "ingest:v3"}
+    assert sorted(first.dynamic_partitions_requests[0].partition_keys) == ["v1", "v3"]
+    # A restart resumes from the stored cursor: nothing is asked for twice.
+    again = helm_suite_discovery(_sensor_context(instance, roots, first.cursor))
+    assert again.run_requests == [] and again.dynamic_partitions_requests == []
+    # A new suite appears: only it is added, and nothing is missed.
+    copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "mmlu", "v2", runs=1)
+    later = helm_suite_discovery(_sensor_context(instance, roots, again.cursor))
+    assert [r.partition_key for r in later.run_requests] == ["v2"]
+    assert json.loads(later.cursor) == ["v1", "v2", "v3"]
+
+
+def test_sensor_skips_a_suite_found_in_two_roots(
+    instance: dg.DagsterInstance, roots: str, tmp_path: Path
+) -> None:
+    copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "safety", "v1", runs=1)
+    result = helm_suite_discovery(_sensor_context(instance, roots, None))
+    assert [r.partition_key for r in result.run_requests] == ["v3"]
+
+
+def test_schedule_creates_the_dated_suite(instance: dg.DagsterInstance) -> None:
+    context = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC)
+    )
+    request = nightly_evaluation(context)
+    assert request.partition_key == "2026-11-27" and request.run_key == "nightly:2026-11-27"
+    assert instance.get_dynamic_partitions(HELM_SUITES) == ["2026-11-27"]
+    nightly_evaluation(context)  # evaluating the same tick again adds nothing
+    assert instance.get_dynamic_partitions(HELM_SUITES) == ["2026-11-27"]
+
+
+def test_backfill_ingests_many_suites_in_one_run(
+    instance: dg.DagsterInstance, roots: str, tmp_path: Path
+) -> None:
+    before = {root: _tree_state(Path(root)) for root in roots.split(":")}
+    home = tmp_path / "home"
+    instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
+    result = dg.materialize(
+        helm_defs(), instance=instance, resources=governance_resources(home, roots=roots),
+        tags={"dagster/asset_partition_range_start": "v1", "dagster/asset_partition_range_end": "v3"},
+    )  # fmt: skip
+    assert result.success
+    materialized = {
+        (e.asset_key.to_user_string(), e.partition)
+        for e in result.get_asset_materialization_events()
+    }
+    assert {("helm/run_stats", "v1"), ("helm/run_stats", "v3"), ("helm/runs", "v3")} <= materialized
+    warehouse = Warehouse(home / "warehouse")
+    safety = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v3"))
+    assert safety["run_name"].nunique() == 36
+    mmlu = pd.read_parquet(warehouse.path(tidy.INSTANCE_STATS.key, "v1"))
+    assert mmlu["run_name"].nunique() == 5  # the bad run is left out, the other five ingest
+    errors = warehouse.read_annotation(tidy.INSTANCE_STATS.key, "v1", "errors")
+    assert len(errors) == 1 and "per_instance_stats.json: truncated JSON" in next(
+        iter(errors.values())
+    )
+    assert {
+        root: _tree_state(Path(root)) for root in roots.split(":")
+    } == before  # never written to
+
+
+def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
+    resources = governance_resources(home, roots=roots)
+    results = {
+        suite: dg.materialize(
+            helm_defs(), partition_key=suite, instance=instance, resources=resources
+        )
+        for suite in ("v1", "v3")
+    }
+    checks = {
+        (suite, e.asset_key.to_user_string(), e.check_name): e
+        for suite, result in results.items() for e in result.get_asset_check_evaluations()
+    }  # fmt: skip
+    assert checks[("v3", "helm/run_stats", "agrees_with_helm_summary")].passed
+    assert (
+        checks[("v3", "helm/run_stats", "agrees_with_helm_summary")].metadata["compared"].value
+        == 36 * 51
+    )
+    no_summary = checks[("v1", "helm/run_stats", "agrees_with_helm_summary")]
+    assert not no_summary.passed and no_summary.severity == dg.AssetCheckSeverity.WARN
+    bad = checks[("v1", "helm/instance_stats", "all_complete_runs_ingested")]
+    assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
+    assert "truncated JSON" in json.dumps(bad.metadata["evidence"].value)
+    assert checks[("v1", "helm/run_stats", "all_complete_runs_ingested")].passed

@@ -1,0 +1,76 @@
+"""The Dagster webserver serves the code location on loopback; its GraphQL API lists our assets."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from governance_assets_tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+QUERY = "{ assetNodes { assetKey { path } groupName hasAssetChecks } }"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _graphql(port: int, query: str) -> dict:  # type: ignore[type-arg]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_webserver_lists_asset_keys_over_graphql(tmp_path: Path) -> None:
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    command = [sys.executable, "-m", "dagster_webserver", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    server = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 180
+        nodes = None
+        while time.monotonic() < deadline and nodes is None:
+            assert server.poll() is None, (
+                server.stderr.read().decode() if server.stderr else "exited"
+            )
+            try:
+                nodes = _graphql(port, QUERY)["data"]["assetNodes"]
+            except (OSError, KeyError, TypeError):
+                time.sleep(1)
+        assert nodes is not None, "webserver did not answer within 180 s"
+        keys = {"/".join(node["assetKey"]["path"]): node for node in nodes}
+        assert {"helm/runs", "helm/run_stats", "helm/instance_stats", "helm/predictions"} <= set(
+            keys
+        )
+        assert (
+            keys["helm/run_stats"]["groupName"] == "helm"
+            and keys["helm/run_stats"]["hasAssetChecks"]
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

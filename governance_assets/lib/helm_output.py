@@ -63,16 +63,13 @@ class RunFolder:
     run_name: str
     path: Path
     missing_files: tuple[str, ...]
+    fingerprint: str
+    """Size and modification time of each of the five files present: changes whenever HELM
+    rewrites one of them."""
 
     @property
     def complete(self) -> bool:
         return not self.missing_files
-
-    def fingerprint(self) -> str:
-        """Size and modification time of the five files: changes whenever HELM rewrites them."""
-        folder = os.fspath(self.path)
-        stats = [(name, os.stat(os.path.join(folder, name))) for name in REQUIRED_RUN_FILES]  # noqa: PTH116, PTH118  (hot path: 5 stats per run)
-        return "|".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)
 
 
 def files_fingerprint(fingerprint: str, files: Sequence[str]) -> str:
@@ -113,10 +110,15 @@ def list_run_folders(suite_dir: Path) -> list[RunFolder]:
     for entry in sorted(os.scandir(suite_dir), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith(".") or entry.name in SUITE_LEVEL_FOLDERS:
             continue
-        path = Path(entry.path)
-        present = set(os.listdir(path))  # noqa: PTH208  (names only; cheaper than Path objects)
-        missing = tuple(name for name in REQUIRED_RUN_FILES if name not in present)
-        runs.append(RunFolder(entry.name, path, missing))
+        missing, parts = [], []
+        for name in REQUIRED_RUN_FILES:  # the hot path of a re-ingest: plain os calls
+            try:
+                st = os.stat(os.path.join(entry.path, name))  # noqa: PTH116, PTH118
+            except FileNotFoundError:
+                missing.append(name)
+                continue
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+        runs.append(RunFolder(entry.name, Path(entry.path), tuple(missing), "|".join(parts)))
     return runs
 
 

@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,15 +44,14 @@ def path_within(root: Path, *components: str, what: str = "name") -> Path:
 
 
 @contextmanager
-def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over `path` only if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        handle = os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")
-        with handle:
-            yield handle
+        yield tmp
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -62,11 +60,21 @@ def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file so that readers see the old or the new content, never a part."""
-    with atomic_writer(path) as handle:
-        handle.write(text)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, "utf-8")
 
 
 def write_parquet_atomic(path: Path, table: pa.Table) -> None:
     """Write a Parquet file atomically (temporary file, then rename)."""
-    with atomic_writer(path, "wb") as handle:
-        pq.write_table(table, handle, compression="snappy")
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="snappy")
+
+
+def write_arrow_atomic(path: Path, table: pa.Table) -> None:
+    """Write an Arrow IPC file (uncompressed, memory-mappable) atomically."""
+    with (
+        atomic_path(path) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as writer,
+    ):
+        writer.write_table(table)

@@ -142,7 +142,7 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
             row["error"] = f"{run.path}: missing {', '.join(run.missing_files)}"
             rows.append(row)
             continue
-        fingerprint = run.fingerprint()
+        fingerprint = run.fingerprint
         reusable = known.get(run.run_name)
         if (
             reusable is not None
@@ -182,6 +182,9 @@ class TidyTable:
     read_columns: Callable[[Path, bool], ho.Columns]
     run_columns: tuple[str, ...]
     """Columns taken from the run (suite, run_name, …) before the row's own fields."""
+    arrow_cache: bool
+    """Keep an Arrow copy for incremental rebuilds: pays off for many small rows (stats), not
+    for few rows of long text (predictions), whose Parquet file decodes quickly."""
 
 
 RUN_STATS = TidyTable(
@@ -190,6 +193,7 @@ RUN_STATS = TidyTable(
     "stats.json",
     ho.read_stats,
     ("suite", "run_name", "model", "scenario"),
+    arrow_cache=True,
 )
 INSTANCE_STATS = TidyTable(
     ("helm", "instance_stats"),
@@ -197,6 +201,7 @@ INSTANCE_STATS = TidyTable(
     "per_instance_stats.json",
     ho.read_instance_stats,
     ("suite", "run_name", "model"),
+    arrow_cache=True,
 )
 PREDICTIONS = TidyTable(
     ("helm", "predictions"),
@@ -204,6 +209,7 @@ PREDICTIONS = TidyTable(
     "scenario_state.json",
     ho.read_predictions,
     ("suite", "run_name", "model"),
+    arrow_cache=False,
 )
 TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 
@@ -266,6 +272,19 @@ def _convert(
     return _to_table(spec, survivors), survivors
 
 
+def _only_runs(table: pa.Table, keep: set[str]) -> pa.Table:
+    """The rows of `table` whose run is in `keep`, as zero-copy slices of the kept spans
+    (cheaper than a filter, which copies every column)."""
+    encoded = pc.dictionary_encode(table["run_name"]).combine_chunks()
+    kept_codes = [code for code, name in enumerate(encoded.dictionary.to_pylist()) if name in keep]
+    kept = np.isin(encoded.indices.to_numpy(zero_copy_only=False), kept_codes)
+    edges = np.diff(np.concatenate([[False], kept, [False]]).astype(np.int8))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return pa.concat_tables(
+        [table.slice(start, end - start) for start, end in zip(starts, ends, strict=True)]
+    )
+
+
 def _source_fingerprint(spec: TidyTable, run_fingerprint: str) -> str:
     """Only the files a table is read from decide whether a run must be re-read for it."""
     return ho.files_fingerprint(run_fingerprint, ("run_spec.json", spec.source_file))
@@ -299,11 +318,7 @@ def build_table(
             build.errors[name] = str(error)
     pieces: list[pa.Table] = []
     if build.reused and previous is not None:
-        pieces.append(
-            previous.filter(pc.is_in(previous["run_name"], value_set=pa.array(build.reused))).cast(
-                spec.schema
-            )
-        )
+        pieces.append(_only_runs(previous, set(build.reused)).cast(spec.schema))
     if pending:
         table, converted = _convert(spec, pending, build.errors)
         pieces.append(table)
@@ -317,10 +332,12 @@ def build_table(
 RUNS_KEY = ("helm", "runs")
 
 
-def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse) -> TableBuild:
+def refresh_table(
+    spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Table | None = None
+) -> TableBuild:
     """Rebuild `spec`'s table of `suite` from the stored `helm/runs` table, re-reading only
-    changed runs; an unchanged suite is not rewritten."""
-    runs = warehouse.read(RUNS_KEY, suite)
+    changed runs; an unchanged suite is not rewritten. `runs` saves reading it again."""
+    runs = runs if runs is not None else warehouse.read(RUNS_KEY, suite)
     if runs is None:
         raise FileNotFoundError(
             f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built"
@@ -337,10 +354,14 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse) -> TableBui
     if manifest and manifest == current and path.exists():
         rows = pq.read_metadata(path).num_rows
         return TableBuild(table=None, rows=rows, manifest=manifest, reused=sorted(manifest))
-    previous = warehouse.read(spec.key, suite) if manifest else None
+    previous = warehouse.read_cached(spec.key, suite) if manifest else None
     build = build_table(spec, runs, previous, manifest)
     warehouse.write(
-        spec.key, suite, build.table, {"manifest": build.manifest, "errors": build.errors}
+        spec.key,
+        suite,
+        build.table,
+        {"manifest": build.manifest, "errors": build.errors},
+        cache=True,
     )
     return build
 
@@ -359,7 +380,9 @@ def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteInge
     warehouse.write(
         RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing}
     )
-    builds = {spec.key: refresh_table(spec, suite, warehouse) for spec in TIDY_TABLES}
+    builds = {
+        spec.key: refresh_table(spec, suite, warehouse, catalogue.table) for spec in TIDY_TABLES
+    }
     return SuiteIngest(catalogue, builds)
 
 

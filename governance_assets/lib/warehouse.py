@@ -11,7 +11,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from governance_assets.lib.storage import path_within, safe_component, write_parquet_atomic
+from governance_assets.lib.storage import (
+    path_within,
+    safe_component,
+    write_arrow_atomic,
+    write_parquet_atomic,
+)
 
 ANNOTATION_PREFIX = "governance."
 
@@ -36,8 +41,12 @@ class Warehouse:
         partition: str | None,
         table: pa.Table,
         annotations: Mapping[str, Any] | None = None,
+        cache: bool = False,
     ) -> Path:
-        """Write atomically; `annotations` (JSON-able, e.g. run fingerprints) travel in the file."""
+        """Write atomically; `annotations` (JSON-able, e.g. run fingerprints) travel in the file.
+
+        With `cache`, an uncompressed Arrow copy is kept beside it (in `.arrow_cache/`) so the
+        next incremental rebuild can map it instead of decoding the Parquet file."""
         path = self.path(key, partition)
         if annotations:
             metadata = dict(table.schema.metadata or {})
@@ -47,7 +56,25 @@ class Warehouse:
                 ).encode()
             table = table.replace_schema_metadata(metadata)
         write_parquet_atomic(path, table)
+        if cache:
+            write_arrow_atomic(self._cache_path(key, partition), table)
         return path
+
+    def _cache_path(self, key: Sequence[str], partition: str | None) -> Path:
+        return (
+            self.root
+            / ".arrow_cache"
+            / self.path(key, partition).relative_to(self.root).with_suffix(".arrow")
+        )
+
+    def read_cached(self, key: Sequence[str], partition: str | None) -> pa.Table | None:
+        """The table through its Arrow cache when the cache matches the Parquet file, else from Parquet."""
+        path, cache = self.path(key, partition), self._cache_path(key, partition)
+        if cache.exists() and path.exists():
+            cached = pa.ipc.open_file(pa.memory_map(str(cache))).read_all()
+            if cached.schema.metadata == pq.read_schema(path).metadata:
+                return cached
+        return self.read(key, partition)
 
     def read(self, key: Sequence[str], partition: str | None = None) -> pa.Table | None:
         """The table, or None when it was never written."""

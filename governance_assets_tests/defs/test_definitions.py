@@ -1,8 +1,14 @@
 """The real code location loads, with the keys, checks, schedules and sensors users rely on."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 
 from governance_assets.definitions import defs
+from governance_assets_tests.conftest import PROJECT_ROOT
 
 EXPECTED_ASSETS = {"helm/runs", "helm/run_stats", "helm/instance_stats", "helm/predictions"}
 EXPECTED_CHECKS = {
@@ -34,3 +40,21 @@ def test_every_asset_is_described_owned_and_grouped_by_its_folder() -> None:
         assert node.kinds, key
         assert node.description, key
         assert node.partitions_def is not None and node.partitions_def.name == "helm_suites", key
+
+
+def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "definitions",
+        "validate",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+    ]
+    result = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr

@@ -4,9 +4,12 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from governance_assets.defs.helm.assets import RUNS_KEY
+from governance_assets.defs.judgement import Judgement, Outcome, judge_suites
 from governance_assets.defs.partitions import helm_suites
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib import tidy
+
+NO_TABLE = Judgement("no data", None, 0, "the table was never built for this suite")
 
 
 @dg.asset_check(
@@ -17,25 +20,20 @@ from governance_assets.lib import tidy
 def all_runs_complete(
     context: dg.AssetCheckExecutionContext, state: GovernanceState
 ) -> dg.AssetCheckResult:
-    runs = state.warehouse().read(tidy.RUNS_KEY, context.partition_key)
-    if runs is None:
-        return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"outcome": "no data"}
+    def judge(suite: str) -> Judgement:
+        runs = state.warehouse().read(tidy.RUNS_KEY, suite)
+        if runs is None:
+            return NO_TABLE
+        bad = (
+            runs.filter(pc.not_equal(runs["status"], "complete"))
+            .select(["run_name", "status", "error"])
+            .to_pylist()
         )
-    bad = (
-        runs.filter(pc.not_equal(runs["status"], "complete"))
-        .select(["run_name", "status", "error"])
-        .to_pylist()
-    )
-    return dg.AssetCheckResult(
-        passed=not bad,
-        metadata={
-            "threshold": 0,
-            "actual": len(bad),
-            "runs": runs.num_rows,
-            "evidence": dg.MetadataValue.json(bad),
-        },
-    )
+        return Judgement(
+            "fail" if bad else "pass", len(bad), 0, bad, metadata={"runs": runs.num_rows}
+        )
+
+    return judge_suites(context, judge)
 
 
 def _all_runs_ingested_check(spec: tidy.TidyTable) -> dg.AssetChecksDefinition:
@@ -43,25 +41,18 @@ def _all_runs_ingested_check(spec: tidy.TidyTable) -> dg.AssetChecksDefinition:
         asset=dg.AssetKey(list(spec.key)),
         name="all_complete_runs_ingested",
         partitions_def=helm_suites,
-        description="Every complete HELM run of the suite could be read into the table.",
+        description=f"Every complete HELM run of the suite could be read from {spec.source_file}.",
     )
     def _check(
         context: dg.AssetCheckExecutionContext, state: GovernanceState
     ) -> dg.AssetCheckResult:
-        warehouse = state.warehouse()
-        errors = warehouse.read_annotation(spec.key, context.partition_key, "errors")
-        if errors is None:
-            return dg.AssetCheckResult(
-                passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"outcome": "no data"}
-            )
-        return dg.AssetCheckResult(
-            passed=not errors,
-            metadata={
-                "threshold": 0,
-                "actual": len(errors),
-                "evidence": dg.MetadataValue.json(errors),
-            },
-        )
+        def judge(suite: str) -> Judgement:
+            errors = state.warehouse().read_annotation(spec.key, suite, "errors")
+            if errors is None:
+                return NO_TABLE
+            return Judgement("fail" if errors else "pass", len(errors), 0, errors)
+
+        return judge_suites(context, judge)
 
     return _check
 
@@ -79,18 +70,17 @@ predictions_ingested = _all_runs_ingested_check(tidy.PREDICTIONS)
 def agrees_with_helm_summary(
     context: dg.AssetCheckExecutionContext, state: GovernanceState
 ) -> dg.AssetCheckResult:
-    suite = context.partition_key
-    location = state.discover().suites.get(suite)
-    run_stats = state.warehouse().read(tidy.RUN_STATS.key, suite)
-    if location is None or run_stats is None or not (location.path / "runs.json").exists():
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"outcome": "no data: no runs.json to compare"},
+    suites = state.discover().suites
+
+    def judge(suite: str) -> Judgement:
+        location = suites.get(suite)
+        run_stats = state.warehouse().read(tidy.RUN_STATS.key, suite)
+        if location is None or run_stats is None or not (location.path / "runs.json").exists():
+            return Judgement("no data", None, 0, "no runs.json from helm-summarize to compare with")
+        compared, mismatches = tidy.compare_with_summary(location.path, run_stats)
+        outcome: Outcome = "pass" if compared and not mismatches else "fail"
+        return Judgement(
+            outcome, len(mismatches), 0, mismatches[:50], metadata={"compared": compared}
         )
-    compared, mismatches = tidy.compare_with_summary(location.path, run_stats)
-    return dg.AssetCheckResult(
-        passed=compared > 0 and not mismatches,
-        metadata={"compared": compared, "threshold": 0, "actual": len(mismatches),
-                  "evidence": dg.MetadataValue.json(mismatches[:50])},
-    )  # fmt: skip
+
+    return judge_suites(context, judge)

@@ -221,9 +221,7 @@ def ingest_child(suite_dir: Path, warehouse_root: Path, result_path: Path) -> No
     result_path.write_text(json.dumps(report, indent=2), "utf-8")
 
 
-def measure_ingest(
-    label: str, workdir: Path, suite_dir: Path, warehouse: Path
-) -> tuple[Measured, dict[str, Any]]:
+def measure_ingest(label: str, workdir: Path, suite_dir: Path, warehouse: Path) -> tuple[Measured, dict[str, Any]]:
     """Run `ingest_child` in a fresh interpreter; stop if it crashed."""
     result_path = workdir / f"{label}.json"
     command = [
@@ -240,13 +238,9 @@ def measure_ingest(
     return measured, json.loads(result_path.read_text("utf-8"))
 
 
-def check_counts(
-    label: str, report: Mapping[str, Any], runs: int, parsed: Mapping[str, int]
-) -> None:
+def check_counts(label: str, report: Mapping[str, Any], runs: int, parsed: Mapping[str, int]) -> None:
     """Every run complete, and each table parsed `parsed[table]` runs and reused the rest without errors."""
-    problems = (
-        [] if report["complete"] == runs else [f"{report['complete']} of {runs} runs complete"]
-    )
+    problems = [] if report["complete"] == runs else [f"{report['complete']} of {runs} runs complete"]
     problems += [f"suite error: {error}" for error in report["suite_errors"]]
     for table in TABLES:
         counts = report["tables"][table]
@@ -267,9 +261,7 @@ def summarize_env() -> dict[str, str]:
     return env
 
 
-def run_summarize(
-    workdir: Path, output_path: Path, schema: Path, local_path: Path, names: Sequence[str]
-) -> Measured:
+def run_summarize(workdir: Path, output_path: Path, schema: Path, local_path: Path, names: Sequence[str]) -> Measured:
     """Run `helm-summarize` on the suite; stop unless it summarised every run."""
     command = [
         str(Path(sys.executable).with_name("helm-summarize")),
@@ -281,13 +273,9 @@ def run_summarize(
     ]  # fmt: skip
     measured = run_measured(command, workdir / "helm_summarize.log", summarize_env(), workdir)
     if measured.returncode != 0:
-        raise SystemExit(
-            f"helm-summarize failed (exit {measured.returncode}):\n{tail(measured.log)}"
-        )
+        raise SystemExit(f"helm-summarize failed (exit {measured.returncode}):\n{tail(measured.log)}")
     suite_dir = output_path / "runs" / SUITE
-    missing = [
-        name for name in ("runs.json", "summary.json", "groups") if not (suite_dir / name).exists()
-    ]
+    missing = [name for name in ("runs.json", "summary.json", "groups") if not (suite_dir / name).exists()]
     if missing:
         raise SystemExit(f"helm-summarize exited 0 but did not write {missing} in {suite_dir}")
     runs_json = json.loads((suite_dir / "runs.json").read_bytes())
@@ -400,15 +388,9 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
     start = time.perf_counter()
     names = build_suite(shared, suite_dir, runs)
     specs = [json.loads((suite_dir / name / "run_spec.json").read_bytes()) for name in names]
-    schema = merged_schema(
-        workdir / "schema_bench.yaml", {g for spec in specs for g in spec["groups"]}
-    )
-    local_path = local_model_metadata(
-        workdir / "prod_env", {spec["adapter_spec"]["model"] for spec in specs}
-    )
-    print(
-        f"built {len(names)} runs in {suite_dir} ({time.perf_counter() - start:.1f} s)", flush=True
-    )
+    schema = merged_schema(workdir / "schema_bench.yaml", {g for spec in specs for g in spec["groups"]})
+    local_path = local_model_metadata(workdir / "prod_env", {spec["adapter_spec"]["model"] for spec in specs})
+    print(f"built {len(names)} runs in {suite_dir} ({time.perf_counter() - start:.1f} s)", flush=True)
 
     # helm-summarize first, so both ingests see the suite as HELM leaves it (with runs.json).
     summarize = run_summarize(workdir, output_path, schema, local_path, names)
@@ -417,9 +399,7 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
     cold, cold_report = measure_ingest("cold_ingest", workdir, suite_dir, workdir / "warehouse")
     check_counts("cold ingest", cold_report, runs, parsed=dict.fromkeys(TABLES, runs))
     print(f"cold ingest: {cold.seconds:.2f} s", flush=True)
-    agreement = compare_means(
-        suite_dir / "runs.json", run_stats, names[:: max(1, runs // SPOT_CHECK_RUNS)]
-    )
+    agreement = compare_means(suite_dir / "runs.json", run_stats, names[:: max(1, runs // SPOT_CHECK_RUNS)])
 
     changed = names[len(names) // 2]
     metric, new_mean = change_one_run(suite_dir, changed)
@@ -431,20 +411,14 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
         runs,
         parsed={table: int(table == TABLES[0]) for table in TABLES},
     )
-    stored = pq.read_table(
-        run_stats, filters=[("run_name", "==", changed), ("metric", "==", metric)]
-    )
+    stored = pq.read_table(run_stats, filters=[("run_name", "==", changed), ("metric", "==", metric)])
     if new_mean not in stored["mean"].to_pylist():
-        raise SystemExit(
-            f"warm ingest did not store the new mean {new_mean} of {metric} in {changed}"
-        )
+        raise SystemExit(f"warm ingest did not store the new mean {new_mean} of {metric} in {changed}")
     print(f"warm ingest: {warm.seconds:.2f} s", flush=True)
 
     rerun = names[len(names) // 3]
     rewrite_run(suite_dir, rerun)
-    rewritten, rewritten_report = measure_ingest(
-        "rerun_ingest", workdir, suite_dir, workdir / "warehouse"
-    )
+    rewritten, rewritten_report = measure_ingest("rerun_ingest", workdir, suite_dir, workdir / "warehouse")
     check_counts("re-run ingest", rewritten_report, runs, parsed=dict.fromkeys(TABLES, 1))
     print(
         f"ingest after one run was re-run (all files rewritten): {rewritten.seconds:.2f} s",
@@ -460,9 +434,7 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
         },
-        "versions": {
-            package: metadata.version(package) for package in ("crfm-helm", "pyarrow", "orjson")
-        },
+        "versions": {package: metadata.version(package) for package in ("crfm-helm", "pyarrow", "orjson")},
         "suite": SUITE,
         "runs": runs,
         "source_runs": len({spec["name"].rsplit(",replica=", 1)[0] for spec in specs}),
@@ -523,8 +495,7 @@ def print_report(results: Mapping[str, Any]) -> None:
         ),
         (
             "means vs runs.json",
-            f"{agreement['values']} values in {agreement['runs']} runs, "
-            f"{agreement['mismatches']} mismatches",
+            f"{agreement['values']} values in {agreement['runs']} runs, {agreement['mismatches']} mismatches",
         ),
     ]
     width = max(len(label) for label, _ in rows)
@@ -545,12 +516,8 @@ def print_report(results: Mapping[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options (`--ingest-child` is internal: the measured ingestion process)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--runs", type=int, default=1000, help="runs in the built suite (default 1000)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1000, help="runs in the built suite (default 1000)")
     parser.add_argument(
         "--shared",
         type=Path,
@@ -563,9 +530,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="an empty or new folder to work in, kept afterwards (default: a temporary folder)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    parser.add_argument(
-        "--results", type=Path, default=DEFAULT_RESULTS, help="where to write the JSON results"
-    )
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where to write the JSON results")
     parser.add_argument("--ingest-child", nargs=3, type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -15,7 +15,8 @@ from governance_assets.lib.helm_runner import helm_environment
 from governance_assets.lib.storage import governance_home
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_SUITE = "demo-v1"
+DEMO_SUITES = ["demo-v1", "demo-v2"]
+"""The second suite is judged against the first (regression gates need a baseline)."""
 
 
 def prepare_environment() -> Path:
@@ -32,35 +33,64 @@ def prepare_environment() -> Path:
     return home
 
 
-def run_demo(suite: str) -> int:
-    """Materialise the whole graph for a demo suite of real HELM runs and say where it all is."""
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+"""The demo prints its own summary; the full run log is in the Dagster UI."""
+
+
+def _print_gates(result: dg.ExecuteInProcessResult) -> None:
+    for evaluation in sorted(result.get_asset_check_evaluations(), key=lambda e: e.check_name):
+        outcome = evaluation.metadata.get("outcome")
+        status = "passed" if evaluation.passed else f"FAILED at {evaluation.severity.value}"
+        detail = f" ({outcome.value})" if outcome is not None and outcome.value != "pass" else ""
+        print(f"  {evaluation.asset_key.to_user_string()}:{evaluation.check_name:<28} {status}{detail}")
+
+
+def _print_decision(home: Path, suite: str, result: dg.ExecuteInProcessResult) -> None:
+    decision = home / "warehouse" / "release" / "decision" / f"{suite}.parquet"
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    if "release/decision" not in materialized or not decision.exists():
+        blockers = [e.check_name for e in result.get_asset_check_evaluations()
+                    if not e.passed and e.blocking and e.severity == dg.AssetCheckSeverity.ERROR]  # fmt: skip
+        print(f"  release/decision: NOT MATERIALISED: blocking gate(s) failed: {', '.join(blockers) or 'see the run'}")
+        return
+    for row in pq.read_table(decision).to_pylist():
+        print(f"  {row['model']}: {row['decision'].upper()}")
+        for reason in row["reasons"]:
+            print(f"    blocked by {reason}")
+        for warning in row["warnings"]:
+            print(f"    warning: {warning}")
+
+
+def run_demo(suites: list[str]) -> int:
+    """Evaluate demo suites end to end (the later ones judged against the earlier) and report."""
     home = prepare_environment()
     from governance_assets.definitions import defs
     from governance_assets.defs.partitions import HELM_SUITES
 
-    definitions = defs()
+    job = defs().resolve_job_def("evaluate_suite")
+    ok = True
     with dg.DagsterInstance.get() as instance:
-        if not instance.has_dynamic_partition(HELM_SUITES, suite):
-            instance.add_dynamic_partitions(HELM_SUITES, [suite])
-        job = definitions.resolve_job_def("evaluate_suite")
-        result = job.execute_in_process(
-            instance=instance, partition_key=suite, raise_on_error=False
-        )
-        print(f"\nDagster run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
-        for evaluation in result.get_asset_check_evaluations():
-            status = "passed" if evaluation.passed else f"failed ({evaluation.severity.value})"
-            print(
-                f"  check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: {status}"
+        for suite in suites:
+            if not instance.has_dynamic_partition(HELM_SUITES, suite):
+                instance.add_dynamic_partitions(HELM_SUITES, [suite])
+            print(f"\n=== suite {suite}: running HELM and the governance graph ===", flush=True)
+            result = job.execute_in_process(
+                instance=instance, partition_key=suite, raise_on_error=False, run_config=QUIET_CONSOLE
             )
+            ok &= result.success
+            print(f"\nDagster run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+            print("Gates and checks:")
+            _print_gates(result)
+            print("Release decision:")
+            _print_decision(home, suite, result)
     warehouse = home / "warehouse"
     print(f"\nTables (Parquet, readable with pandas or DuckDB) under {warehouse}:")
-    for path in sorted(warehouse.rglob(f"{suite}.parquet")):
+    for path in sorted(p for suite in suites for p in warehouse.rglob(f"{suite}.parquet")):
         print(f"  {path.relative_to(warehouse)}: {pq.read_metadata(path).num_rows} rows")
     mlflow_db = home / "mlflow" / "mlflow.db"
-    print("\nMLflow UI:  .venv/bin/mlflow ui --host 127.0.0.1 --port 5000 "
-          f"--backend-store-uri sqlite:///{mlflow_db}")  # fmt: skip
+    print(f"\nMLflow UI:  .venv/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///{mlflow_db}")
     print("Dagster UI: make dev   (then open http://127.0.0.1:3000)")
-    return 0 if result.success else 1
+    return 0 if ok else 1
 
 
 def run_dev(port: int) -> int:
@@ -80,12 +110,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="governance_assets")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="evaluate a demo suite end to end")
-    demo.add_argument("--suite", default=DEMO_SUITE)
+    demo.add_argument("--suite", action="append", dest="suites", help="suite to evaluate (repeatable)")
     dev = commands.add_parser("dev", help="start the Dagster UI on 127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     args = parser.parse_args()
     if args.command == "demo":
-        return run_demo(args.suite)
+        return run_demo(args.suites or DEMO_SUITES)
     return run_dev(args.port)
 
 

@@ -35,9 +35,7 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield test_instance
 
 
-def copy_suite(
-    source_suite_dir: Path, destination_root: Path, suite: str, runs: int | None = None
-) -> Path:
+def copy_suite(source_suite_dir: Path, destination_root: Path, suite: str, runs: int | None = None) -> Path:
     """Copy (part of) a real suite into `<destination_root>/runs/<suite>` so a test may change it."""
     target = destination_root / "runs" / suite
     target.mkdir(parents=True)
@@ -60,9 +58,7 @@ def helm_defs() -> list[object]:
     return [*(definitions.assets or []), *(definitions.asset_checks or [])]
 
 
-def governance_resources(
-    home: Path, policy_path: Path | None = None, roots: str = ""
-) -> dict[str, object]:
+def governance_resources(home: Path, policy_path: Path | None = None, roots: str = "") -> dict[str, object]:
     """Real resources pointed at a temporary GOVERNANCE_HOME."""
     from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 

@@ -4,7 +4,7 @@ import dagster as dg
 
 from governance_assets.defs.partitions import helm_suites
 
-SUITE_GROUPS = ["helm"]
+SUITE_GROUPS = ["helm", "gates", "release"]
 """Every group whose assets are partitioned by HELM suite."""
 
 evaluate_suite = dg.define_asset_job(

@@ -41,9 +41,7 @@ def _as_result(judgement: Judgement) -> dg.AssetCheckResult:
     )
 
 
-def judge_suites(
-    context: dg.AssetCheckExecutionContext, judge: Callable[[str], Judgement]
-) -> dg.AssetCheckResult:
+def judge_suites(context: dg.AssetCheckExecutionContext, judge: Callable[[str], Judgement]) -> dg.AssetCheckResult:
     """Judge the run's suite; a run over a range of suites gets one result that fails if any
     suite fails (Dagster records it without a partition) and lists every suite's outcome."""
     judgements = {suite: judge(suite) for suite in context.partition_keys}
@@ -58,8 +56,6 @@ def judge_suites(
         metadata={
             "outcome": "pass" if not failed else "fail",
             "suites": dg.MetadataValue.json(outcomes),
-            "evidence": dg.MetadataValue.json(
-                {s: j.evidence for s, j in judgements.items() if j.outcome != "pass"}
-            ),
+            "evidence": dg.MetadataValue.json({s: j.evidence for s, j in judgements.items() if j.outcome != "pass"}),
         },
     )

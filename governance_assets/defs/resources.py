@@ -98,11 +98,7 @@ class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
         return f"sqlite:///{folder / 'mlflow.db'}"
 
     def recorder(self, state: GovernanceState, experiment: str) -> EvaluationRecorder:
-        root = (
-            Path(self.artifact_root)
-            if self.artifact_root
-            else state.home_path() / "mlflow" / "artifacts"
-        )
+        root = Path(self.artifact_root) if self.artifact_root else state.home_path() / "mlflow" / "artifacts"
         return EvaluationRecorder(self.resolved_uri(state), root.absolute(), experiment)
 
 

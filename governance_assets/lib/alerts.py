@@ -74,23 +74,17 @@ class Alert:
         if not isinstance(self.key, str) or not self.key.strip():
             raise ValueError("Alert.key must be a non-empty string")
         if self.severity not in SEVERITIES:
-            raise ValueError(
-                f"Alert.severity must be one of {sorted(SEVERITIES)}, not {self.severity!r}"
-            )
+            raise ValueError(f"Alert.severity must be one of {sorted(SEVERITIES)}, not {self.severity!r}")
         if "\n" in self.title or "\r" in self.title:
             raise ValueError(f"Alert.title must be one line: {self.title!r}")
         if not isinstance(self.created_at, datetime):
             raise ValueError("Alert.created_at must be a datetime")
         if self.created_at.tzinfo is None or self.created_at.utcoffset() is None:
-            raise ValueError(
-                f"Alert.created_at must be timezone-aware (UTC), not naive {self.created_at!r}"
-            )
+            raise ValueError(f"Alert.created_at must be timezone-aware (UTC), not naive {self.created_at!r}")
         try:
             encoded = _strict_json(dict(self.details))
         except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"Alert.details must be strict JSON (str keys; no NaN/Infinity): {exc}"
-            ) from None
+            raise ValueError(f"Alert.details must be strict JSON (str keys; no NaN/Infinity): {exc}") from None
         object.__setattr__(self, "created_at", self.created_at.astimezone(UTC))
         object.__setattr__(self, "details", json.loads(encoded))
 
@@ -280,8 +274,7 @@ class WebhookSink:
         """
         if retries < 0 or backoff_seconds < 0 or timeout_seconds <= 0:
             raise AlertConfigurationError(
-                f"webhook sink {name!r}: retries and backoff_seconds must be >= 0 "
-                "and timeout_seconds > 0"
+                f"webhook sink {name!r}: retries and backoff_seconds must be >= 0 and timeout_seconds > 0"
             )
         self._url = _validated_url(url, f"the URL of webhook sink {name!r}")
         self.name = name
@@ -310,9 +303,7 @@ class WebhookSink:
         """A sink whose URL is read from environment variable `variable`."""
         value = os.environ.get(variable, "").strip()
         if not value:
-            raise AlertConfigurationError(
-                f"environment variable {variable} is not set (it must hold the webhook URL)"
-            )
+            raise AlertConfigurationError(f"environment variable {variable} is not set (it must hold the webhook URL)")
         url = _validated_url(value, f"environment variable {variable}")
         return cls(
             url,
@@ -375,8 +366,7 @@ class WebhookSink:
                     {
                         "type": "mrkdwn",
                         "text": _clip(
-                            f"{icon} {alert.severity} · {alert.created_at.isoformat()} · "
-                            f"`{_slack_escape(alert.key)}`",
+                            f"{icon} {alert.severity} · {alert.created_at.isoformat()} · `{_slack_escape(alert.key)}`",
                             _SLACK_SECTION_MAX,
                         ),
                     }
@@ -466,9 +456,7 @@ def _is_ledger(sink: AlertSink, ledger: JsonlSink) -> bool:
     return False
 
 
-def deliver(
-    alerts: Sequence[Alert], sinks: Sequence[AlertSink], ledger: JsonlSink
-) -> list[Delivery]:
+def deliver(alerts: Sequence[Alert], sinks: Sequence[AlertSink], ledger: JsonlSink) -> list[Delivery]:
     """Send each alert not yet in `ledger` to every other sink; record it once all accepted it.
 
     Alerts already in the ledger (or repeated in `alerts`) are skipped and get no Delivery. Every
@@ -498,10 +486,7 @@ def deliver(
                     if exc.retryable:
                         broken[id(sink)] = f"sink {sink.name!r} failed earlier in this call"
                 except Exception as exc:  # a sink's bug must not stop the others
-                    error = (
-                        f"alert sink {sink.name!r} raised {type(exc).__name__} "
-                        f"delivering alert {alert.key!r}"
-                    )
+                    error = f"alert sink {sink.name!r} raised {type(exc).__name__} delivering alert {alert.key!r}"
             deliveries.append(Delivery(alert.key, sink.name, error is None, error))
             if error is not None:
                 failed.append(sink.name)

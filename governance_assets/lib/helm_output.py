@@ -167,14 +167,8 @@ def load_json(path: Path) -> Any:
         return json.loads(data, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
         ends_early = error.msg.startswith("Unterminated") or error.pos >= len(data.rstrip())
-        kind = (
-            "truncated JSON (the file ends before the document does)"
-            if ends_early
-            else "invalid JSON"
-        )
-        raise HelmOutputError(
-            path, f"{kind}: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from error
+        kind = "truncated JSON (the file ends before the document does)" if ends_early else "invalid JSON"
+        raise HelmOutputError(path, f"{kind}: {error.msg} at line {error.lineno} column {error.colno}") from error
     except (ValueError, UnicodeDecodeError) as error:
         raise HelmOutputError(path, f"invalid JSON: {error}") from error
 
@@ -225,9 +219,7 @@ def read_run_spec(run_dir: Path) -> RunSpecSummary:
     )
 
 
-_STAT_KEYS = frozenset(
-    {"name", "count", "sum", "sum_squared", "min", "max", "mean", "variance", "stddev"}
-)
+_STAT_KEYS = frozenset({"name", "count", "sum", "sum_squared", "min", "max", "mean", "variance", "stddev"})
 _NAME_KEYS = frozenset({"name", "split", "sub_split", "perturbation"})
 _PERTURBATION_FLAGS = frozenset({"name", "robustness", "fairness"})
 
@@ -358,17 +350,11 @@ def _as_columns(rows: Sequence[tuple[Any, ...]], fields: Sequence[str]) -> Colum
 
 def _stats_fast(stats: list[Any]) -> Columns:
     columns: Columns = {name: [] for name in STATS_FIELDS}
-    metric, split, sub_split, perturbation, counts, sums, means, stddevs, mins, maxs = (
-        columns.values()
-    )
+    metric, split, sub_split, perturbation, counts, sums, means, stddevs, mins, maxs = columns.values()
     for stat in stats:
         name = stat["name"]
         count, mean = stat["count"], stat.get("mean")
-        if (
-            not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS)
-            or count < 0
-            or (mean is None and count)
-        ):
+        if not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS) or count < 0 or (mean is None and count):
             raise _Suspect
         metric.append(name["name"])
         split.append(name.get("split"))
@@ -394,9 +380,7 @@ def read_stats(run_dir: Path, strict: bool = False) -> Columns:
             return _stats_fast(stats)
         except _FAST_PATH_ERRORS:
             pass
-    return _as_columns(
-        [parse_stat(stat, f"stat {index}", path) for index, stat in enumerate(stats)], STATS_FIELDS
-    )
+    return _as_columns([parse_stat(stat, f"stat {index}", path) for index, stat in enumerate(stats)], STATS_FIELDS)
 
 
 def _instance_stats_fast(entries: list[Any]) -> Columns:
@@ -409,11 +393,7 @@ def _instance_stats_fast(entries: list[Any]) -> Columns:
         for stat in entry["stats"]:
             name = stat["name"]
             count, mean = stat["count"], stat.get("mean")
-            if (
-                not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS)
-                or count < 0
-                or (mean is None and count)
-            ):
+            if not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS) or count < 0 or (mean is None and count):
                 raise _Suspect
             instance_ids.append(instance_id)
             trials.append(trial)
@@ -505,9 +485,7 @@ def read_predictions(run_dir: Path, strict: bool = False) -> Columns:
                 completion=_text(completions[0]) if completions else None,
                 references=[_text(ref.get("output")) for ref in references],
                 correct_references=[
-                    _text(ref.get("output"))
-                    for ref in references
-                    if "correct" in (ref.get("tags") or [])
+                    _text(ref.get("output")) for ref in references if "correct" in (ref.get("tags") or [])
                 ],
                 success=result.get("success") if result else None,
                 error=result.get("error") if result else None,

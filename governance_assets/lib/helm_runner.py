@@ -66,11 +66,7 @@ def helm_error_summary(log_tail: Sequence[str]) -> str:
     """HELM's own error from the end of its log: the last exception line, else the last lines."""
     for line in reversed(log_tail):
         stripped = line.strip()
-        if (
-            stripped
-            and ("Error" in stripped or "Exception" in stripped)
-            and not stripped.startswith("File ")
-        ):
+        if stripped and ("Error" in stripped or "Exception" in stripped) and not stripped.startswith("File "):
             return stripped
     return " | ".join(line.strip() for line in list(log_tail)[-3:] if line.strip()) or "no output"
 
@@ -111,9 +107,7 @@ def run_entries(
         outcomes.append(outcome)
         if outcome.run_name and outcome.status == "complete":
             plan_record[entry] = outcome.run_name
-            write_text_atomic(
-                suite_dir / PLAN_RECORD, json.dumps(plan_record, indent=2, sort_keys=True)
-            )
+            write_text_atomic(suite_dir / PLAN_RECORD, json.dumps(plan_record, indent=2, sort_keys=True))
     return outcomes
 
 
@@ -131,9 +125,7 @@ def _snapshot(suite_dir: Path) -> dict[str, float]:
             for run in list_run_folders(suite_dir)}  # fmt: skip
 
 
-def _run_one(
-    entry: str, suite: str, settings: HelmSettings, log: Callable[[str], None]
-) -> EntryOutcome:
+def _run_one(entry: str, suite: str, settings: HelmSettings, log: Callable[[str], None]) -> EntryOutcome:
     suite_dir = settings.output_path / "runs" / suite
     before = _snapshot(suite_dir)
     env = {**os.environ, **helm_environment(), **(settings.extra_env or {})}
@@ -159,11 +151,5 @@ def _run_one(
     if returncode == 0 and len(complete) == 1:
         return EntryOutcome(entry, complete[0], "complete")
     run_name = touched[0] if len(touched) == 1 else None
-    reason = (
-        helm_error_summary(tail)
-        if returncode != 0
-        else f"HELM wrote {len(complete)} complete runs, expected 1"
-    )
-    return EntryOutcome(
-        entry, run_name, "failed", f"helm-run {entry!r} exited {returncode}: {reason}"
-    )
+    reason = helm_error_summary(tail) if returncode != 0 else f"HELM wrote {len(complete)} complete runs, expected 1"
+    return EntryOutcome(entry, run_name, "failed", f"helm-run {entry!r} exited {returncode}: {reason}")

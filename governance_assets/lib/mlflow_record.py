@@ -98,9 +98,7 @@ class EvaluationRecorder:
             self.experiment_id = existing.experiment_id
         else:
             location = artifact_root.joinpath(experiment).as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=location
-            )
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
 
     def latest_by_run_name(self, suite: str) -> dict[str, Any]:
         """The newest MLflow run of each HELM run name already recorded for `suite`."""
@@ -122,17 +120,13 @@ class EvaluationRecorder:
         recorded: dict[str, RecordedRun] = {}
         by_suite: dict[str, dict[str, Any]] = {}
         for run in runs:
-            latest = by_suite.setdefault(run.suite, self.latest_by_run_name(run.suite)).get(
-                run.run_name
-            )
+            latest = by_suite.setdefault(run.suite, self.latest_by_run_name(run.suite)).get(run.run_name)
             digest = run.content_hash()
             if latest is not None and latest.data.tags.get("governance.content_hash") == digest:
                 recorded[run.run_name] = RecordedRun(latest.info.run_id, created=False)
                 continue
             supersedes = latest.info.run_id if latest is not None else None
-            recorded[run.run_name] = RecordedRun(
-                self._create(run, digest, supersedes), True, supersedes
-            )
+            recorded[run.run_name] = RecordedRun(self._create(run, digest, supersedes), True, supersedes)
         return recorded
 
     def _create(self, run: EvaluationRun, digest: str, supersedes: str | None) -> str:
@@ -169,14 +163,10 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def evaluation_runs(
-    run_stats: pa.Table, runs: pa.Table, tags: Mapping[str, str]
-) -> list[EvaluationRun]:
+def evaluation_runs(run_stats: pa.Table, runs: pa.Table, tags: Mapping[str, str]) -> list[EvaluationRun]:
     """One `EvaluationRun` per complete run of a suite: plain (unperturbed) stats as metrics,
     adapter settings from its `run_spec.json`, and its key files as artifacts."""
-    plain = run_stats.filter(
-        pc.and_(pc.is_null(run_stats["perturbation"]), pc.greater(run_stats["count"], 0))
-    )
+    plain = run_stats.filter(pc.and_(pc.is_null(run_stats["perturbation"]), pc.greater(run_stats["count"], 0)))
     by_run: dict[str, list[dict[str, Any]]] = {}
     for row in plain.select(["run_name", "metric", "split", "sub_split", "mean"]).to_pylist():
         by_run.setdefault(row["run_name"], []).append(row)
@@ -207,3 +197,26 @@ def evaluation_runs(
             )
         )
     return result
+
+
+def log_report(
+    recorder: EvaluationRecorder,
+    run_name: str,
+    tags: Mapping[str, str],
+    metrics: Mapping[str, float],
+    files: Mapping[str, str],
+) -> str:
+    """One MLflow run in the recorder's experiment holding a governance report: its headline
+    numbers as metrics and its documents (`name -> text`) as artifacts."""
+    client = recorder.client
+    run_id = str(client.create_run(recorder.experiment_id, tags={**tags, "mlflow.runName": run_name[:250]}).info.run_id)
+    batch = [Metric(_ILLEGAL_KEY_CHARS.sub("_", key), float(value), 0, 0) for key, value in sorted(metrics.items())]
+    for start in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[start : start + 1000])
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, text in files.items():
+            path = Path(scratch) / name
+            path.write_text(text, "utf-8")
+            client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id)
+    return run_id

@@ -6,10 +6,10 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _ENTRY = re.compile(r"^[A-Za-z0-9_][\w.\-]*(:[^\s]+)?$")
 
@@ -39,9 +39,7 @@ class EvaluationPlan(_Strict):
     def _entries_have_no_model(cls, entries: list[str]) -> list[str]:
         for entry in entries:
             if not _ENTRY.match(entry):
-                raise ValueError(
-                    f"{entry!r} is not a HELM run entry such as 'simple1' or 'mmlu:subject=anatomy'"
-                )
+                raise ValueError(f"{entry!r} is not a HELM run entry such as 'simple1' or 'mmlu:subject=anatomy'")
             if "model=" in entry:
                 raise ValueError(f"{entry!r} names a model; list models under 'models' instead")
         return entries
@@ -49,10 +47,100 @@ class EvaluationPlan(_Strict):
     def run_entries_with_models(self) -> list[str]:
         """Entries in HELM's syntax: the model goes after a colon, or after a comma if there are args."""
         return [
-            f"{entry}{',' if ':' in entry else ':'}model={model}"
-            for entry in self.run_entries
-            for model in self.models
+            f"{entry}{',' if ':' in entry else ':'}model={model}" for entry in self.run_entries for model in self.models
         ]
+
+
+class RunSelector(_Strict):
+    """Which runs a gate applies to: shell-style patterns (`*`, `?`, `[ab]`), all must match."""
+
+    scenario: str = "*"
+    model: str = "*"
+    run_group: str = "*"
+    """Matches if any of the run's HELM run groups matches."""
+
+
+class _Gate(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    """The check's name in Dagster (lower_snake_case)."""
+    description: str = ""
+    blocking: bool = False
+    """A failing blocking gate stops `release/decision` for the suite (ERROR severity)."""
+    severity: Literal["error", "warn"] = "error"
+    """Severity of a failure of a non-blocking gate (blocking gates always fail at ERROR)."""
+    runs: RunSelector = RunSelector()
+
+
+class _MetricGate(_Gate):
+    metrics: Annotated[list[str], Field(min_length=1)]
+    """Metric name patterns, e.g. `exact_match` or `bias_metric:*`."""
+    split: str = "*"
+    perturbation: str | None = None
+    """None: plain (unperturbed) stats only; else a pattern over the perturbation label,
+    e.g. `robustness,computed_on=worst`."""
+
+
+class ThresholdGate(_MetricGate):
+    """Each matching run-level mean must lie within [min, max]."""
+
+    kind: Literal["threshold"]
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> ThresholdGate:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold gate needs 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is greater than 'max' ({self.max})")
+        return self
+
+
+class RegressionGate(_MetricGate):
+    """Fails when a metric drops by more than `tolerance` against the baseline suite and the
+    drop is significant at the policy's alpha after multiple-comparison correction."""
+
+    kind: Literal["regression"]
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+    baseline_suite: str | None = None
+    """None: the most recent earlier suite that has the same run."""
+    higher_is_better: bool = True
+
+
+class CompletenessGate(_Gate):
+    """Every run complete, instance counts as planned, failed requests under a limit."""
+
+    kind: Literal["completeness"]
+    max_failed_request_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class DataQualityGate(_Gate):
+    """A Great Expectations suite on the tidy tables: schema, required values, value ranges."""
+
+    kind: Literal["data_quality"]
+
+
+Gate = Annotated[ThresholdGate | RegressionGate | CompletenessGate | DataQualityGate, Field(discriminator="kind")]
+
+
+class RegressionSettings(_Strict):
+    """How regressions are tested."""
+
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    correction: Literal["holm", "bh"] = "holm"
+    """Multiple-comparison correction across the regression comparisons of a suite."""
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000
+    seed: int = 0
+
+
+class AlertSettings(_Strict):
+    """Where failed gates are sent; the JSONL ledger under GOVERNANCE_HOME/alerts is always on."""
+
+    webhook_url_env: str | None = None
+    """Environment variable holding a Slack-compatible webhook URL (the URL is a secret)."""
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    backoff_seconds: Annotated[float, Field(ge=0)] = 1.0
 
 
 class MlflowSettings(_Strict):
@@ -66,13 +154,24 @@ class Policy(_Strict):
     """Every threshold and plan the platform applies."""
 
     evaluation_plan: EvaluationPlan
+    gates: list[Gate] = []
+    regression: RegressionSettings = RegressionSettings()
+    alerts: AlertSettings = AlertSettings()
     mlflow: MlflowSettings = MlflowSettings()
+
+    @field_validator("gates")
+    @classmethod
+    def _unique_gate_names(cls, gates: list[Gate]) -> list[Gate]:
+        names = [gate.name for gate in gates]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"gate names must be unique; repeated: {duplicates}")
+        return gates
 
 
 def _format_errors(error: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}"
-        for item in error.errors()
+        f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}" for item in error.errors()
     )
 
 

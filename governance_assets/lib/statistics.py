@@ -17,7 +17,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 DEFAULT_RESAMPLES = 10_000
-"""1,000 comparisons × 100 instances take about 1 s on 2 cores with this many resamples."""
+"""With this many resamples `paired_bootstrap_many` takes 0.35-0.7 s for 1,000 comparisons × 100
+instances on 2 cores (0.17 s with 2,000)."""
 
 _CHUNK_VALUES = 1 << 21
 """Bootstrap means held in memory at once by `paired_bootstrap_many` (16 MiB of float64)."""
@@ -66,8 +67,7 @@ def _as_pair(baseline: ArrayLike, candidate: ArrayLike) -> tuple[FloatArray, Flo
     cand = _as_vector(candidate, "candidate")
     if base.size != cand.size:
         raise ValueError(
-            f"baseline and candidate must have equal lengths (paired by instance), "
-            f"got {base.size} and {cand.size}"
+            f"baseline and candidate must have equal lengths (paired by instance), got {base.size} and {cand.size}"
         )
     return base, cand
 
@@ -122,9 +122,7 @@ def _bootstrap_rows(
         tol = tolerance[start:stop, None]
         at_most_zero = np.count_nonzero(means <= tol, axis=1)
         at_least_zero = np.count_nonzero(means >= -tol, axis=1)
-        p_values[start:stop] = np.minimum(
-            1.0, 2.0 * np.minimum(at_most_zero, at_least_zero) / resamples
-        )
+        p_values[start:stop] = np.minimum(1.0, 2.0 * np.minimum(at_most_zero, at_least_zero) / resamples)
     return low, high, p_values
 
 
@@ -176,9 +174,7 @@ def paired_bootstrap_many(
     results: list[PairedComparison | None] = [None] * len(pairs)
     for n, indices in by_length.items():
         differences = np.stack([pairs[i][1] - pairs[i][0] for i in indices])
-        low, high, p_values = _bootstrap_rows(
-            differences, _resample_counts(n, resamples, seed), confidence
-        )
+        low, high, p_values = _bootstrap_rows(differences, _resample_counts(n, resamples, seed), confidence)
         for row, i in enumerate(indices):
             base, cand = pairs[i]
             results[i] = PairedComparison(
@@ -214,9 +210,7 @@ def paired_bootstrap(
     and CI [0, 0]. With very few instances (n < ~10) the percentile bootstrap is unreliable.
     """
     _as_pair(baseline, candidate)
-    return paired_bootstrap_many(
-        [baseline], [candidate], confidence=confidence, resamples=resamples, seed=seed
-    )[0]
+    return paired_bootstrap_many([baseline], [candidate], confidence=confidence, resamples=resamples, seed=seed)[0]
 
 
 def _agresti_min_interval(b: int, c: int, n: int, confidence: float) -> tuple[float, float]:
@@ -232,9 +226,7 @@ def _agresti_min_interval(b: int, c: int, n: int, confidence: float) -> tuple[fl
     return max(-1.0, centre - half_width), min(1.0, centre + half_width)
 
 
-def mcnemar_exact(
-    baseline: ArrayLike, candidate: ArrayLike, *, confidence: float = 0.95
-) -> PairedComparison:
+def mcnemar_exact(baseline: ArrayLike, candidate: ArrayLike, *, confidence: float = 0.95) -> PairedComparison:
     """Exact McNemar test for paired 0/1 outcomes (1 = right).
 
     b = #(baseline 1, candidate 0), c = #(baseline 0, candidate 1); the p-value is the two-sided

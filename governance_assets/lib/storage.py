@@ -29,8 +29,7 @@ def safe_component(name: str, what: str) -> str:
     """Return `name` if it can be used as one path component, else raise UnsafePathError."""
     if not name or name in {".", ".."} or _UNSAFE_COMPONENT.search(name) or name.startswith("~"):
         raise UnsafePathError(
-            f"{what} {name!r} is not a safe path component "
-            "(empty, '.', '..', '~…', or contains '/', '\\' or NUL)"
+            f"{what} {name!r} is not a safe path component (empty, '.', '..', '~…', or contains '/', '\\' or NUL)"
         )
     return name
 

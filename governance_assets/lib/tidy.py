@@ -29,6 +29,7 @@ RUNS_SCHEMA = pa.schema(
         ("scenario", pa.string()),
         ("scenario_class", pa.string()),
         ("groups", pa.list_(pa.string())),
+        ("max_eval_instances", pa.int64()),
         ("run_spec_hash", pa.string()),
         ("fingerprint", pa.string()),
         ("missing_files", pa.list_(pa.string())),
@@ -144,11 +145,7 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
             continue
         fingerprint = run.fingerprint
         reusable = known.get(run.run_name)
-        if (
-            reusable is not None
-            and reusable["fingerprint"] == fingerprint
-            and reusable["path"] == row["path"]
-        ):
+        if reusable is not None and reusable["fingerprint"] == fingerprint and reusable["path"] == row["path"]:
             rows.append({**reusable, "listed_in_summary": row["listed_in_summary"]})
             continue
         try:
@@ -164,6 +161,7 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
             scenario=spec.scenario,
             scenario_class=spec.scenario_class,
             groups=list(spec.groups),
+            max_eval_instances=spec.adapter_spec.get("max_eval_instances"),
             run_spec_hash=content_hash(spec.raw),
             fingerprint=fingerprint,
         )
@@ -240,8 +238,7 @@ def _to_table(spec: TidyTable, pending: Sequence[tuple[dict[str, Any], ho.Column
     rows_per_run = [len(columns[own_fields[0]]) for _, columns in pending]
     run_index = pa.array(np.repeat(np.arange(len(pending)), rows_per_run))
     constants = [
-        pc.take(pa.array([run[name] for run, _ in pending], pa.string()), run_index)
-        for name in spec.run_columns
+        pc.take(pa.array([run[name] for run, _ in pending], pa.string()), run_index) for name in spec.run_columns
     ]
     return pa.Table.from_arrays(constants + arrays, schema=spec.schema)
 
@@ -280,9 +277,7 @@ def _only_runs(table: pa.Table, keep: set[str]) -> pa.Table:
     kept = np.isin(encoded.indices.to_numpy(zero_copy_only=False), kept_codes)
     edges = np.diff(np.concatenate([[False], kept, [False]]).astype(np.int8))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return pa.concat_tables(
-        [table.slice(start, end - start) for start, end in zip(starts, ends, strict=True)]
-    )
+    return pa.concat_tables([table.slice(start, end - start) for start, end in zip(starts, ends, strict=True)])
 
 
 def _source_fingerprint(spec: TidyTable, run_fingerprint: str) -> str:
@@ -304,9 +299,7 @@ def build_table(
     build = TableBuild(table=None, rows=0, manifest={})
     pending: list[tuple[dict[str, Any], ho.Columns]] = []
     complete = runs.filter(pc.equal(runs["status"], "complete")).to_pylist()
-    fingerprints = {
-        run["run_name"]: _source_fingerprint(spec, run["fingerprint"]) for run in complete
-    }
+    fingerprints = {run["run_name"]: _source_fingerprint(spec, run["fingerprint"]) for run in complete}
     for run in complete:
         name = run["run_name"]
         if previous is not None and previous_manifest.get(name) == fingerprints[name]:
@@ -332,23 +325,17 @@ def build_table(
 RUNS_KEY = ("helm", "runs")
 
 
-def refresh_table(
-    spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Table | None = None
-) -> TableBuild:
+def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Table | None = None) -> TableBuild:
     """Rebuild `spec`'s table of `suite` from the stored `helm/runs` table, re-reading only
     changed runs; an unchanged suite is not rewritten. `runs` saves reading it again."""
     runs = runs if runs is not None else warehouse.read(RUNS_KEY, suite)
     if runs is None:
-        raise FileNotFoundError(
-            f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built"
-        )
+        raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
     manifest: dict[str, str] = warehouse.read_annotation(spec.key, suite, "manifest") or {}
     complete = runs.filter(pc.equal(runs["status"], "complete"))
     current = {
         name: _source_fingerprint(spec, fingerprint)
-        for name, fingerprint in zip(
-            complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True
-        )
+        for name, fingerprint in zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True)
     }
     path = warehouse.path(spec.key, suite)
     if manifest and manifest == current and path.exists():
@@ -377,12 +364,8 @@ class SuiteIngest:
 def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteIngest:
     """Catalogue a suite's runs and refresh all three tidy tables (what the helm assets do)."""
     catalogue = catalogue_runs(suite, suite_dir, warehouse.read(RUNS_KEY, suite))
-    warehouse.write(
-        RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing}
-    )
-    builds = {
-        spec.key: refresh_table(spec, suite, warehouse, catalogue.table) for spec in TIDY_TABLES
-    }
+    warehouse.write(RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing})
+    builds = {spec.key: refresh_table(spec, suite, warehouse, catalogue.table) for spec in TIDY_TABLES}
     return SuiteIngest(catalogue, builds)
 
 
@@ -414,12 +397,8 @@ def compare_with_summary(suite_dir: Path, run_stats: pa.Table) -> tuple[int, lis
     if not path.exists():
         return 0, []
     ours: dict[tuple[Any, ...], float | None] = {}
-    for row in run_stats.select(
-        ["run_name", "metric", "split", "sub_split", "perturbation", "mean"]
-    ).to_pylist():
-        ours[
-            (row["run_name"], row["metric"], row["split"], row["sub_split"], row["perturbation"])
-        ] = row["mean"]
+    for row in run_stats.select(["run_name", "metric", "split", "sub_split", "perturbation", "mean"]).to_pylist():
+        ours[(row["run_name"], row["metric"], row["split"], row["sub_split"], row["perturbation"])] = row["mean"]
     compared, mismatches = 0, []
     for run in ho.load_json(path):
         run_name = Path(run["run_path"]).name if run.get("run_path") else run["run_spec"]["name"]
@@ -432,7 +411,5 @@ def compare_with_summary(suite_dir: Path, run_stats: pa.Table) -> tuple[int, lis
             if key not in ours:
                 mismatches.append(f"{run_name}: {key[1:]} is in runs.json but not in run_stats")
             elif ours[key] != theirs.mean:
-                mismatches.append(
-                    f"{run_name}: {key[1:]} mean {ours[key]} != runs.json {theirs.mean}"
-                )
+                mismatches.append(f"{run_name}: {key[1:]} mean {ours[key]} != runs.json {theirs.mean}")
     return compared, mismatches

@@ -51,9 +51,7 @@ class Warehouse:
         if annotations:
             metadata = dict(table.schema.metadata or {})
             for name, value in annotations.items():
-                metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(
-                    value, sort_keys=True
-                ).encode()
+                metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
             table = table.replace_schema_metadata(metadata)
         write_parquet_atomic(path, table)
         if cache:
@@ -61,11 +59,7 @@ class Warehouse:
         return path
 
     def _cache_path(self, key: Sequence[str], partition: str | None) -> Path:
-        return (
-            self.root
-            / ".arrow_cache"
-            / self.path(key, partition).relative_to(self.root).with_suffix(".arrow")
-        )
+        return self.root / ".arrow_cache" / self.path(key, partition).relative_to(self.root).with_suffix(".arrow")
 
     def read_cached(self, key: Sequence[str], partition: str | None) -> pa.Table | None:
         """The table through its Arrow cache when the cache matches the Parquet file, else from Parquet."""

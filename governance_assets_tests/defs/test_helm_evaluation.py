@@ -57,31 +57,19 @@ def _check(result: dg.ExecuteInProcessResult, asset: str, name: str) -> dg.Asset
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    event = next(
-        m
-        for m in result.get_asset_materialization_events()
-        if m.asset_key.to_user_string() == asset
-    )
+    event = next(m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == asset)
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def test_failed_helm_run_is_named_and_the_others_ingest(evaluated: Any) -> None:
     result = evaluated["first"]
     assert result.success
-    runs = pd.read_parquet(
-        Warehouse(evaluated["home"] / "warehouse").path(tidy.RUNS_KEY, "t1")
-    ).set_index("run_name")
+    runs = pd.read_parquet(Warehouse(evaluated["home"] / "warehouse").path(tidy.RUNS_KEY, "t1")).set_index("run_name")
     assert runs.loc["simple1:model=simple_model1", "status"] == "complete"
-    assert (
-        runs.loc["synthetic_reasoning:mode=pattern_match,model=simple_model1", "status"]
-        == "complete"
-    )
+    assert runs.loc["synthetic_reasoning:mode=pattern_match,model=simple_model1", "status"] == "complete"
     failed = runs[runs["status"] == "failed"]
     assert len(failed) == 1
-    assert (
-        "no_such_scenario" in failed["error"].iloc[0]
-        and "Unknown run spec name" in failed["error"].iloc[0]
-    )
+    assert "no_such_scenario" in failed["error"].iloc[0] and "Unknown run spec name" in failed["error"].iloc[0]
     check = _check(result, "helm/runs", "all_runs_complete")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "Unknown run spec name" in json.dumps(check.metadata["evidence"].value)
@@ -93,22 +81,11 @@ def test_tidy_tables_hold_the_helm_runs(evaluated: Any) -> None:
     run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "t1"))
     instance_stats = pd.read_parquet(warehouse.path(tidy.INSTANCE_STATS.key, "t1"))
     predictions = pd.read_parquet(warehouse.path(tidy.PREDICTIONS.key, "t1"))
-    assert (
-        set(run_stats["run_name"])
-        == set(instance_stats["run_name"])
-        == set(predictions["run_name"])
-    )
+    assert set(run_stats["run_name"]) == set(instance_stats["run_name"]) == set(predictions["run_name"])
     assert len(set(run_stats["run_name"])) == 2 and set(run_stats["model"]) == {"simple/model1"}
-    assert (
-        predictions.groupby("run_name").size()[
-            "synthetic_reasoning:mode=pattern_match,model=simple_model1"
-        ]
-        == 4
-    )
+    assert predictions.groupby("run_name").size()["synthetic_reasoning:mode=pattern_match,model=simple_model1"] == 4
     requests = (
-        instance_stats.drop_duplicates(["run_name", "instance_id", "train_trial_index"])
-        .groupby("run_name")
-        .size()
+        instance_stats.drop_duplicates(["run_name", "instance_id", "train_trial_index"]).groupby("run_name").size()
     )
     assert predictions.groupby("run_name").size().equals(requests)  # simple1: 3 train trials × 10
     assert predictions["completion"].notna().all()
@@ -134,7 +111,9 @@ def test_each_helm_run_is_one_mlflow_run_linked_to_dagster(evaluated: Any) -> No
         assert tags["dagster.asset_key"] == "helm/run_stats" and tags["governance.suite"] == "t1"
         assert tags["helm.model"] == "simple/model1"
         assert run.data.params["adapter.model_deployment"] == "simple/model1"
-        assert "test/exact_match" in run.data.metrics
+        assert any(key.startswith("test/") for key in run.data.metrics)
+        if tags["governance.run_name"].startswith("synthetic_reasoning"):
+            assert "test/exact_match" in run.data.metrics
     metadata = _metadata(evaluated["first"], "helm/run_stats")
     assert metadata["mlflow_runs_created"] == 2
     assert all(run.info.run_id in metadata["mlflow_runs"] for run in runs)

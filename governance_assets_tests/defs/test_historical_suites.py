@@ -40,9 +40,7 @@ def roots(tmp_path: Path) -> str:
     return f"{safety}:{mmlu}"
 
 
-def _sensor_context(
-    instance: dg.DagsterInstance, roots: str, cursor: str | None
-) -> dg.SensorEvaluationContext:
+def _sensor_context(instance: dg.DagsterInstance, roots: str, cursor: str | None) -> dg.SensorEvaluationContext:
     return dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"state": GovernanceState(output_roots=roots)}
     )
@@ -65,9 +63,7 @@ def test_sensor_adds_each_suite_once_and_resumes_from_its_cursor(
     assert json.loads(later.cursor) == ["v1", "v2", "v3"]
 
 
-def test_sensor_skips_a_suite_found_in_two_roots(
-    instance: dg.DagsterInstance, roots: str, tmp_path: Path
-) -> None:
+def test_sensor_skips_a_suite_found_in_two_roots(instance: dg.DagsterInstance, roots: str, tmp_path: Path) -> None:
     copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "safety", "v1", runs=1)
     result = helm_suite_discovery(_sensor_context(instance, roots, None))
     assert [r.partition_key for r in result.run_requests] == ["v3"]
@@ -84,9 +80,7 @@ def test_schedule_creates_the_dated_suite(instance: dg.DagsterInstance) -> None:
     assert instance.get_dynamic_partitions(HELM_SUITES) == ["2026-11-27"]
 
 
-def test_backfill_ingests_many_suites_in_one_run(
-    instance: dg.DagsterInstance, roots: str, tmp_path: Path
-) -> None:
+def test_backfill_ingests_many_suites_in_one_run(instance: dg.DagsterInstance, roots: str, tmp_path: Path) -> None:
     before = {root: _tree_state(Path(root)) for root in roots.split(":")}
     home = tmp_path / "home"
     instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
@@ -95,10 +89,7 @@ def test_backfill_ingests_many_suites_in_one_run(
         tags={"dagster/asset_partition_range_start": "v1", "dagster/asset_partition_range_end": "v3"},
     )  # fmt: skip
     assert result.success
-    materialized = {
-        (e.asset_key.to_user_string(), e.partition)
-        for e in result.get_asset_materialization_events()
-    }
+    materialized = {(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()}
     assert {("helm/run_stats", "v1"), ("helm/run_stats", "v3"), ("helm/runs", "v3")} <= materialized
     warehouse = Warehouse(home / "warehouse")
     safety = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v3"))
@@ -106,12 +97,8 @@ def test_backfill_ingests_many_suites_in_one_run(
     mmlu = pd.read_parquet(warehouse.path(tidy.INSTANCE_STATS.key, "v1"))
     assert mmlu["run_name"].nunique() == 5  # the bad run is left out, the other five ingest
     errors = warehouse.read_annotation(tidy.INSTANCE_STATS.key, "v1", "errors")
-    assert len(errors) == 1 and "per_instance_stats.json: truncated JSON" in next(
-        iter(errors.values())
-    )
-    assert {
-        root: _tree_state(Path(root)) for root in roots.split(":")
-    } == before  # never written to
+    assert len(errors) == 1 and "per_instance_stats.json: truncated JSON" in next(iter(errors.values()))
+    assert {root: _tree_state(Path(root)) for root in roots.split(":")} == before  # never written to
 
 
 def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_path: Path) -> None:
@@ -119,9 +106,7 @@ def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_p
     instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
     resources = governance_resources(home, roots=roots)
     results = {
-        suite: dg.materialize(
-            helm_defs(), partition_key=suite, instance=instance, resources=resources
-        )
+        suite: dg.materialize(helm_defs(), partition_key=suite, instance=instance, resources=resources)
         for suite in ("v1", "v3")
     }
     checks = {
@@ -129,11 +114,8 @@ def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_p
         for suite, result in results.items() for e in result.get_asset_check_evaluations()
     }  # fmt: skip
     assert checks[("v3", "helm/run_stats", "agrees_with_helm_summary")].passed
-    assert checks[("v3", "helm/run_stats", "agrees_with_helm_summary")].metadata[
-        "compared"
-    ].value == sum(
-        len(run["stats"])
-        for run in json.loads((SAFETY_ROOT / "runs" / "v3" / "runs.json").read_text())
+    assert checks[("v3", "helm/run_stats", "agrees_with_helm_summary")].metadata["compared"].value == sum(
+        len(run["stats"]) for run in json.loads((SAFETY_ROOT / "runs" / "v3" / "runs.json").read_text())
     )
     no_summary = checks[("v1", "helm/run_stats", "agrees_with_helm_summary")]
     assert not no_summary.passed and no_summary.severity == dg.AssetCheckSeverity.WARN

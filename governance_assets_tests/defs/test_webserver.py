@@ -44,29 +44,20 @@ def test_webserver_lists_asset_keys_over_graphql(tmp_path: Path) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
     command = [sys.executable, "-m", "dagster_webserver", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    server = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
         nodes = None
         while time.monotonic() < deadline and nodes is None:
-            assert server.poll() is None, (
-                server.stderr.read().decode() if server.stderr else "exited"
-            )
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else "exited"
             try:
                 nodes = _graphql(port, QUERY)["data"]["assetNodes"]
             except (OSError, KeyError, TypeError):
                 time.sleep(1)
         assert nodes is not None, "webserver did not answer within 180 s"
         keys = {"/".join(node["assetKey"]["path"]): node for node in nodes}
-        assert {"helm/runs", "helm/run_stats", "helm/instance_stats", "helm/predictions"} <= set(
-            keys
-        )
-        assert (
-            keys["helm/run_stats"]["groupName"] == "helm"
-            and keys["helm/run_stats"]["hasAssetChecks"]
-        )
+        assert {"helm/runs", "helm/run_stats", "helm/instance_stats", "helm/predictions"} <= set(keys)
+        assert keys["helm/run_stats"]["groupName"] == "helm" and keys["helm/run_stats"]["hasAssetChecks"]
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -157,9 +157,7 @@ def test_invalid_alerts_are_rejected(changes: dict[str, Any], message: str) -> N
 
 def test_details_are_copied_and_created_at_is_stored_in_utc() -> None:
     details: dict[str, Any] = {"runs": ("a", "b")}
-    alert = make_alert(
-        details=details, created_at=datetime(2025, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
-    )
+    alert = make_alert(details=details, created_at=datetime(2025, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))))
     details["runs"] = "changed"
     assert alert.details == {"runs": ["a", "b"]}
     assert alert.created_at == datetime(2025, 1, 1, 10, tzinfo=UTC)
@@ -197,9 +195,7 @@ def test_jsonl_appends_one_line_per_alert_and_dedupes_by_key(tmp_path: Path) -> 
 
 def test_jsonl_created_at_round_trips_with_timezone(tmp_path: Path) -> None:
     ledger = JsonlSink(tmp_path / "alerts.jsonl")
-    alert = make_alert(
-        created_at=datetime(2025, 6, 1, 23, 30, 1, 5, tzinfo=timezone(timedelta(hours=-7)))
-    )
+    alert = make_alert(created_at=datetime(2025, 6, 1, 23, 30, 1, 5, tzinfo=timezone(timedelta(hours=-7))))
     ledger.send(alert)
     (record,) = ledger.records()
     assert record["created_at"] == "2025-06-02T06:30:01.000005+00:00"
@@ -240,9 +236,7 @@ def disk_full(line: bytes) -> None:
     raise OSError(28, "No space left on device")
 
 
-def test_jsonl_write_failure_is_an_alert_delivery_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_jsonl_write_failure_is_an_alert_delivery_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ledger = JsonlSink(tmp_path / "alerts.jsonl")
     monkeypatch.setattr(ledger, "_append", disk_full)
     with pytest.raises(AlertDeliveryError, match=r"could not write alert .*No space left"):
@@ -298,9 +292,7 @@ def test_webhook_keeps_slack_block_limits(webhook: FakeWebhook) -> None:
 def test_webhook_text_only(webhook: FakeWebhook) -> None:
     alert = make_alert()
     sink(webhook.url, [], blocks=False).send(alert)
-    assert json.loads(webhook.requests[0].body) == {
-        "text": f"{alert.title}\n{alert.text}".replace(">", "&gt;")
-    }
+    assert json.loads(webhook.requests[0].body) == {"text": f"{alert.title}\n{alert.text}".replace(">", "&gt;")}
 
 
 def test_webhook_retries_5xx_with_exponential_backoff(webhook: FakeWebhook) -> None:
@@ -508,16 +500,12 @@ def test_one_failing_sink_or_alert_does_not_stop_the_others(tmp_path: Path) -> N
 def test_deliver_with_only_the_ledger_records_once(tmp_path: Path) -> None:
     ledger = JsonlSink(tmp_path / "alerts.jsonl")
     same_file = JsonlSink(tmp_path / "alerts.jsonl", name="alias")
-    assert deliver([make_alert("a")], [ledger, same_file], ledger) == [
-        Delivery("a", "jsonl", True, None)
-    ]
+    assert deliver([make_alert("a")], [ledger, same_file], ledger) == [Delivery("a", "jsonl", True, None)]
     assert deliver([make_alert("a")], [], ledger) == []
     assert [r["key"] for r in ledger.records()] == ["a"]
 
 
-def test_deliver_reports_a_ledger_write_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_deliver_reports_a_ledger_write_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ledger = JsonlSink(tmp_path / "alerts.jsonl")
     monkeypatch.setattr(ledger, "_append", disk_full)
     steady = FakeSink("steady")

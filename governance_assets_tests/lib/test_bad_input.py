@@ -60,9 +60,7 @@ BAD_STATS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_STATS))
-def test_bad_stats_file_names_file_and_reason_and_rest_ingests(
-    case: str, suite_dir: Path, tmp_path: Path
-) -> None:
+def test_bad_stats_file_names_file_and_reason_and_rest_ingests(case: str, suite_dir: Path, tmp_path: Path) -> None:
     corrupt, reason = BAD_STATS[case]
     bad_run = _first_run(suite_dir)
     corrupt(bad_run)
@@ -72,18 +70,16 @@ def test_bad_stats_file_names_file_and_reason_and_rest_ingests(
     assert list(errors) == [bad_run.name]
     assert str(bad_run / "stats.json") in errors[bad_run.name] and reason in errors[bad_run.name]
     run_stats = pa.parquet.read_table(warehouse.path(tidy.RUN_STATS.key, "v1"))
-    assert set(run_stats["run_name"].to_pylist()) == {
-        p.name for p in suite_dir.iterdir() if p.is_dir()
-    } - {bad_run.name}
+    assert set(run_stats["run_name"].to_pylist()) == {p.name for p in suite_dir.iterdir() if p.is_dir()} - {
+        bad_run.name
+    }
     assert warehouse.read_annotation(tidy.RUN_STATS.key, "v1", "errors") == errors
     # The other tables read other files: they still hold the run.
     assert result.builds[tidy.INSTANCE_STATS.key].errors == {}
     assert not list(warehouse.root.rglob("*.tmp"))
 
 
-def test_missing_required_file_marks_run_incomplete_and_never_ingests_it(
-    suite_dir: Path, tmp_path: Path
-) -> None:
+def test_missing_required_file_marks_run_incomplete_and_never_ingests_it(suite_dir: Path, tmp_path: Path) -> None:
     bad_run = _first_run(suite_dir)
     (bad_run / "per_instance_stats.json").unlink()
     result = tidy.ingest_suite("v1", suite_dir, Warehouse(tmp_path / "warehouse"))
@@ -110,13 +106,9 @@ def test_bad_per_instance_and_scenario_state_files(suite_dir: Path, tmp_path: Pa
     (runs[0] / "per_instance_stats.json").write_text('[{"instance_id": "id1"}]')
     (runs[1] / "scenario_state.json").write_text('{"request_states": [{"instance": {}}]}')
     result = tidy.ingest_suite("v1", suite_dir, Warehouse(tmp_path / "warehouse"))
+    assert "entry 0: needs 'instance_id' and 'stats'" in result.builds[tidy.INSTANCE_STATS.key].errors[runs[0].name]
     assert (
-        "entry 0: needs 'instance_id' and 'stats'"
-        in result.builds[tidy.INSTANCE_STATS.key].errors[runs[0].name]
-    )
-    assert (
-        "request_states[0]: missing instance or instance.id"
-        in result.builds[tidy.PREDICTIONS.key].errors[runs[1].name]
+        "request_states[0]: missing instance or instance.id" in result.builds[tidy.PREDICTIONS.key].errors[runs[1].name]
     )
 
 
@@ -138,9 +130,7 @@ def test_suite_in_two_roots_is_refused(tmp_path: Path) -> None:
     assert str(tmp_path / "a" / "runs" / "v1") in discovery.problems["v1"]
 
 
-@pytest.mark.parametrize(
-    "name", ["..", ".", "", "../escape", "/etc/passwd", "a/b", "a\\b", "~root", "x\x00y"]
-)
+@pytest.mark.parametrize("name", ["..", ".", "", "../escape", "/etc/passwd", "a/b", "a\\b", "~root", "x\x00y"])
 def test_names_that_would_escape_are_refused(name: str, tmp_path: Path) -> None:
     with pytest.raises(UnsafePathError):
         safe_component(name, "suite name")

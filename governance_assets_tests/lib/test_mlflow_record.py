@@ -52,18 +52,14 @@ def test_params_are_flat_legal_and_bounded() -> None:
     )
     assert params["adapter.max_tokens"] == "5"
     assert json.loads(params["adapter.stop_sequences"]) == ["\n"]
-    assert (
-        len(params["adapter.instructions"]) <= 6000 and "sha256:" in params["adapter.instructions"]
-    )
+    assert len(params["adapter.instructions"]) <= 6000 and "sha256:" in params["adapter.instructions"]
     for key in params:
         _validate_param_name(key)
 
 
 @pytest.fixture
 def recorder(tmp_path: Path) -> EvaluationRecorder:
-    return EvaluationRecorder(
-        f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", "helm-evaluations"
-    )
+    return EvaluationRecorder(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", "helm-evaluations")
 
 
 def _run(mean: float, artifact: Path) -> EvaluationRun:
@@ -101,12 +97,7 @@ def test_unchanged_content_is_not_duplicated_and_a_change_supersedes(
     }
     assert {"metric_name_map.json", "helm/stats.json"} <= artifacts
     name_map = json.loads(
-        Path(
-            client.download_artifacts(changed.run_id, "metric_name_map.json", str(tmp_path))
-        ).read_text()
+        Path(client.download_artifacts(changed.run_id, "metric_name_map.json", str(tmp_path))).read_text()
     )
     assert name_map[key]["metric"] == "exact_match@5"  # the map reverses the key
-    assert (
-        str(tmp_path / "artifacts")
-        in client.get_experiment(recorder.experiment_id).artifact_location
-    )
+    assert str(tmp_path / "artifacts") in client.get_experiment(recorder.experiment_id).artifact_location

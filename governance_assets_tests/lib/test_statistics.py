@@ -11,9 +11,7 @@ from statsmodels.stats.multitest import multipletests
 from governance_assets.lib import statistics as st
 
 
-def paired_table(
-    both_right: int, b: int, c: int, both_wrong: int, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def paired_table(both_right: int, b: int, c: int, both_wrong: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """0/1 baseline and candidate arrays, shuffled, with the given 2×2 cell counts."""
     baseline = np.array([1] * both_right + [1] * b + [0] * c + [0] * both_wrong, dtype=float)
     candidate = np.array([1] * both_right + [0] * b + [1] * c + [0] * both_wrong, dtype=float)
@@ -36,9 +34,7 @@ HAND_TABLES = [
 
 
 @pytest.mark.parametrize(("both_right", "b", "c", "both_wrong"), HAND_TABLES)
-def test_mcnemar_matches_statsmodels_and_scipy(
-    both_right: int, b: int, c: int, both_wrong: int
-) -> None:
+def test_mcnemar_matches_statsmodels_and_scipy(both_right: int, b: int, c: int, both_wrong: int) -> None:
     baseline, candidate = paired_table(both_right, b, c, both_wrong)
     result = st.mcnemar_exact(baseline, candidate)
     assert result.test == "mcnemar_exact"
@@ -71,9 +67,7 @@ def test_mcnemar_matches_references_on_random_tables() -> None:
         table = [[both_right, b], [c, both_wrong]]
         assert result.p_value == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-12)
         if b + c:
-            assert result.p_value == pytest.approx(
-                stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-9, abs=1e-300
-            )
+            assert result.p_value == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-9, abs=1e-300)
 
 
 def test_mcnemar_interval_is_agresti_min() -> None:
@@ -117,9 +111,7 @@ def random_p_vectors() -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize(("method", "statsmodels_method"), [("holm", "holm"), ("bh", "fdr_bh")])
-def test_adjusted_p_values_match_statsmodels(
-    method: Literal["holm", "bh"], statsmodels_method: str
-) -> None:
+def test_adjusted_p_values_match_statsmodels(method: Literal["holm", "bh"], statsmodels_method: str) -> None:
     for p in random_p_vectors():
         adjusted = st.adjust_p_values(p, method)
         # Reference: statsmodels multipletests on the same vector, same (input) order.
@@ -173,9 +165,7 @@ def scipy_percentile_ci(
 @pytest.mark.parametrize(("n", "confidence", "seed"), [(100, 0.95, 0), (37, 0.9, 5), (5, 0.99, 3)])
 def test_bootstrap_ci_reproduces_scipy_draws(n: int, confidence: float, seed: int) -> None:
     baseline, candidate = unit_variance_pair(n, -0.2, seed=100 + n)
-    result = st.paired_bootstrap(
-        baseline, candidate, confidence=confidence, resamples=4_000, seed=seed
-    )
+    result = st.paired_bootstrap(baseline, candidate, confidence=confidence, resamples=4_000, seed=seed)
     # scipy draws its paired indices as np.random.default_rng(seed).integers(0, n, (B, n)), as
     # we do, so the intervals agree up to rounding of the means.
     low, high = scipy_percentile_ci(baseline, candidate, confidence, 4_000, seed)
@@ -320,9 +310,7 @@ def test_compare_paired_picks_the_test() -> None:
     assert st.compare_paired(baseline.astype(bool), candidate.astype(bool)).test == "mcnemar_exact"
     continuous_baseline, continuous_candidate = unit_variance_pair(100, -0.3, seed=12)
     continuous = st.compare_paired(continuous_baseline, continuous_candidate, resamples=1_000)
-    assert continuous == st.paired_bootstrap(
-        continuous_baseline, continuous_candidate, resamples=1_000
-    )
+    assert continuous == st.paired_bootstrap(continuous_baseline, continuous_candidate, resamples=1_000)
     # One side binary, the other not: the bootstrap.
     mixed = st.compare_paired(baseline, np.clip(candidate - 0.25, 0, 1), resamples=500)
     assert mixed.test == "paired_bootstrap"
@@ -333,9 +321,7 @@ def test_compare_paired_many_keeps_order() -> None:
     continuous = unit_variance_pair(100, -0.3, seed=12)
     short = unit_variance_pair(40, 0.1, seed=13)
     inputs = [binary, continuous, short, binary]
-    results = st.compare_paired_many(
-        [b for b, _ in inputs], [c for _, c in inputs], resamples=1_000, seed=2
-    )
+    results = st.compare_paired_many([b for b, _ in inputs], [c for _, c in inputs], resamples=1_000, seed=2)
     assert [r.test for r in results] == [
         "mcnemar_exact",
         "paired_bootstrap",

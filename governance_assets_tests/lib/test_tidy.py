@@ -55,9 +55,7 @@ def test_mmlu_suite_without_runs_json(warehouse: Warehouse) -> None:
     empty = run_stats[run_stats["count"] == 0]
     assert len(empty) > 0 and empty["mean"].isna().all()
     # Perturbation variants are distinct rows: plain, robustness-worst, fairness-worst.
-    variants = set(
-        run_stats.loc[run_stats["metric"] == "exact_match", "perturbation"].fillna("plain")
-    )
+    variants = set(run_stats.loc[run_stats["metric"] == "exact_match", "perturbation"].fillna("plain"))
     assert variants == {"plain", "robustness,computed_on=worst", "fairness,computed_on=worst"}
 
 

@@ -6,6 +6,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 from governance_assets.lib import tidy
@@ -13,15 +14,6 @@ from governance_assets.lib.mlflow_record import evaluation_runs, run_url
 from governance_assets.lib.storage import UnsafePathError, safe_component
 
 RUNS_KEY = dg.AssetKey(list(tidy.RUNS_KEY))
-
-
-def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join(
-        "| " + " | ".join(str(row.get(c, "")).replace("|", "\\|") for c in columns) + " |\n"
-        for row in rows
-    )
-    return header + body
 
 
 def _suite_name(suite: str) -> str:
@@ -41,9 +33,7 @@ def _catalogue_suite(
     location = discovery.suites.get(suite)
     if location is not None and location.root != state.helm_output_path():
         context.log.info(f"suite {suite}: historical, verifying {location.path} (never written to)")
-        catalogue = tidy.catalogue_runs(
-            suite, location.path, state.warehouse().read(tidy.RUNS_KEY, suite)
-        )
+        catalogue = tidy.catalogue_runs(suite, location.path, state.warehouse().read(tidy.RUNS_KEY, suite))
     else:
         plan = state.policy().evaluation_plan
         entries = plan.run_entries_with_models()
@@ -52,9 +42,7 @@ def _catalogue_suite(
         failures = [(o.run_name, o.entry, o.error or "") for o in outcomes if o.status == "failed"]
         for *_, error in failures:
             context.log.error(error)
-        catalogue = tidy.catalogue_runs(
-            suite, state.own_suite_dir(suite), state.warehouse().read(tidy.RUNS_KEY, suite)
-        )
+        catalogue = tidy.catalogue_runs(suite, state.own_suite_dir(suite), state.warehouse().read(tidy.RUNS_KEY, suite))
         catalogue = tidy.RunCatalogue(
             tidy.mark_failed_runs(catalogue.table, failures),
             catalogue.listed_but_missing,
@@ -67,13 +55,9 @@ def _catalogue_suite(
         reasons = catalogue.suite_errors + [e for e in catalogue.table["error"].to_pylist() if e]
         raise dg.Failure(
             description=f"suite {suite}: no complete HELM run to ingest",
-            metadata={
-                "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none")
-            },
+            metadata={"reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none")},
         )
-    state.warehouse().write(
-        tidy.RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing}
-    )
+    state.warehouse().write(tidy.RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing})
     return catalogue.table
 
 
@@ -86,9 +70,7 @@ def _catalogue_suite(
     owners=OWNERS,
     code_version="1",
 )
-def helm_runs(
-    context: dg.AssetExecutionContext, state: GovernanceState, helm: HelmRunner
-) -> dg.MaterializeResult:  # type: ignore[type-arg]
+def helm_runs(context: dg.AssetExecutionContext, state: GovernanceState, helm: HelmRunner) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """The suite's HELM run folders: runs HELM for a planned suite, verifies a historical one."""
     rows: list[dict[str, Any]] = []
     for suite in context.partition_keys:
@@ -100,9 +82,7 @@ def helm_runs(
             "runs_complete": statuses.count("complete"),
             "runs_incomplete": statuses.count("incomplete"),
             "runs_failed": statuses.count("failed") + statuses.count("invalid"),
-            "runs": dg.MetadataValue.md(
-                _md_table(rows, ["suite", "run_name", "status", "model", "error"])
-            ),
+            "runs": dg.MetadataValue.md(md_table(rows, ["suite", "run_name", "status", "model", "error"])),
         }
     )
 
@@ -121,9 +101,7 @@ def _tidy_asset_args(spec: tidy.TidyTable, description: str) -> dict[str, Any]:
     }
 
 
-def _refresh(
-    context: dg.AssetExecutionContext, state: GovernanceState, spec: tidy.TidyTable
-) -> dict[str, Any]:
+def _refresh(context: dg.AssetExecutionContext, state: GovernanceState, spec: tidy.TidyTable) -> dict[str, Any]:
     """Rebuild `spec`'s table for every suite of the run; return the materialisation metadata."""
     warehouse = state.warehouse()
     totals = {"rows": 0, "runs_parsed": 0, "runs_reused": 0, "runs_unreadable": 0}
@@ -138,21 +116,13 @@ def _refresh(
             context.log.error(error)
             errors.append({"suite": suite, "run_name": run_name, "error": error})
     metadata: dict[str, Any] = dict(totals)
-    metadata["path"] = dg.MetadataValue.path(
-        str(warehouse.path(spec.key, context.partition_keys[0]))
-    )
+    metadata["path"] = dg.MetadataValue.path(str(warehouse.path(spec.key, context.partition_keys[0])))
     if errors:
-        metadata["unreadable_runs"] = dg.MetadataValue.md(
-            _md_table(errors, ["suite", "run_name", "error"])
-        )
+        metadata["unreadable_runs"] = dg.MetadataValue.md(md_table(errors, ["suite", "run_name", "error"]))
     return metadata
 
 
-@dg.asset(
-    **_tidy_asset_args(
-        tidy.RUN_STATS, "Run-level HELM stats, one row per run × stat, recorded in MLflow."
-    )
-)
+@dg.asset(**_tidy_asset_args(tidy.RUN_STATS, "Run-level HELM stats, one row per run × stat, recorded in MLflow."))
 def helm_run_stats(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
@@ -161,25 +131,13 @@ def helm_run_stats(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(
-    **_tidy_asset_args(
-        tidy.INSTANCE_STATS, "Per-instance HELM stats, one row per run × instance × stat."
-    )
-)
-def helm_instance_stats(
-    context: dg.AssetExecutionContext, state: GovernanceState
-) -> dg.MaterializeResult:  # type: ignore[type-arg]
+@dg.asset(**_tidy_asset_args(tidy.INSTANCE_STATS, "Per-instance HELM stats, one row per run × instance × stat."))
+def helm_instance_stats(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
     return dg.MaterializeResult(metadata=_refresh(context, state, tidy.INSTANCE_STATS))
 
 
-@dg.asset(
-    **_tidy_asset_args(
-        tidy.PREDICTIONS, "Prompts, completions and references per instance (scenario_state)."
-    )
-)
-def helm_predictions(
-    context: dg.AssetExecutionContext, state: GovernanceState
-) -> dg.MaterializeResult:  # type: ignore[type-arg]
+@dg.asset(**_tidy_asset_args(tidy.PREDICTIONS, "Prompts, completions and references per instance (scenario_state)."))
+def helm_predictions(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
     return dg.MaterializeResult(metadata=_refresh(context, state, tidy.PREDICTIONS))
 
 
@@ -211,7 +169,5 @@ def _record_in_mlflow(
         "mlflow_experiment": dg.MetadataValue.url(
             f"{mlflow.ui_url.rstrip('/')}/#/experiments/{recorder.experiment_id}"
         ),
-        "mlflow_runs": dg.MetadataValue.md(
-            _md_table(links, ["suite", "run_name", "mlflow_run", "new"])
-        ),
+        "mlflow_runs": dg.MetadataValue.md(md_table(links, ["suite", "run_name", "mlflow_run", "new"])),
     }

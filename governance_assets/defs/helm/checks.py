@@ -17,21 +17,13 @@ NO_TABLE = Judgement("no data", None, 0, "the table was never built for this sui
     partitions_def=helm_suites,
     description="Every run folder of the suite is complete (HELM's five files) and every planned run succeeded.",
 )
-def all_runs_complete(
-    context: dg.AssetCheckExecutionContext, state: GovernanceState
-) -> dg.AssetCheckResult:
+def all_runs_complete(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
     def judge(suite: str) -> Judgement:
         runs = state.warehouse().read(tidy.RUNS_KEY, suite)
         if runs is None:
             return NO_TABLE
-        bad = (
-            runs.filter(pc.not_equal(runs["status"], "complete"))
-            .select(["run_name", "status", "error"])
-            .to_pylist()
-        )
-        return Judgement(
-            "fail" if bad else "pass", len(bad), 0, bad, metadata={"runs": runs.num_rows}
-        )
+        bad = runs.filter(pc.not_equal(runs["status"], "complete")).select(["run_name", "status", "error"]).to_pylist()
+        return Judgement("fail" if bad else "pass", len(bad), 0, bad, metadata={"runs": runs.num_rows})
 
     return judge_suites(context, judge)
 
@@ -43,9 +35,7 @@ def _all_runs_ingested_check(spec: tidy.TidyTable) -> dg.AssetChecksDefinition:
         partitions_def=helm_suites,
         description=f"Every complete HELM run of the suite could be read from {spec.source_file}.",
     )
-    def _check(
-        context: dg.AssetCheckExecutionContext, state: GovernanceState
-    ) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
         def judge(suite: str) -> Judgement:
             errors = state.warehouse().read_annotation(spec.key, suite, "errors")
             if errors is None:
@@ -67,9 +57,7 @@ predictions_ingested = _all_runs_ingested_check(tidy.PREDICTIONS)
     partitions_def=helm_suites,
     description="Per-run means equal the stats in HELM's own runs.json, where helm-summarize wrote one.",
 )
-def agrees_with_helm_summary(
-    context: dg.AssetCheckExecutionContext, state: GovernanceState
-) -> dg.AssetCheckResult:
+def agrees_with_helm_summary(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
     suites = state.discover().suites
 
     def judge(suite: str) -> Judgement:
@@ -79,8 +67,6 @@ def agrees_with_helm_summary(
             return Judgement("no data", None, 0, "no runs.json from helm-summarize to compare with")
         compared, mismatches = tidy.compare_with_summary(location.path, run_stats)
         outcome: Outcome = "pass" if compared and not mismatches else "fail"
-        return Judgement(
-            outcome, len(mismatches), 0, mismatches[:50], metadata={"compared": compared}
-        )
+        return Judgement(outcome, len(mismatches), 0, mismatches[:50], metadata={"compared": compared})
 
     return judge_suites(context, judge)

@@ -14,9 +14,7 @@ from governance_assets.lib.helm_output import discover_suites
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def helm_suite_discovery(
-    context: dg.SensorEvaluationContext, state: GovernanceState
-) -> dg.SensorResult:
+def helm_suite_discovery(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
     """Adds a partition for each new suite under HELM_OUTPUT_ROOTS and asks for its ingestion once."""
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     discovery = discover_suites(state.historical_roots())
@@ -27,8 +25,6 @@ def helm_suite_discovery(
         return dg.SensorResult(skip_reason="no new suites", cursor=json.dumps(sorted(seen)))
     return dg.SensorResult(
         dynamic_partitions_requests=[helm_suites.build_add_request(new)],
-        run_requests=[
-            dg.RunRequest(partition_key=suite, run_key=f"ingest:{suite}") for suite in new
-        ],
+        run_requests=[dg.RunRequest(partition_key=suite, run_key=f"ingest:{suite}") for suite in new],
         cursor=json.dumps(sorted(seen | set(new))),
     )

@@ -1,0 +1,86 @@
+"""The verdict table: every gate's outcome per model for a suite, recorded in MLflow."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from governance_assets.defs.gates.checks import POLICY
+from governance_assets.defs.gates.inputs import earlier_instance_stats, suite_tables
+from governance_assets.defs.helm.assets import RUNS_KEY
+from governance_assets.defs.metadata import md_table
+from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
+from governance_assets.defs.resources import GovernanceState, MlflowTracking
+from governance_assets.lib import tidy
+from governance_assets.lib.gates import evaluate_gates, evidence_rows, verdict_rows
+from governance_assets.lib.mlflow_record import log_report, run_url
+
+VERDICTS_KEY = ("gates", "verdicts")
+VERDICTS_SCHEMA = pa.schema(
+    [("suite", pa.string()), ("model", pa.string()), ("gate", pa.string()), ("kind", pa.string()),
+     ("blocking", pa.bool_()), ("severity", pa.string()), ("status", pa.string()), ("actual", pa.string()),
+     ("threshold", pa.string()), ("evidence", pa.string())]
+)  # fmt: skip
+
+
+@dg.asset(
+    key=list(VERDICTS_KEY),
+    group_name="gates",
+    partitions_def=helm_suites,
+    backfill_policy=SUITE_BACKFILL,
+    deps=[RUNS_KEY, *(dg.AssetKey(list(spec.key)) for spec in tidy.TIDY_TABLES)],
+    kinds={"parquet", "mlflow"},
+    owners=OWNERS,
+    code_version="1",
+)
+def gates_verdicts(
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Every gate of the policy per model × suite: status, actual, threshold and evidence."""
+    recorder = mlflow.recorder(state, POLICY.mlflow.governance_experiment)
+    evaluations = mlflow.recorder(state, POLICY.mlflow.evaluation_experiment)
+    counts = {"pass": 0, "fail": 0, "no data": 0}
+    shown: list[dict[str, Any]] = []
+    for suite in context.partition_keys:
+        tables = suite_tables(state, suite)
+        if tables is None:
+            raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
+        results = evaluate_gates(
+            POLICY.gates,
+            tables,
+            earlier_instance_stats(context.instance, state, suite),
+            POLICY.regression,
+        )
+        rows = verdict_rows(suite, results, {g.name: g.severity for g in POLICY.gates})
+        frame = pd.DataFrame(rows, columns=VERDICTS_SCHEMA.names)
+        state.warehouse().write(
+            VERDICTS_KEY,
+            suite,
+            pa.Table.from_pandas(frame, schema=VERDICTS_SCHEMA, preserve_index=False),
+        )
+        for row in rows:
+            counts[row["status"]] += 1
+        shown += [{k: row[k] for k in ("suite", "model", "gate", "status", "actual", "threshold")} for row in rows]
+        judged = {name: record.info.run_id for name, record in evaluations.latest_by_run_name(suite).items()}
+        run_id = log_report(
+            recorder, f"{suite}/gates",
+            {"governance.suite": suite, "dagster.run_id": context.run.run_id, "dagster.asset_key": "gates/verdicts",
+             "dagster.partition": suite, "governance.judged_runs": str(len(judged))},
+            {"gates_passed": sum(r["status"] == "pass" for r in rows), "gates_failed": sum(r["status"] == "fail" for r in rows),
+             "gates_without_data": sum(r["status"] == "no data" for r in rows)},
+            {"verdicts.json": json.dumps(evidence_rows(rows), indent=2), "judged_runs.json": json.dumps(judged, indent=2)},
+        )  # fmt: skip
+        context.log.info(f"suite {suite}: verdicts logged to MLflow run {run_id}")
+    return dg.MaterializeResult(
+        metadata={
+            "gates_passed": counts["pass"],
+            "gates_failed": counts["fail"],
+            "gates_without_data": counts["no data"],
+            "verdicts": dg.MetadataValue.md(
+                md_table(shown, ["suite", "model", "gate", "status", "actual", "threshold"])
+            ),
+            "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+        }
+    )

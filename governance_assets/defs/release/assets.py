@@ -1,0 +1,67 @@
+"""The release decision: promote or block each model of a suite, with the reasons."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from governance_assets.defs.gates.assets import VERDICTS_KEY
+from governance_assets.defs.gates.checks import POLICY
+from governance_assets.defs.metadata import md_table
+from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
+from governance_assets.defs.resources import GovernanceState, MlflowTracking
+from governance_assets.lib.gates import release_decisions
+from governance_assets.lib.mlflow_record import log_report, run_url
+
+DECISION_KEY = ("release", "decision")
+DECISION_SCHEMA = pa.schema(
+    [("suite", pa.string()), ("model", pa.string()), ("decision", pa.string()),
+     ("reasons", pa.list_(pa.string())), ("warnings", pa.list_(pa.string()))]
+)  # fmt: skip
+
+
+@dg.asset(
+    key=list(DECISION_KEY),
+    group_name="release",
+    partitions_def=helm_suites,
+    backfill_policy=SUITE_BACKFILL,
+    deps=[dg.AssetKey(list(VERDICTS_KEY))],
+    kinds={"parquet", "mlflow"},
+    owners=OWNERS,
+    code_version="1",
+)
+def release_decision(
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Promote or block each model of the suite; never materialises past a failed blocking gate."""
+    recorder = mlflow.recorder(state, POLICY.mlflow.governance_experiment)
+    shown: list[dict[str, Any]] = []
+    for suite in context.partition_keys:
+        verdicts = state.warehouse().read(VERDICTS_KEY, suite)
+        if verdicts is None:
+            raise dg.Failure(description=f"suite {suite}: gates/verdicts was never built")
+        decisions = [{"suite": suite, **d} for d in release_decisions(verdicts.to_pylist())]
+        state.warehouse().write(
+            DECISION_KEY,
+            suite,
+            pa.Table.from_pandas(pd.DataFrame(decisions), schema=DECISION_SCHEMA, preserve_index=False),
+        )
+        run_id = log_report(
+            recorder, f"{suite}/release",
+            {"governance.suite": suite, "dagster.run_id": context.run.run_id, "dagster.asset_key": "release/decision",
+             "dagster.partition": suite},
+            {"models_promoted": sum(d["decision"] == "promote" for d in decisions),
+             "models_blocked": sum(d["decision"] == "block" for d in decisions)},
+            {"decision.json": json.dumps(decisions, indent=2)},
+        )  # fmt: skip
+        shown += [{**d, "reasons": "; ".join(d["reasons"]) or "-"} for d in decisions]
+    return dg.MaterializeResult(
+        metadata={
+            "models_promoted": sum(row["decision"] == "promote" for row in shown),
+            "models_blocked": sum(row["decision"] == "block" for row in shown),
+            "decision": dg.MetadataValue.md(md_table(shown, ["suite", "model", "decision", "reasons"])),
+            "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+        }
+    )

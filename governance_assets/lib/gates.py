@@ -1,0 +1,327 @@
+"""Quality gates over the tidy HELM tables: thresholds, regressions against a baseline suite,
+completeness. Every gate yields per-run evidence rows and one outcome: pass, fail or no data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from governance_assets.lib.policy import (
+    CompletenessGate,
+    DataQualityGate,
+    Gate,
+    RegressionGate,
+    RegressionSettings,
+    RunSelector,
+    ThresholdGate,
+)
+from governance_assets.lib.statistics import adjust_p_values, compare_paired_many
+
+Outcome = Literal["pass", "fail", "no data"]
+STAT_KEY = ["run_name", "model", "metric", "split", "sub_split", "perturbation"]
+MIN_PAIRED_INSTANCES = 5
+"""Fewer paired instances than this cannot support a significance test: the row is "no data"."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate's judgement of one suite."""
+
+    gate: str
+    kind: str
+    blocking: bool
+    outcome: Outcome
+    threshold: str
+    actual: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """Evidence, one row per run (× metric) judged, each with its own `status`."""
+
+
+def overall(statuses: Sequence[str]) -> Outcome:
+    """fail if anything failed; else no data if anything had none (or nothing was judged)."""
+    if "fail" in statuses:
+        return "fail"
+    if not statuses or "no data" in statuses:
+        return "no data"
+    return "pass"
+
+
+def _result(gate: ThresholdGate | RegressionGate | CompletenessGate, threshold: str, rows: list[dict[str, Any]],
+            actual: str | None = None) -> GateResult:  # fmt: skip
+    statuses = [row["status"] for row in rows]
+    failed = statuses.count("fail")
+    summary = actual or f"{failed} of {len(rows)} failed, {statuses.count('no data')} without data"
+    return GateResult(gate.name, gate.kind, gate.blocking, overall(statuses), threshold, summary, rows)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return frame.to_dict("records")  # type: ignore[return-value]
+
+
+def selected_runs(runs: pd.DataFrame, selector: RunSelector) -> pd.DataFrame:
+    """The complete runs that a gate's selector matches."""
+    complete = runs[runs["status"] == "complete"]
+
+    def matches(row: pd.Series) -> bool:  # type: ignore[type-arg]
+        groups = list(row["groups"]) if row["groups"] is not None else []
+        return (
+            fnmatchcase(str(row["scenario"]), selector.scenario)
+            and fnmatchcase(str(row["model"]), selector.model)
+            and (selector.run_group == "*" or any(fnmatchcase(g, selector.run_group) for g in groups))
+        )
+
+    return complete[complete.apply(matches, axis=1)] if len(complete) else complete
+
+
+def _metric_rows(table: pd.DataFrame, gate: ThresholdGate | RegressionGate, run_names: set[str]) -> pd.DataFrame:
+    """Rows of a stats table for the gate's runs, metrics, split and perturbation."""
+    rows = table[table["run_name"].isin(run_names)]
+    metric_ok = np.zeros(len(rows), dtype=bool)
+    for pattern in gate.metrics:
+        metric_ok |= np.array([fnmatchcase(m, pattern) for m in rows["metric"]], dtype=bool)
+    rows = rows[metric_ok]
+    if gate.split != "*":
+        rows = rows[[fnmatchcase(str(s), gate.split) for s in rows["split"]]]
+    if gate.perturbation is None:
+        return rows[rows["perturbation"].isna()]
+    return rows[[p is not None and fnmatchcase(str(p), gate.perturbation) for p in rows["perturbation"]]]
+
+
+def threshold_gate(gate: ThresholdGate, run_stats: pd.DataFrame, runs: pd.DataFrame) -> GateResult:
+    """Each matching run-level mean within [min, max]; a stat with count 0 is "no data"."""
+    bounds = " and ".join(
+        part for part in (f">= {gate.min}" if gate.min is not None else "", f"<= {gate.max}" if gate.max is not None else "") if part
+    )  # fmt: skip
+    judged = _metric_rows(run_stats, gate, set(selected_runs(runs, gate.runs)["run_name"]))
+    rows = []
+    for stat in _records(judged):
+        mean = None if pd.isna(stat["mean"]) else float(stat["mean"])
+        if mean is None or stat["count"] == 0:
+            status = "no data"
+        elif (gate.min is not None and mean < gate.min) or (gate.max is not None and mean > gate.max):
+            status = "fail"
+        else:
+            status = "pass"
+        rows.append({key: stat[key] for key in ("model", "run_name", "metric", "split", "sub_split")}
+                    | {"actual": mean, "threshold": bounds, "status": status})  # fmt: skip
+    return _result(gate, bounds, rows)
+
+
+def latest_baseline(
+    run_name: str, baselines: Sequence[tuple[str, pd.DataFrame]], named: str | None
+) -> tuple[str, pd.DataFrame] | None:
+    """The baseline suite for a run: the named one, else the most recent earlier suite with it.
+    `baselines` is ordered from the most recent earlier suite to the oldest."""
+    for suite, table in baselines:
+        if (named is None or suite == named) and run_name in set(table["run_name"].unique()):
+            return suite, table
+    return None
+
+
+def regression_gates(
+    gates: Sequence[RegressionGate],
+    candidate: pd.DataFrame,
+    runs: pd.DataFrame,
+    baselines: Sequence[tuple[str, pd.DataFrame]],
+    settings: RegressionSettings,
+) -> list[GateResult]:
+    """Judge every regression gate of a suite together: per (run, metric) paired comparison on
+    the per-instance values (McNemar for 0/1 metrics, paired bootstrap otherwise), then one
+    multiple-comparison correction across all of them."""
+    pending: list[tuple[int, dict[str, Any], np.ndarray, np.ndarray]] = []
+    rows_by_gate: list[list[dict[str, Any]]] = [[] for _ in gates]
+    pair_key = ["instance_id", "train_trial_index"]
+    for index, gate in enumerate(gates):
+        judged = _metric_rows(candidate, gate, set(selected_runs(runs, gate.runs)["run_name"]))
+        for key, group in judged.groupby(STAT_KEY, dropna=False, sort=True):
+            row: dict[str, Any] = {
+                k: (None if v is None or v != v else v)  # NaN keys (dropna=False) become None
+                for k, v in zip(STAT_KEY, key, strict=True)  # type: ignore[arg-type]
+            }
+            row["tolerance"] = gate.tolerance
+            run_name = str(row["run_name"])
+            found = latest_baseline(run_name, baselines, gate.baseline_suite)
+            if found is None:
+                rows_by_gate[index].append(row | {"status": "no data", "detail": "no baseline suite has this run"})
+                continue
+            suite, table = found
+            base = _metric_rows(table[table["run_name"] == row["run_name"]], gate, {row["run_name"]})
+            base = base[(base["metric"] == row["metric"]) & (base["split"].fillna("") == (row["split"] or ""))
+                        & (base["sub_split"].fillna("") == (row["sub_split"] or ""))]  # fmt: skip
+            paired = group.merge(base, on=pair_key, suffixes=("", "_baseline")).dropna(
+                subset=["value", "value_baseline"]
+            )
+            row["baseline_suite"], row["n"] = suite, len(paired)
+            if len(paired) < MIN_PAIRED_INSTANCES:
+                rows_by_gate[index].append(row | {"status": "no data", "detail": f"{len(paired)} paired instances"})
+                continue
+            pending.append(
+                (
+                    index,
+                    row,
+                    paired["value_baseline"].to_numpy(float),
+                    paired["value"].to_numpy(float),
+                )
+            )
+    comparisons = compare_paired_many(
+        [p[2] for p in pending], [p[3] for p in pending],
+        confidence=settings.confidence, resamples=settings.bootstrap_resamples, seed=settings.seed,
+    ) if pending else []  # fmt: skip
+    adjusted = adjust_p_values([c.p_value for c in comparisons], settings.correction)
+    for (index, row, _, _), comparison, p_adjusted in zip(pending, comparisons, adjusted, strict=True):
+        gate = gates[index]
+        drop = -comparison.difference if gate.higher_is_better else comparison.difference
+        significant = bool(p_adjusted < settings.alpha)
+        row |= {
+            "test": comparison.test, "baseline_mean": comparison.baseline_mean,
+            "candidate_mean": comparison.candidate_mean, "effect": comparison.difference,
+            "ci_low": comparison.ci_low, "ci_high": comparison.ci_high, "p_value": comparison.p_value,
+            "p_adjusted": float(p_adjusted), "drop": drop,
+            "status": "fail" if drop > gate.tolerance and significant else "pass",
+        }  # fmt: skip
+        rows_by_gate[index].append(row)
+    return [
+        _result(gate, f"drop <= {gate.tolerance} or not significant at alpha {settings.alpha} ({settings.correction})", rows)
+        for gate, rows in zip(gates, rows_by_gate, strict=True)
+    ]  # fmt: skip
+
+
+def completeness_gate(
+    gate: CompletenessGate,
+    runs: pd.DataFrame,
+    predictions: pd.DataFrame,
+    planned_instances: Mapping[str, int],
+) -> GateResult:
+    """Every run complete; as many eval instances as the run asked for; failed requests under
+    the limit. `planned_instances` is run name -> max_eval_instances from its run spec."""
+    rows = []
+    selected = (
+        runs
+        if gate.runs == RunSelector()
+        else pd.concat([selected_runs(runs, gate.runs), runs[runs["status"] != "complete"]])
+    )
+    for run in _records(selected):
+        row: dict[str, Any] = {
+            "model": run["model"],
+            "run_name": run["run_name"],
+            "run_status": run["status"],
+        }
+        if run["status"] != "complete":
+            rows.append(row | {"status": "fail", "detail": run["error"]})
+            continue
+        requests = predictions[predictions["run_name"] == run["run_name"]]
+        instances = requests[requests["perturbation"].isna()]["instance_id"].nunique()
+        failed_share = float((requests["success"] == False).mean()) if len(requests) else 0.0  # noqa: E712
+        planned = planned_instances.get(run["run_name"])
+        problems = []
+        if planned is not None and instances < planned:
+            problems.append(f"{instances} instances, {planned} planned")
+        if failed_share > gate.max_failed_request_share:
+            problems.append(f"{failed_share:.1%} of requests failed (limit {gate.max_failed_request_share:.1%})")
+        rows.append(row | {"instances": instances, "planned_instances": planned, "failed_request_share": failed_share,
+                           "status": "fail" if problems else "pass", "detail": "; ".join(problems)})  # fmt: skip
+    threshold = f"all runs complete, planned instances present, failed requests <= {gate.max_failed_request_share:.1%}"
+    return _result(gate, threshold, rows)
+
+
+@dataclass(frozen=True)
+class SuiteTables:
+    """The tidy tables of one suite, as gates read them."""
+
+    runs: pd.DataFrame
+    run_stats: pd.DataFrame
+    instance_stats: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+def evaluate_gates(
+    gates: Sequence[Gate],
+    tables: SuiteTables,
+    baselines: Sequence[tuple[str, pd.DataFrame]],
+    settings: RegressionSettings,
+) -> list[GateResult]:
+    """Every gate of a policy on one suite, in policy order. `baselines` are the instance_stats
+    of earlier suites, most recent first."""
+    results: dict[str, GateResult] = {}
+    regressions = [gate for gate in gates if isinstance(gate, RegressionGate)]
+    for result in regression_gates(regressions, tables.instance_stats, tables.runs, baselines, settings):
+        results[result.gate] = result
+    planned = {
+        str(row["run_name"]): int(row["max_eval_instances"])
+        for row in _records(tables.runs)
+        if row["status"] == "complete" and not pd.isna(row["max_eval_instances"])
+    }
+    for gate in gates:
+        if isinstance(gate, ThresholdGate):
+            results[gate.name] = threshold_gate(gate, tables.run_stats, tables.runs)
+        elif isinstance(gate, CompletenessGate):
+            results[gate.name] = completeness_gate(gate, tables.runs, tables.predictions, planned)
+        elif isinstance(gate, DataQualityGate):
+            from governance_assets.lib.data_quality import data_quality_gate  # GE is slow to import
+
+            frames = {
+                "run_stats": tables.run_stats,
+                "instance_stats": tables.instance_stats,
+                "predictions": tables.predictions,
+            }
+            results[gate.name] = data_quality_gate(gate, frames)
+    return [results[gate.name] for gate in gates]
+
+
+def evidence_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Evidence rows as plain JSON values (NaN becomes null, numpy scalars become Python)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float | np.floating):
+            return None if np.isnan(value) else float(value)
+        if isinstance(value, np.integer | np.bool_):
+            return value.item()
+        if isinstance(value, list | tuple | np.ndarray):
+            return [clean(v) for v in value]
+        return value
+
+    return [{k: clean(v) for k, v in row.items()} for row in rows]
+
+
+def verdict_rows(suite: str, results: Sequence[GateResult], severities: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One row per gate × model (gates judged on no model, e.g. data quality, use model `*`)."""
+    rows = []
+    for result in results:
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        for row in result.rows:
+            by_model.setdefault(str(row.get("model") or "*"), []).append(row)
+        severity = "error" if result.blocking or severities.get(result.gate) == "error" else "warn"
+        for model, evidence in sorted(by_model.items()) or [("*", [])]:
+            statuses = [str(row["status"]) for row in evidence]
+            rows.append({
+                "suite": suite, "model": model, "gate": result.gate, "kind": result.kind, "blocking": result.blocking,
+                "severity": severity, "status": overall(statuses) if evidence else result.outcome,
+                "actual": f"{statuses.count('fail')} of {len(evidence)} failed" if evidence else result.actual,
+                "threshold": result.threshold, "evidence": json.dumps(evidence_rows(evidence), default=str),
+            })  # fmt: skip
+    return rows
+
+
+def release_decisions(verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per model: `block` when an ERROR-severity gate failed or a blocking gate had no data,
+    else `promote`; reasons name each gate. Model `*` gates apply to every model."""
+    models = sorted({str(v["model"]) for v in verdicts if v["model"] != "*"}) or ["*"]
+    decisions = []
+    for model in models:
+        blockers: list[str] = []
+        warnings: list[str] = []
+        for verdict in verdicts:
+            if verdict["model"] not in (model, "*") or verdict["status"] == "pass":
+                continue
+            reason = f"{verdict['gate']}: {verdict['status']} ({verdict['actual']}; threshold {verdict['threshold']})"
+            stops = verdict["severity"] == "error" and (verdict["status"] == "fail" or verdict["blocking"])
+            (blockers if stops else warnings).append(reason)
+        decisions.append({"model": model, "decision": "block" if blockers else "promote",
+                          "reasons": blockers, "warnings": warnings})  # fmt: skip
+    return decisions

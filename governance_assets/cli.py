@@ -47,7 +47,7 @@ def _print_gates(result: dg.ExecuteInProcessResult) -> None:
 
 def _print_decision(home: Path, suite: str, result: dg.ExecuteInProcessResult) -> None:
     decision = home / "warehouse" / "release" / "decision" / f"{suite}.parquet"
-    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key}
     if "release/decision" not in materialized or not decision.exists():
         blockers = [e.check_name for e in result.get_asset_check_evaluations()
                     if not e.passed and e.blocking and e.severity == dg.AssetCheckSeverity.ERROR]  # fmt: skip

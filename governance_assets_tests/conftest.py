@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from governance_assets.lib.helm_runner import helm_environment
+from governance_assets.lib.policy import Policy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_RUNS = PROJECT_ROOT.parent / "shared" / "helm_runs"
@@ -50,17 +51,21 @@ def copy_suite(source_suite_dir: Path, destination_root: Path, suite: str, runs:
     return target
 
 
-def helm_defs() -> list[object]:
-    """The helm group's assets and checks, as loaded from the real code location."""
+def governance_defs(policy: Policy | None = None) -> list[object]:
+    """The real code location's assets and checks, with the gate checks built from `policy`
+    (default: the policy loaded with the code location)."""
     from governance_assets.definitions import defs
+    from governance_assets.defs.gates.checks import POLICY, build_gate_checks
 
     definitions = defs()
-    return [*(definitions.assets or []), *(definitions.asset_checks or [])]
+    loaded_gates = {gate.name for gate in POLICY.gates}
+    other_checks = [c for c in definitions.asset_checks or [] if not {k.name for k in c.check_keys} & loaded_gates]
+    return [*(definitions.assets or []), *other_checks, *build_gate_checks(policy or POLICY)]
 
 
-def governance_resources(home: Path, policy_path: Path | None = None, roots: str = "") -> dict[str, object]:
+def governance_resources(home: Path, roots: str = "") -> dict[str, object]:
     """Real resources pointed at a temporary GOVERNANCE_HOME."""
     from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 
-    state = GovernanceState(home=str(home), policy_path=str(policy_path or ""), output_roots=roots)
+    state = GovernanceState(home=str(home), output_roots=roots)
     return {"state": state, "helm": HelmRunner(), "mlflow": MlflowTracking()}

@@ -20,8 +20,6 @@ class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
     """State folder; empty means GOVERNANCE_HOME, else `.governance/` in the working directory."""
     output_roots: str = ""
     """Historical HELM output roots (os.pathsep-separated); empty means HELM_OUTPUT_ROOTS."""
-    policy_path: str = ""
-    """Policy YAML; empty means GOVERNANCE_POLICY, else the packaged default."""
 
     def home_path(self) -> Path:
         return Path(self.home).absolute() if self.home else governance_home()
@@ -42,7 +40,8 @@ class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
         return [Path(part).absolute() for part in raw.split(os.pathsep) if part.strip()]
 
     def policy(self) -> Policy:
-        return load_policy(self.policy_path or None)
+        """GOVERNANCE_POLICY, else the packaged default (the gate checks were built from it)."""
+        return load_policy()
 
     def discover(self) -> helm_output.SuiteDiscovery:
         """Suites in the platform's own output and in every historical root."""

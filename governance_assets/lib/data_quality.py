@@ -71,7 +71,6 @@ def _expectations(table: str) -> list[Any]:
 def validate_tables(tables: Mapping[str, pd.DataFrame]) -> list[ExpectationOutcome]:
     """Run each table's expectation suite; one outcome per expectation."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

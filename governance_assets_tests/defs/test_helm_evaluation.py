@@ -10,8 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.lib import tidy
+from governance_assets.lib.policy import load_policy
 from governance_assets.lib.warehouse import Warehouse
-from governance_assets_tests.conftest import governance_resources, helm_defs
+from governance_assets_tests.conftest import governance_defs, governance_resources
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +30,19 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("evaluation")
     policy = root / "policy.yaml"
     policy.write_text(POLICY)
-    resources = governance_resources(root / "home", policy)
-    with dg.instance_for_test() as instance:
+    resources = governance_resources(root / "home")
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as env:
+        env.setenv("GOVERNANCE_POLICY", str(policy))
         instance.add_dynamic_partitions(HELM_SUITES, ["t1"])
         first = dg.materialize(
-            helm_defs(),
+            governance_defs(load_policy(policy)),
             partition_key="t1",
             instance=instance,
             resources=resources,
             raise_on_error=False,
         )
         second = dg.materialize(
-            helm_defs(),
+            governance_defs(load_policy(policy)),
             partition_key="t1",
             instance=instance,
             resources=resources,

@@ -19,8 +19,8 @@ from governance_assets_tests.conftest import (
     MMLU_ROOT,
     SAFETY_ROOT,
     copy_suite,
+    governance_defs,
     governance_resources,
-    helm_defs,
 )
 
 
@@ -85,7 +85,7 @@ def test_backfill_ingests_many_suites_in_one_run(instance: dg.DagsterInstance, r
     home = tmp_path / "home"
     instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
     result = dg.materialize(
-        helm_defs(), instance=instance, resources=governance_resources(home, roots=roots),
+        governance_defs(), instance=instance, resources=governance_resources(home, roots=roots),
         tags={"dagster/asset_partition_range_start": "v1", "dagster/asset_partition_range_end": "v3"},
     )  # fmt: skip
     assert result.success
@@ -106,7 +106,7 @@ def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_p
     instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
     resources = governance_resources(home, roots=roots)
     results = {
-        suite: dg.materialize(helm_defs(), partition_key=suite, instance=instance, resources=resources)
+        suite: dg.materialize(governance_defs(), partition_key=suite, instance=instance, resources=resources)
         for suite in ("v1", "v3")
     }
     checks = {

@@ -7,7 +7,6 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from governance_assets.defs.gates.checks import POLICY
 from governance_assets.defs.gates.inputs import earlier_instance_stats, suite_tables
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.metadata import md_table
@@ -39,8 +38,9 @@ def gates_verdicts(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Every gate of the policy per model × suite: status, actual, threshold and evidence."""
-    recorder = mlflow.recorder(state, POLICY.mlflow.governance_experiment)
-    evaluations = mlflow.recorder(state, POLICY.mlflow.evaluation_experiment)
+    policy = state.policy()
+    recorder = mlflow.recorder(state, policy.mlflow.governance_experiment)
+    evaluations = mlflow.recorder(state, policy.mlflow.evaluation_experiment)
     counts = {"pass": 0, "fail": 0, "no data": 0}
     shown: list[dict[str, Any]] = []
     for suite in context.partition_keys:
@@ -48,12 +48,12 @@ def gates_verdicts(
         if tables is None:
             raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
         results = evaluate_gates(
-            POLICY.gates,
+            policy.gates,
             tables,
             earlier_instance_stats(context.instance, state, suite),
-            POLICY.regression,
+            policy.regression,
         )
-        rows = verdict_rows(suite, results, {g.name: g.severity for g in POLICY.gates})
+        rows = verdict_rows(suite, results, {g.name: g.severity for g in policy.gates})
         frame = pd.DataFrame(rows, columns=VERDICTS_SCHEMA.names)
         state.warehouse().write(
             VERDICTS_KEY,

@@ -8,17 +8,17 @@ from typing import Any
 
 import dagster as dg
 
-from governance_assets.defs.gates.checks import GATED_ASSET, POLICY
+from governance_assets.defs.gates.checks import GATED_ASSET
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.alerts import Alert, AlertSink, JsonlSink, WebhookSink, deliver
-from governance_assets.lib.policy import AlertSettings
+from governance_assets.lib.policy import AlertSettings, Policy
 
 HISTORY_PER_TICK = 200
 
 
-def gate_check_keys() -> list[dg.AssetCheckKey]:
-    """Every gate of the loaded policy as a check key."""
-    return [dg.AssetCheckKey(dg.AssetKey(list(GATED_ASSET[gate.kind])), gate.name) for gate in POLICY.gates]
+def gate_check_keys(policy: Policy) -> list[dg.AssetCheckKey]:
+    """Every gate of the policy as a check key."""
+    return [dg.AssetCheckKey(dg.AssetKey(list(GATED_ASSET[gate.kind])), gate.name) for gate in policy.gates]
 
 
 def _alert(key: dg.AssetCheckKey, record: Any) -> Alert:
@@ -58,10 +58,11 @@ def gate_failure_alerts(context: dg.SensorEvaluationContext, state: GovernanceSt
     records what was sent, so a restart neither repeats nor loses an alert."""
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     ledger = JsonlSink(state.home_path() / "alerts" / "alerts.jsonl")
-    sinks = alert_sinks(POLICY.alerts)
+    policy = state.policy()
+    sinks = alert_sinks(policy.alerts)
     pending: list[Alert] = []
     newest: dict[str, int] = dict(seen)
-    for key in gate_check_keys():
+    for key in gate_check_keys(policy):
         name = key.to_user_string()
         history = context.instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY_PER_TICK)
         for record in history:

@@ -8,7 +8,6 @@ import pandas as pd
 import pyarrow as pa
 
 from governance_assets.defs.gates.assets import VERDICTS_KEY
-from governance_assets.defs.gates.checks import POLICY
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
@@ -36,7 +35,7 @@ def release_decision(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Promote or block each model of the suite; never materialises past a failed blocking gate."""
-    recorder = mlflow.recorder(state, POLICY.mlflow.governance_experiment)
+    recorder = mlflow.recorder(state, state.policy().mlflow.governance_experiment)
     shown: list[dict[str, Any]] = []
     for suite in context.partition_keys:
         verdicts = state.warehouse().read(VERDICTS_KEY, suite)

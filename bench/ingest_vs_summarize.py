@@ -265,12 +265,17 @@ def run_summarize(workdir: Path, output_path: Path, schema: Path, local_path: Pa
     """Run `helm-summarize` on the suite; stop unless it summarised every run."""
     command = [
         str(Path(sys.executable).with_name("helm-summarize")),
-        "--suite", SUITE,
-        "-o", str(output_path),
-        "-n", "1",  # the default of 8 threads crashes in mako on Python 3.11
-        "--schema-path", str(schema),
-        "--local-path", str(local_path),
-    ]  # fmt: skip
+        "--suite",
+        SUITE,
+        "-o",
+        str(output_path),
+        "-n",
+        "1",  # the default of 8 threads crashes in mako on Python 3.11
+        "--schema-path",
+        str(schema),
+        "--local-path",
+        str(local_path),
+    ]
     measured = run_measured(command, workdir / "helm_summarize.log", summarize_env(), workdir)
     if measured.returncode != 0:
         raise SystemExit(f"helm-summarize failed (exit {measured.returncode}):\n{tail(measured.log)}")

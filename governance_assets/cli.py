@@ -49,8 +49,11 @@ def _print_decision(home: Path, suite: str, result: dg.ExecuteInProcessResult) -
     decision = home / "warehouse" / "release" / "decision" / f"{suite}.parquet"
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key}
     if "release/decision" not in materialized or not decision.exists():
-        blockers = [e.check_name for e in result.get_asset_check_evaluations()
-                    if not e.passed and e.blocking and e.severity == dg.AssetCheckSeverity.ERROR]  # fmt: skip
+        blockers = [
+            e.check_name
+            for e in result.get_asset_check_evaluations()
+            if not e.passed and e.blocking and e.severity == dg.AssetCheckSeverity.ERROR
+        ]
         print(f"  release/decision: NOT MATERIALISED: blocking gate(s) failed: {', '.join(blockers) or 'see the run'}")
         return
     for row in pq.read_table(decision).to_pylist():
@@ -96,8 +99,18 @@ def run_demo(suites: list[str]) -> int:
 def run_dev(port: int) -> int:
     """Start `dagster dev` on loopback from Python, so that Ctrl-C and SIGTERM stop it."""
     prepare_environment()
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with subprocess.Popen(command, cwd=PROJECT_ROOT) as process:
         try:
             return process.wait()

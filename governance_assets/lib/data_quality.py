@@ -103,10 +103,16 @@ def data_quality_gate(gate: DataQualityGate, tables: Mapping[str, pd.DataFrame])
     if all(frame.empty for frame in tables.values()):
         return GateResult(gate.name, gate.kind, gate.blocking, "no data", "every expectation met", "no rows", [])
     rows = [
-        {"table": o.table, "expectation": o.expectation, "column": o.column, "unexpected_count": o.unexpected_count,
-         "examples": o.examples, "status": "pass" if o.success else "fail"}
+        {
+            "table": o.table,
+            "expectation": o.expectation,
+            "column": o.column,
+            "unexpected_count": o.unexpected_count,
+            "examples": o.examples,
+            "status": "pass" if o.success else "fail",
+        }
         for o in validate_tables(tables)
-    ]  # fmt: skip
+    ]
     statuses = [str(row["status"]) for row in rows]
     actual = f"{statuses.count('fail')} of {len(rows)} expectations failed"
     return GateResult(

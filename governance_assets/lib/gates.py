@@ -4,7 +4,7 @@ completeness. Every gate yields per-run evidence rows and one outcome: pass, fai
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Literal
@@ -52,8 +52,12 @@ def overall(statuses: Sequence[str]) -> Outcome:
     return "pass"
 
 
-def _result(gate: ThresholdGate | RegressionGate | CompletenessGate, threshold: str, rows: list[dict[str, Any]],
-            actual: str | None = None) -> GateResult:  # fmt: skip
+def _result(
+    gate: ThresholdGate | RegressionGate | CompletenessGate,
+    threshold: str,
+    rows: list[dict[str, Any]],
+    actual: str | None = None,
+) -> GateResult:
     statuses = [row["status"] for row in rows]
     failed = statuses.count("fail")
     summary = actual or f"{failed} of {len(rows)} failed, {statuses.count('no data')} without data"
@@ -79,25 +83,35 @@ def selected_runs(runs: pd.DataFrame, selector: RunSelector) -> pd.DataFrame:
     return complete[complete.apply(matches, axis=1)] if len(complete) else complete
 
 
+def _matching(values: pd.Series, pattern: str) -> pd.Series:  # type: ignore[type-arg]
+    """Which values match a shell-style pattern (matched once per distinct value)."""
+    distinct = values.dropna().unique()
+    return values.isin([value for value in distinct if fnmatchcase(str(value), pattern)])
+
+
 def _metric_rows(table: pd.DataFrame, gate: ThresholdGate | RegressionGate, run_names: set[str]) -> pd.DataFrame:
     """Rows of a stats table for the gate's runs, metrics, split and perturbation."""
-    rows = table[table["run_name"].isin(run_names)]
-    metric_ok = np.zeros(len(rows), dtype=bool)
+    keep = table["run_name"].isin(run_names)
+    metric_ok = np.zeros(len(table), dtype=bool)
     for pattern in gate.metrics:
-        metric_ok |= np.array([fnmatchcase(m, pattern) for m in rows["metric"]], dtype=bool)
-    rows = rows[metric_ok]
+        metric_ok |= _matching(table["metric"], pattern).to_numpy()
+    keep &= metric_ok
     if gate.split != "*":
-        rows = rows[[fnmatchcase(str(s), gate.split) for s in rows["split"]]]
+        keep &= _matching(table["split"], gate.split)
     if gate.perturbation is None:
-        return rows[rows["perturbation"].isna()]
-    return rows[[p is not None and fnmatchcase(str(p), gate.perturbation) for p in rows["perturbation"]]]
+        keep &= table["perturbation"].isna()
+    else:
+        keep &= _matching(table["perturbation"], gate.perturbation)
+    return table[keep]
 
 
 def threshold_gate(gate: ThresholdGate, run_stats: pd.DataFrame, runs: pd.DataFrame) -> GateResult:
     """Each matching run-level mean within [min, max]; a stat with count 0 is "no data"."""
     bounds = " and ".join(
-        part for part in (f">= {gate.min}" if gate.min is not None else "", f"<= {gate.max}" if gate.max is not None else "") if part
-    )  # fmt: skip
+        part
+        for part in (f">= {gate.min}" if gate.min is not None else "", f"<= {gate.max}" if gate.max is not None else "")
+        if part
+    )
     judged = _metric_rows(run_stats, gate, set(selected_runs(runs, gate.runs)["run_name"]))
     rows = []
     for stat in _records(judged):
@@ -108,20 +122,47 @@ def threshold_gate(gate: ThresholdGate, run_stats: pd.DataFrame, runs: pd.DataFr
             status = "fail"
         else:
             status = "pass"
-        rows.append({key: stat[key] for key in ("model", "run_name", "metric", "split", "sub_split")}
-                    | {"actual": mean, "threshold": bounds, "status": status})  # fmt: skip
+        rows.append(
+            {key: stat[key] for key in ("model", "run_name", "metric", "split", "sub_split")}
+            | {"actual": mean, "threshold": bounds, "status": status}
+        )
     return _result(gate, bounds, rows)
 
 
-def latest_baseline(
-    run_name: str, baselines: Sequence[tuple[str, pd.DataFrame]], named: str | None
-) -> tuple[str, pd.DataFrame] | None:
-    """The baseline suite for a run: the named one, else the most recent earlier suite with it.
-    `baselines` is ordered from the most recent earlier suite to the oldest."""
+def choose_baselines(
+    run_names: Iterable[str], baselines: Sequence[tuple[str, pd.DataFrame]], named: str | None
+) -> dict[str, str]:
+    """The baseline suite of each run: the named suite, else the most recent earlier suite that
+    has the run. `baselines` is ordered from the most recent earlier suite to the oldest."""
+    available = [(suite, set(table["run_name"].unique())) for suite, table in baselines if named in (None, suite)]
+    chosen = {}
+    for run_name in run_names:
+        suite = next((suite for suite, names in available if run_name in names), None)
+        if suite is not None:
+            chosen[run_name] = suite
+    return chosen
+
+
+def _paired_values(
+    gate: RegressionGate, judged: pd.DataFrame, baselines: Sequence[tuple[str, pd.DataFrame]]
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Candidate and baseline values side by side (`value`, `value_baseline`), one row per
+    instance of each stat, and the baseline suite chosen for each run."""
+    chosen = choose_baselines([str(name) for name in judged["run_name"].unique()], baselines, gate.baseline_suite)
+    pieces = []
     for suite, table in baselines:
-        if (named is None or suite == named) and run_name in set(table["run_name"].unique()):
-            return suite, table
-    return None
+        runs = {name for name, chosen_suite in chosen.items() if chosen_suite == suite}
+        if runs:
+            pieces.append(_metric_rows(table, gate, runs))
+    if not pieces:
+        return judged.iloc[0:0].assign(value_baseline=pd.Series(dtype=float)), chosen
+    keys = [*STAT_KEY, "instance_id", "train_trial_index"]
+    baseline = pd.concat(pieces)[[*keys, "value"]].rename(columns={"value": "value_baseline"})
+    filled = {"split": "", "sub_split": "", "perturbation": ""}
+    paired = judged.fillna(filled).merge(
+        baseline.fillna(filled).drop(columns="model"), on=[k for k in keys if k != "model"]
+    )
+    return paired.dropna(subset=["value", "value_baseline"]), chosen
 
 
 def regression_gates(
@@ -136,60 +177,51 @@ def regression_gates(
     multiple-comparison correction across all of them."""
     pending: list[tuple[int, dict[str, Any], np.ndarray, np.ndarray]] = []
     rows_by_gate: list[list[dict[str, Any]]] = [[] for _ in gates]
-    pair_key = ["instance_id", "train_trial_index"]
     for index, gate in enumerate(gates):
         judged = _metric_rows(candidate, gate, set(selected_runs(runs, gate.runs)["run_name"]))
-        for key, group in judged.groupby(STAT_KEY, dropna=False, sort=True):
-            row: dict[str, Any] = {
-                k: (None if v is None or v != v else v)  # NaN keys (dropna=False) become None
-                for k, v in zip(STAT_KEY, key, strict=True)  # type: ignore[arg-type]
-            }
+        paired, chosen = _paired_values(gate, judged, baselines)
+        groups = dict(iter(paired.groupby(STAT_KEY, sort=True))) if len(paired) else {}
+        for key in judged[STAT_KEY].fillna("").drop_duplicates().itertuples(index=False, name=None):
+            row: dict[str, Any] = {k: (v if v != "" else None) for k, v in zip(STAT_KEY, key, strict=True)}
             row["tolerance"] = gate.tolerance
-            run_name = str(row["run_name"])
-            found = latest_baseline(run_name, baselines, gate.baseline_suite)
-            if found is None:
+            if row["run_name"] not in chosen:
                 rows_by_gate[index].append(row | {"status": "no data", "detail": "no baseline suite has this run"})
                 continue
-            suite, table = found
-            base = _metric_rows(table[table["run_name"] == row["run_name"]], gate, {row["run_name"]})
-            base = base[(base["metric"] == row["metric"]) & (base["split"].fillna("") == (row["split"] or ""))
-                        & (base["sub_split"].fillna("") == (row["sub_split"] or ""))]  # fmt: skip
-            paired = group.merge(base, on=pair_key, suffixes=("", "_baseline")).dropna(
-                subset=["value", "value_baseline"]
-            )
-            row["baseline_suite"], row["n"] = suite, len(paired)
-            if len(paired) < MIN_PAIRED_INSTANCES:
-                rows_by_gate[index].append(row | {"status": "no data", "detail": f"{len(paired)} paired instances"})
+            group = groups.get(key)
+            row["baseline_suite"], row["n"] = chosen[row["run_name"]], 0 if group is None else len(group)
+            if group is None or len(group) < MIN_PAIRED_INSTANCES:
+                rows_by_gate[index].append(row | {"status": "no data", "detail": f"{row['n']} paired instances"})
                 continue
-            pending.append(
-                (
-                    index,
-                    row,
-                    paired["value_baseline"].to_numpy(float),
-                    paired["value"].to_numpy(float),
-                )
-            )
+            pending.append((index, row, group["value_baseline"].to_numpy(float), group["value"].to_numpy(float)))
     comparisons = compare_paired_many(
-        [p[2] for p in pending], [p[3] for p in pending],
-        confidence=settings.confidence, resamples=settings.bootstrap_resamples, seed=settings.seed,
-    ) if pending else []  # fmt: skip
+        [p[2] for p in pending],
+        [p[3] for p in pending],
+        confidence=settings.confidence,
+        resamples=settings.bootstrap_resamples,
+        seed=settings.seed,
+    )
     adjusted = adjust_p_values([c.p_value for c in comparisons], settings.correction)
     for (index, row, _, _), comparison, p_adjusted in zip(pending, comparisons, adjusted, strict=True):
         gate = gates[index]
         drop = -comparison.difference if gate.higher_is_better else comparison.difference
         significant = bool(p_adjusted < settings.alpha)
         row |= {
-            "test": comparison.test, "baseline_mean": comparison.baseline_mean,
-            "candidate_mean": comparison.candidate_mean, "effect": comparison.difference,
-            "ci_low": comparison.ci_low, "ci_high": comparison.ci_high, "p_value": comparison.p_value,
-            "p_adjusted": float(p_adjusted), "drop": drop,
+            "test": comparison.test,
+            "baseline_mean": comparison.baseline_mean,
+            "candidate_mean": comparison.candidate_mean,
+            "effect": comparison.difference,
+            "ci_low": comparison.ci_low,
+            "ci_high": comparison.ci_high,
+            "p_value": comparison.p_value,
+            "p_adjusted": float(p_adjusted),
+            "drop": drop,
             "status": "fail" if drop > gate.tolerance and significant else "pass",
-        }  # fmt: skip
+        }
         rows_by_gate[index].append(row)
+    threshold = f"drop <= {{}} or not significant at alpha {settings.alpha} ({settings.correction})"
     return [
-        _result(gate, f"drop <= {gate.tolerance} or not significant at alpha {settings.alpha} ({settings.correction})", rows)
-        for gate, rows in zip(gates, rows_by_gate, strict=True)
-    ]  # fmt: skip
+        _result(gate, threshold.format(gate.tolerance), rows) for gate, rows in zip(gates, rows_by_gate, strict=True)
+    ]
 
 
 def completeness_gate(
@@ -206,6 +238,9 @@ def completeness_gate(
         if gate.runs == RunSelector()
         else pd.concat([selected_runs(runs, gate.runs), runs[runs["status"] != "complete"]])
     )
+    plain = predictions[predictions["perturbation"].isna()]
+    instances_per_run = plain.groupby("run_name")["instance_id"].nunique().to_dict()
+    failed_share_per_run = (predictions["success"] == False).groupby(predictions["run_name"]).mean().to_dict()  # noqa: E712
     for run in _records(selected):
         row: dict[str, Any] = {
             "model": run["model"],
@@ -215,17 +250,24 @@ def completeness_gate(
         if run["status"] != "complete":
             rows.append(row | {"status": "fail", "detail": run["error"]})
             continue
-        requests = predictions[predictions["run_name"] == run["run_name"]]
-        instances = requests[requests["perturbation"].isna()]["instance_id"].nunique()
-        failed_share = float((requests["success"] == False).mean()) if len(requests) else 0.0  # noqa: E712
+        instances = int(instances_per_run.get(run["run_name"], 0))
+        failed_share = float(failed_share_per_run.get(run["run_name"], 0.0))
         planned = planned_instances.get(run["run_name"])
         problems = []
         if planned is not None and instances < planned:
             problems.append(f"{instances} instances, {planned} planned")
         if failed_share > gate.max_failed_request_share:
             problems.append(f"{failed_share:.1%} of requests failed (limit {gate.max_failed_request_share:.1%})")
-        rows.append(row | {"instances": instances, "planned_instances": planned, "failed_request_share": failed_share,
-                           "status": "fail" if problems else "pass", "detail": "; ".join(problems)})  # fmt: skip
+        rows.append(
+            row
+            | {
+                "instances": instances,
+                "planned_instances": planned,
+                "failed_request_share": failed_share,
+                "status": "fail" if problems else "pass",
+                "detail": "; ".join(problems),
+            }
+        )
     threshold = f"all runs complete, planned instances present, failed requests <= {gate.max_failed_request_share:.1%}"
     return _result(gate, threshold, rows)
 
@@ -299,12 +341,20 @@ def verdict_rows(suite: str, results: Sequence[GateResult], severities: Mapping[
         severity = "error" if result.blocking or severities.get(result.gate) == "error" else "warn"
         for model, evidence in sorted(by_model.items()) or [("*", [])]:
             statuses = [str(row["status"]) for row in evidence]
-            rows.append({
-                "suite": suite, "model": model, "gate": result.gate, "kind": result.kind, "blocking": result.blocking,
-                "severity": severity, "status": overall(statuses) if evidence else result.outcome,
-                "actual": f"{statuses.count('fail')} of {len(evidence)} failed" if evidence else result.actual,
-                "threshold": result.threshold, "evidence": json.dumps(evidence_rows(evidence), default=str),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "suite": suite,
+                    "model": model,
+                    "gate": result.gate,
+                    "kind": result.kind,
+                    "blocking": result.blocking,
+                    "severity": severity,
+                    "status": overall(statuses) if evidence else result.outcome,
+                    "actual": f"{statuses.count('fail')} of {len(evidence)} failed" if evidence else result.actual,
+                    "threshold": result.threshold,
+                    "evidence": json.dumps(evidence_rows(evidence), default=str),
+                }
+            )
     return rows
 
 
@@ -322,6 +372,7 @@ def release_decisions(verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, A
             reason = f"{verdict['gate']}: {verdict['status']} ({verdict['actual']}; threshold {verdict['threshold']})"
             stops = verdict["severity"] == "error" and (verdict["status"] == "fail" or verdict["blocking"])
             (blockers if stops else warnings).append(reason)
-        decisions.append({"model": model, "decision": "block" if blockers else "promote",
-                          "reasons": blockers, "warnings": warnings})  # fmt: skip
+        decisions.append(
+            {"model": model, "decision": "block" if blockers else "promote", "reasons": blockers, "warnings": warnings}
+        )
     return decisions

@@ -431,8 +431,17 @@ def read_instance_stats(run_dir: Path, strict: bool = False) -> Columns:
             raise HelmOutputError(path, f"entry {index} ({instance_id}): 'stats' is not a list")
         for stat_index, stat in enumerate(entry["stats"]):
             row = parse_stat(stat, f"entry {index} ({instance_id}) stat {stat_index}", path)
-            rows.append((instance_id, trial, row.perturbation or entry_perturbation, row.metric, row.split,
-                         row.sub_split, row.mean))  # fmt: skip
+            rows.append(
+                (
+                    instance_id,
+                    trial,
+                    row.perturbation or entry_perturbation,
+                    row.metric,
+                    row.split,
+                    row.sub_split,
+                    row.mean,
+                )
+            )
     return _as_columns(rows, INSTANCE_STATS_FIELDS)
 
 

@@ -74,15 +74,23 @@ def helm_error_summary(log_tail: Sequence[str]) -> str:
 def helm_run_command(entry: str, suite: str, settings: HelmSettings) -> list[str]:
     """The `helm-run` invocation for one entry (run as a module of this interpreter)."""
     command = [
-        sys.executable, "-m", "helm.benchmark.run",
-        "--run-entries", entry,
-        "--suite", suite,
-        "--max-eval-instances", str(settings.max_eval_instances),
-        "--num-threads", str(settings.num_threads),
-        "--output-path", str(settings.output_path),
-        "--local-path", str(settings.local_path),
+        sys.executable,
+        "-m",
+        "helm.benchmark.run",
+        "--run-entries",
+        entry,
+        "--suite",
+        suite,
+        "--max-eval-instances",
+        str(settings.max_eval_instances),
+        "--num-threads",
+        str(settings.num_threads),
+        "--output-path",
+        str(settings.output_path),
+        "--local-path",
+        str(settings.local_path),
         "--skip-completed-runs",
-    ]  # fmt: skip
+    ]
     if settings.plugins:
         command += ["--plugins", *settings.plugins]
     return command
@@ -121,8 +129,10 @@ def _missing(suite_dir: Path, run_name: str) -> tuple[str, ...]:
 def _snapshot(suite_dir: Path) -> dict[str, float]:
     if not suite_dir.is_dir():
         return {}
-    return {run.run_name: (run.path / "run_spec.json").stat().st_mtime if run.complete else 0.0
-            for run in list_run_folders(suite_dir)}  # fmt: skip
+    return {
+        run.run_name: (run.path / "run_spec.json").stat().st_mtime if run.complete else 0.0
+        for run in list_run_folders(suite_dir)
+    }
 
 
 def _run_one(entry: str, suite: str, settings: HelmSettings, log: Callable[[str], None]) -> EntryOutcome:

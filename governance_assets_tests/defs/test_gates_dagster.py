@@ -97,9 +97,12 @@ def test_first_suite_has_no_baseline_and_its_release_is_decided(evaluated: dict[
     verdicts = pd.read_parquet(evaluated["home"] / "warehouse" / "gates" / "verdicts" / "v1.parquet")
     assert set(verdicts["gate"]) == {"em_floor", "no_regression", "dq"}
     assert set(verdicts["model"]) - {"*"} == {
-        "groq/llama3-70b-8192", "groq/llama3-8b-8192", "huggingface/Meta-Llama-3-8B",
-        "together/Llama-3-70b-chat-hf", "together/Llama-3-8b-chat-hf",
-    }  # fmt: skip
+        "groq/llama3-70b-8192",
+        "groq/llama3-8b-8192",
+        "huggingface/Meta-Llama-3-8B",
+        "together/Llama-3-70b-chat-hf",
+        "together/Llama-3-8b-chat-hf",
+    }
     decisions = pd.read_parquet(evaluated["home"] / "warehouse" / "release" / "decision" / "v1.parquet")
     # A blocking gate without data (no baseline yet) blocks: nothing is promoted unverified.
     assert set(decisions["decision"]) == {"block"}

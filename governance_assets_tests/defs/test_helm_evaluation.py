@@ -53,9 +53,10 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def _check(result: dg.ExecuteInProcessResult, asset: str, name: str) -> dg.AssetCheckEvaluation:
     return next(
-        e for e in result.get_asset_check_evaluations()
+        e
+        for e in result.get_asset_check_evaluations()
         if e.asset_key.to_user_string() == asset and e.check_name == name
-    )  # fmt: skip
+    )
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -94,8 +95,12 @@ def test_tidy_tables_hold_the_helm_runs(evaluated: Any) -> None:
     # HELM's run-level exact_match is the mean of its per-instance values (independent reference).
     plain = run_stats[(run_stats["metric"] == "exact_match") & run_stats["perturbation"].isna()]
     for run_name, split, mean in plain[["run_name", "split", "mean"]].itertuples(index=False):
-        values = instance_stats[(instance_stats["run_name"] == run_name) & (instance_stats["metric"] == "exact_match")
-                                & (instance_stats["split"] == split) & instance_stats["perturbation"].isna()]["value"]  # fmt: skip
+        values = instance_stats[
+            (instance_stats["run_name"] == run_name)
+            & (instance_stats["metric"] == "exact_match")
+            & (instance_stats["split"] == split)
+            & instance_stats["perturbation"].isna()
+        ]["value"]
         assert mean == pytest.approx(values.mean())
     for asset in ("helm/run_stats", "helm/instance_stats", "helm/predictions"):
         assert _check(evaluated["first"], asset, "all_complete_runs_ingested").passed

@@ -85,9 +85,11 @@ def test_backfill_ingests_many_suites_in_one_run(instance: dg.DagsterInstance, r
     home = tmp_path / "home"
     instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
     result = dg.materialize(
-        governance_defs(), instance=instance, resources=governance_resources(home, roots=roots),
+        governance_defs(),
+        instance=instance,
+        resources=governance_resources(home, roots=roots),
         tags={"dagster/asset_partition_range_start": "v1", "dagster/asset_partition_range_end": "v3"},
-    )  # fmt: skip
+    )
     assert result.success
     materialized = {(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()}
     assert {("helm/run_stats", "v1"), ("helm/run_stats", "v3"), ("helm/runs", "v3")} <= materialized
@@ -111,8 +113,9 @@ def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_p
     }
     checks = {
         (suite, e.asset_key.to_user_string(), e.check_name): e
-        for suite, result in results.items() for e in result.get_asset_check_evaluations()
-    }  # fmt: skip
+        for suite, result in results.items()
+        for e in result.get_asset_check_evaluations()
+    }
     assert checks[("v3", "helm/run_stats", "agrees_with_helm_summary")].passed
     assert checks[("v3", "helm/run_stats", "agrees_with_helm_summary")].metadata["compared"].value == sum(
         len(run["stats"]) for run in json.loads((SAFETY_ROOT / "runs" / "v3" / "runs.json").read_text())

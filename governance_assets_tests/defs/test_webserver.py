@@ -42,8 +42,17 @@ def test_webserver_lists_asset_keys_over_graphql(tmp_path: Path) -> None:
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
-    command = [sys.executable, "-m", "dagster_webserver", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "dagster_webserver",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180

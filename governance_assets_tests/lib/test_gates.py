@@ -26,21 +26,49 @@ SETTINGS = RegressionSettings(alpha=0.05, correction="holm", bootstrap_resamples
 
 
 def _runs(names: list[str], model: str = "m/1") -> pd.DataFrame:
-    return pd.DataFrame({"run_name": names, "status": "complete", "model": model, "scenario": "s", "groups": [["g"]] * len(names),
-                         "max_eval_instances": 50, "error": None})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "run_name": names,
+            "status": "complete",
+            "model": model,
+            "scenario": "s",
+            "groups": [["g"]] * len(names),
+            "max_eval_instances": 50,
+            "error": None,
+        }
+    )
 
 
 def _instances(run: str, metric: str, values: np.ndarray, model: str = "m/1") -> pd.DataFrame:
-    return pd.DataFrame({"suite": "x", "run_name": run, "model": model, "instance_id": [f"id{i}" for i in range(len(values))],
-                         "train_trial_index": 0, "perturbation": None, "metric": metric, "split": "test",
-                         "sub_split": None, "value": values.astype(float)})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "suite": "x",
+            "run_name": run,
+            "model": model,
+            "instance_id": [f"id{i}" for i in range(len(values))],
+            "train_trial_index": 0,
+            "perturbation": None,
+            "metric": metric,
+            "split": "test",
+            "sub_split": None,
+            "value": values.astype(float),
+        }
+    )
 
 
 def test_threshold_gate_judges_each_run_and_reports_no_data() -> None:
-    run_stats = pd.DataFrame({
-        "run_name": ["a", "b", "c", "a"], "model": "m/1", "metric": ["exact_match", "exact_match", "exact_match", "f1"],
-        "split": "test", "sub_split": None, "perturbation": None, "count": [1, 1, 0, 1], "mean": [0.8, 0.2, None, 0.1],
-    })  # fmt: skip
+    run_stats = pd.DataFrame(
+        {
+            "run_name": ["a", "b", "c", "a"],
+            "model": "m/1",
+            "metric": ["exact_match", "exact_match", "exact_match", "f1"],
+            "split": "test",
+            "sub_split": None,
+            "perturbation": None,
+            "count": [1, 1, 0, 1],
+            "mean": [0.8, 0.2, None, 0.1],
+        }
+    )
     gate = ThresholdGate(name="em", kind="threshold", metrics=["exact_match"], min=0.5)
     result = gates.threshold_gate(gate, run_stats, _runs(["a", "b", "c"]))
     assert {row["run_name"]: row["status"] for row in result.rows} == {"a": "pass", "b": "fail", "c": "no data"}
@@ -91,9 +119,14 @@ def test_regression_on_continuous_metric_uses_the_paired_bootstrap() -> None:
     )
     [row] = result.rows
     reference = scipy_stats.bootstrap(
-        (baseline, candidate), lambda x, y, axis: np.mean(y - x, axis=axis), paired=True, vectorized=True,
-        method="percentile", n_resamples=2000, rng=np.random.default_rng(0),
-    )  # fmt: skip
+        (baseline, candidate),
+        lambda x, y, axis: np.mean(y - x, axis=axis),
+        paired=True,
+        vectorized=True,
+        method="percentile",
+        n_resamples=2000,
+        rng=np.random.default_rng(0),
+    )
     assert row["test"] == "paired_bootstrap"
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(
         (reference.confidence_interval.low, reference.confidence_interval.high), abs=1e-12
@@ -114,18 +147,39 @@ def test_regression_without_baseline_or_with_too_few_pairs_is_no_data() -> None:
 
 def test_baseline_is_the_most_recent_earlier_suite_with_the_run() -> None:
     older, newer = _instances("a", "m", np.ones(10)), _instances("b", "m", np.ones(10))
-    assert gates.latest_baseline("a", [("v2", newer), ("v1", older)], None)[0] == "v1"  # type: ignore[index]
-    assert gates.latest_baseline("b", [("v2", newer), ("v1", older)], None)[0] == "v2"  # type: ignore[index]
-    assert gates.latest_baseline("b", [("v2", newer), ("v1", older)], "v1") is None
+    earlier = [("v2", newer), ("v1", older)]
+    assert gates.choose_baselines(["a", "b", "c"], earlier, None) == {"a": "v1", "b": "v2"}
+    assert gates.choose_baselines(["a", "b"], earlier, "v1") == {"a": "v1"}
 
 
 def test_completeness_gate() -> None:
-    runs = pd.concat([_runs(["a", "b"]), pd.DataFrame({"run_name": ["c"], "status": ["failed"], "model": ["m/1"],
-                                                       "error": ["helm-run 'c' exited 1: ValueError: boom"]})])  # fmt: skip
-    predictions = pd.DataFrame({"run_name": ["a"] * 50 + ["b"] * 10, "instance_id": [f"i{i}" for i in range(60)],
-                                "perturbation": None, "success": [True] * 49 + [False] + [True] * 10})  # fmt: skip
-    result = gates.completeness_gate(CompletenessGate(name="c", kind="completeness", max_failed_request_share=0.01),
-                                     runs, predictions, {"a": 50, "b": 50})  # fmt: skip
+    runs = pd.concat(
+        [
+            _runs(["a", "b"]),
+            pd.DataFrame(
+                {
+                    "run_name": ["c"],
+                    "status": ["failed"],
+                    "model": ["m/1"],
+                    "error": ["helm-run 'c' exited 1: ValueError: boom"],
+                }
+            ),
+        ]
+    )
+    predictions = pd.DataFrame(
+        {
+            "run_name": ["a"] * 50 + ["b"] * 10,
+            "instance_id": [f"i{i}" for i in range(60)],
+            "perturbation": None,
+            "success": [True] * 49 + [False] + [True] * 10,
+        }
+    )
+    result = gates.completeness_gate(
+        CompletenessGate(name="c", kind="completeness", max_failed_request_share=0.01),
+        runs,
+        predictions,
+        {"a": 50, "b": 50},
+    )
     rows = {row["run_name"]: row for row in result.rows}
     assert rows["a"]["status"] == "fail" and "2.0% of requests failed" in rows["a"]["detail"]
     assert rows["b"]["status"] == "fail" and "10 instances, 50 planned" in rows["b"]["detail"]
@@ -148,11 +202,43 @@ def test_data_quality_gate_runs_great_expectations(tmp_path: Path) -> None:
 
 def test_release_blocks_on_error_failures_and_blocking_gates_without_data() -> None:
     verdicts = [
-        {"model": "a", "gate": "em", "status": "fail", "severity": "warn", "blocking": False, "actual": "1 of 1 failed", "threshold": ">= 0.5"},
-        {"model": "b", "gate": "em", "status": "fail", "severity": "error", "blocking": False, "actual": "1 of 1 failed", "threshold": ">= 0.5"},
-        {"model": "*", "gate": "dq", "status": "pass", "severity": "error", "blocking": True, "actual": "0 of 9 failed", "threshold": "all"},
-        {"model": "c", "gate": "reg", "status": "no data", "severity": "error", "blocking": True, "actual": "-", "threshold": "-"},
-    ]  # fmt: skip
+        {
+            "model": "a",
+            "gate": "em",
+            "status": "fail",
+            "severity": "warn",
+            "blocking": False,
+            "actual": "1 of 1 failed",
+            "threshold": ">= 0.5",
+        },
+        {
+            "model": "b",
+            "gate": "em",
+            "status": "fail",
+            "severity": "error",
+            "blocking": False,
+            "actual": "1 of 1 failed",
+            "threshold": ">= 0.5",
+        },
+        {
+            "model": "*",
+            "gate": "dq",
+            "status": "pass",
+            "severity": "error",
+            "blocking": True,
+            "actual": "0 of 9 failed",
+            "threshold": "all",
+        },
+        {
+            "model": "c",
+            "gate": "reg",
+            "status": "no data",
+            "severity": "error",
+            "blocking": True,
+            "actual": "-",
+            "threshold": "-",
+        },
+    ]
     decisions = {d["model"]: d for d in gates.release_decisions(verdicts)}
     assert decisions["a"]["decision"] == "promote" and decisions["a"]["warnings"]
     assert decisions["b"]["decision"] == "block" and decisions["b"]["reasons"][0].startswith("em: fail")
@@ -165,13 +251,24 @@ def test_gates_on_real_suites_one_model_against_another() -> None:
     suite = MMLU_ROOT / "runs" / "v1"
     instance_stats = pd.DataFrame(
         [
-            {"run_name": run.name, "model": "", "instance_id": e["instance_id"], "train_trial_index": e["train_trial_index"],
-             "perturbation": None, "metric": s["name"]["name"], "split": s["name"]["split"], "sub_split": None, "value": s["mean"]}
-            for run in sorted(suite.iterdir()) if run.is_dir() and "together_Llama-3" in run.name
-            for e in json.loads((run / "per_instance_stats.json").read_text()) for s in e["stats"]
+            {
+                "run_name": run.name,
+                "model": "",
+                "instance_id": e["instance_id"],
+                "train_trial_index": e["train_trial_index"],
+                "perturbation": None,
+                "metric": s["name"]["name"],
+                "split": s["name"]["split"],
+                "sub_split": None,
+                "value": s["mean"],
+            }
+            for run in sorted(suite.iterdir())
+            if run.is_dir() and "together_Llama-3" in run.name
+            for e in json.loads((run / "per_instance_stats.json").read_text())
+            for s in e["stats"]
             if "perturbation" not in s["name"] and s["name"]["name"] == "exact_match"
         ]
-    )  # fmt: skip
+    )
     small = instance_stats[instance_stats["run_name"].str.contains("8b")]
     large = instance_stats[instance_stats["run_name"].str.contains("70b")].assign(
         run_name=lambda f: f["run_name"].str.replace("70b", "8b")

@@ -65,11 +65,15 @@ def recorder(tmp_path: Path) -> EvaluationRecorder:
 def _run(mean: float, artifact: Path) -> EvaluationRun:
     key = metric_key("exact_match@5", "test")
     return EvaluationRun(
-        suite="v1", run_name="simple1:model=simple_model1", model="simple/model1",
-        adapter_spec={"method": "generation", "max_tokens": 5}, metrics={key: mean},
+        suite="v1",
+        run_name="simple1:model=simple_model1",
+        model="simple/model1",
+        adapter_spec={"method": "generation", "max_tokens": 5},
+        metrics={key: mean},
         metric_names={key: {"metric": "exact_match@5", "split": "test", "sub_split": None}},
-        artifacts=[artifact], tags={"dagster.run_id": "abc"},
-    )  # fmt: skip
+        artifacts=[artifact],
+        tags={"dagster.run_id": "abc"},
+    )
 
 
 def test_unchanged_content_is_not_duplicated_and_a_change_supersedes(

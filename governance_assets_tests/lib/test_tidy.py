@@ -48,9 +48,21 @@ def test_mmlu_suite_without_runs_json(warehouse: Warehouse) -> None:
     assert len(result.catalogue.listed_but_missing) == 283 - 15
     run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v1"))
     assert list(run_stats.columns) == [
-        "suite", "run_name", "model", "scenario", "metric", "split", "sub_split",
-        "perturbation", "count", "sum", "mean", "stddev", "min", "max",
-    ]  # fmt: skip
+        "suite",
+        "run_name",
+        "model",
+        "scenario",
+        "metric",
+        "split",
+        "sub_split",
+        "perturbation",
+        "count",
+        "sum",
+        "mean",
+        "stddev",
+        "min",
+        "max",
+    ]
     # count == 0 stats (training_co2_cost …) carry no mean: null, never 0.
     empty = run_stats[run_stats["count"] == 0]
     assert len(empty) > 0 and empty["mean"].isna().all()
@@ -80,8 +92,16 @@ def test_instance_stats_and_predictions_shapes(warehouse: Warehouse) -> None:
     tidy.ingest_suite("v1", MMLU_ROOT / "runs" / "v1", warehouse)
     instance_stats = pd.read_parquet(warehouse.path(tidy.INSTANCE_STATS.key, "v1"))
     assert list(instance_stats.columns)[:9] == [
-        "suite", "run_name", "model", "instance_id", "train_trial_index", "perturbation", "metric", "split", "sub_split",
-    ]  # fmt: skip
+        "suite",
+        "run_name",
+        "model",
+        "instance_id",
+        "train_trial_index",
+        "perturbation",
+        "metric",
+        "split",
+        "sub_split",
+    ]
     assert instance_stats.groupby("run_name")["instance_id"].nunique().eq(20).all()
     predictions = pd.read_parquet(warehouse.path(tidy.PREDICTIONS.key, "v1"))
     assert len(predictions) == 15 * 20
@@ -114,7 +134,11 @@ def test_reingest_reparses_only_the_changed_run(tmp_path: Path, warehouse: Wareh
     for key in (tidy.INSTANCE_STATS.key, tidy.PREDICTIONS.key):
         assert again.builds[key].parsed == [] and len(again.builds[key].reused) == 5
     run_stats = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v1"))
-    row = run_stats[(run_stats["run_name"] == changed_run.name) & (run_stats["metric"] == "exact_match")
-                    & (run_stats["split"] == "test") & run_stats["perturbation"].isna()]  # fmt: skip
+    row = run_stats[
+        (run_stats["run_name"] == changed_run.name)
+        & (run_stats["metric"] == "exact_match")
+        & (run_stats["split"] == "test")
+        & run_stats["perturbation"].isna()
+    ]
     assert row["mean"].tolist() == [0.123]
     assert len(run_stats) == 5 * 162

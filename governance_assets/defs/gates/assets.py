@@ -18,10 +18,19 @@ from governance_assets.lib.mlflow_record import log_report, run_url
 
 VERDICTS_KEY = ("gates", "verdicts")
 VERDICTS_SCHEMA = pa.schema(
-    [("suite", pa.string()), ("model", pa.string()), ("gate", pa.string()), ("kind", pa.string()),
-     ("blocking", pa.bool_()), ("severity", pa.string()), ("status", pa.string()), ("actual", pa.string()),
-     ("threshold", pa.string()), ("evidence", pa.string())]
-)  # fmt: skip
+    [
+        ("suite", pa.string()),
+        ("model", pa.string()),
+        ("gate", pa.string()),
+        ("kind", pa.string()),
+        ("blocking", pa.bool_()),
+        ("severity", pa.string()),
+        ("status", pa.string()),
+        ("actual", pa.string()),
+        ("threshold", pa.string()),
+        ("evidence", pa.string()),
+    ]
+)
 
 
 @dg.asset(
@@ -65,13 +74,25 @@ def gates_verdicts(
         shown += [{k: row[k] for k in ("suite", "model", "gate", "status", "actual", "threshold")} for row in rows]
         judged = {name: record.info.run_id for name, record in evaluations.latest_by_run_name(suite).items()}
         run_id = log_report(
-            recorder, f"{suite}/gates",
-            {"governance.suite": suite, "dagster.run_id": context.run.run_id, "dagster.asset_key": "gates/verdicts",
-             "dagster.partition": suite, "governance.judged_runs": str(len(judged))},
-            {"gates_passed": sum(r["status"] == "pass" for r in rows), "gates_failed": sum(r["status"] == "fail" for r in rows),
-             "gates_without_data": sum(r["status"] == "no data" for r in rows)},
-            {"verdicts.json": json.dumps(evidence_rows(rows), indent=2), "judged_runs.json": json.dumps(judged, indent=2)},
-        )  # fmt: skip
+            recorder,
+            f"{suite}/gates",
+            {
+                "governance.suite": suite,
+                "dagster.run_id": context.run.run_id,
+                "dagster.asset_key": "gates/verdicts",
+                "dagster.partition": suite,
+                "governance.judged_runs": str(len(judged)),
+            },
+            {
+                "gates_passed": sum(r["status"] == "pass" for r in rows),
+                "gates_failed": sum(r["status"] == "fail" for r in rows),
+                "gates_without_data": sum(r["status"] == "no data" for r in rows),
+            },
+            {
+                "verdicts.json": json.dumps(evidence_rows(rows), indent=2),
+                "judged_runs.json": json.dumps(judged, indent=2),
+            },
+        )
         context.log.info(f"suite {suite}: verdicts logged to MLflow run {run_id}")
     return dg.MaterializeResult(
         metadata={

@@ -53,10 +53,13 @@ def gate_metadata(result: GateResult) -> dict[str, Any]:
     if judged:
         worst = max(judged, key=lambda row: row["drop"])
         metadata |= {
-            "p_value": worst["p_value"], "p_adjusted": worst["p_adjusted"], "effect": worst["effect"],
-            "effect_ci": f"[{worst['ci_low']:.4f}, {worst['ci_high']:.4f}]", "baseline_suite": worst["baseline_suite"],
+            "p_value": worst["p_value"],
+            "p_adjusted": worst["p_adjusted"],
+            "effect": worst["effect"],
+            "effect_ci": f"[{worst['ci_low']:.4f}, {worst['ci_high']:.4f}]",
+            "baseline_suite": worst["baseline_suite"],
             "worst_run": f"{worst['run_name']} {worst['metric']}",
-        }  # fmt: skip
+        }
     return metadata
 
 

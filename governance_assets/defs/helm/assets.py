@@ -162,8 +162,14 @@ def _record_in_mlflow(
         for run_name, record in recorded.items():
             created += record.created
             url = run_url(mlflow.ui_url, recorder.experiment_id, record.run_id)
-            links.append({"suite": suite, "run_name": run_name, "mlflow_run": f"[{record.run_id}]({url})",
-                          "new": "yes" if record.created else "unchanged"})  # fmt: skip
+            links.append(
+                {
+                    "suite": suite,
+                    "run_name": run_name,
+                    "mlflow_run": f"[{record.run_id}]({url})",
+                    "new": "yes" if record.created else "unchanged",
+                }
+            )
     return {
         "mlflow_runs_created": created,
         "mlflow_experiment": dg.MetadataValue.url(

@@ -16,9 +16,14 @@ from governance_assets.lib.mlflow_record import log_report, run_url
 
 DECISION_KEY = ("release", "decision")
 DECISION_SCHEMA = pa.schema(
-    [("suite", pa.string()), ("model", pa.string()), ("decision", pa.string()),
-     ("reasons", pa.list_(pa.string())), ("warnings", pa.list_(pa.string()))]
-)  # fmt: skip
+    [
+        ("suite", pa.string()),
+        ("model", pa.string()),
+        ("decision", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+        ("warnings", pa.list_(pa.string())),
+    ]
+)
 
 
 @dg.asset(
@@ -48,13 +53,20 @@ def release_decision(
             pa.Table.from_pandas(pd.DataFrame(decisions), schema=DECISION_SCHEMA, preserve_index=False),
         )
         run_id = log_report(
-            recorder, f"{suite}/release",
-            {"governance.suite": suite, "dagster.run_id": context.run.run_id, "dagster.asset_key": "release/decision",
-             "dagster.partition": suite},
-            {"models_promoted": sum(d["decision"] == "promote" for d in decisions),
-             "models_blocked": sum(d["decision"] == "block" for d in decisions)},
+            recorder,
+            f"{suite}/release",
+            {
+                "governance.suite": suite,
+                "dagster.run_id": context.run.run_id,
+                "dagster.asset_key": "release/decision",
+                "dagster.partition": suite,
+            },
+            {
+                "models_promoted": sum(d["decision"] == "promote" for d in decisions),
+                "models_blocked": sum(d["decision"] == "block" for d in decisions),
+            },
             {"decision.json": json.dumps(decisions, indent=2)},
-        )  # fmt: skip
+        )
         shown += [{**d, "reasons": "; ".join(d["reasons"]) or "-"} for d in decisions]
     return dg.MaterializeResult(
         metadata={

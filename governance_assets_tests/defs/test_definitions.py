@@ -10,13 +10,26 @@ import dagster as dg
 from governance_assets.definitions import defs
 from governance_assets_tests.conftest import PROJECT_ROOT
 
-EXPECTED_ASSETS = {"helm/runs", "helm/run_stats", "helm/instance_stats", "helm/predictions"}
+EXPECTED_ASSETS = {
+    "helm/runs",
+    "helm/run_stats",
+    "helm/instance_stats",
+    "helm/predictions",
+    "gates/verdicts",
+    "release/decision",
+}
 EXPECTED_CHECKS = {
     "helm/runs:all_runs_complete",
     "helm/run_stats:all_complete_runs_ingested",
     "helm/run_stats:agrees_with_helm_summary",
     "helm/instance_stats:all_complete_runs_ingested",
     "helm/predictions:all_complete_runs_ingested",
+    # the default policy's gates
+    "helm/predictions:runs_complete",
+    "helm/run_stats:tables_valid",
+    "helm/instance_stats:no_accuracy_regression",
+    "helm/run_stats:exact_match_floor",
+    "helm/run_stats:output_length_ceiling",
 }
 
 
@@ -25,17 +38,25 @@ def test_code_location_loads_everything() -> None:
     graph = definitions.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} >= EXPECTED_ASSETS
     assert {k.to_user_string() for k in graph.asset_check_keys} >= EXPECTED_CHECKS
-    assert {s.name for s in definitions.sensors or []} >= {"helm_suite_discovery"}
+    assert {s.name for s in definitions.sensors or []} >= {"helm_suite_discovery", "gate_failure_alerts"}
     assert {s.name for s in definitions.schedules or []} >= {"nightly_evaluation"}
     assert definitions.resolve_job_def("evaluate_suite").partitions_def is not None
     dg.Definitions.validate_loadable(definitions)
+
+
+def test_blocking_gates_are_blocking_checks() -> None:
+    graph = defs().resolve_asset_graph()
+    specs = {key.to_user_string(): graph.get_check_spec(key) for key in graph.asset_check_keys}
+    assert specs["helm/instance_stats:no_accuracy_regression"].blocking
+    assert specs["helm/predictions:runs_complete"].blocking
+    assert not specs["helm/run_stats:exact_match_floor"].blocking
 
 
 def test_every_asset_is_described_owned_and_grouped_by_its_folder() -> None:
     graph = defs().resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name == key.path[0] or key.path[0] in {"release"}, key
+        assert node.group_name == key.path[0], key
         assert node.owners, key
         assert node.kinds, key
         assert node.description, key

@@ -4,7 +4,7 @@ import dagster as dg
 
 from governance_assets.defs.partitions import helm_suites
 
-SUITE_GROUPS = ["helm", "gates", "release"]
+SUITE_GROUPS = ["helm", "gates", "release", "lineage"]
 """Every group whose assets are partitioned by HELM suite."""
 
 evaluate_suite = dg.define_asset_job(

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from governance_assets.lib import helm_output, helm_runner
 from governance_assets.lib.mlflow_record import EvaluationRecorder
@@ -59,6 +60,14 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
     plugins: list[str] = []
     """Python modules passed to HELM's `--plugins` (custom scenarios and run specs)."""
 
+    def local_deployments(self, state: GovernanceState) -> list[str]:
+        """Model deployments configured in HELM's local path (model_deployments.yaml)."""
+        path = state.helm_local_path() / "model_deployments.yaml"
+        if not path.exists():
+            return []
+        document = yaml.safe_load(path.read_text("utf-8")) or {}
+        return [str(d["name"]) for d in document.get("model_deployments", []) if isinstance(d, dict) and "name" in d]
+
     def run(
         self,
         entries: list[str],
@@ -74,8 +83,6 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
             num_threads=self.num_threads,
             plugins=tuple(self.plugins),
         )
-        settings.output_path.mkdir(parents=True, exist_ok=True)
-        settings.local_path.mkdir(parents=True, exist_ok=True)
         return helm_runner.run_entries(entries, suite, settings, log)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
+import xxhash
 
 from governance_assets.lib.storage import UnsafePathError, safe_component
 
@@ -72,8 +73,13 @@ class RunFolder:
         return not self.missing_files
 
 
+def files_content_hash(run_dir: Path) -> str:
+    """A fast content hash (xxh3-128) of each of the five run files, as `file:hash|…`."""
+    return "|".join(f"{name}:{xxhash.xxh3_128_hexdigest((run_dir / name).read_bytes())}" for name in REQUIRED_RUN_FILES)
+
+
 def files_fingerprint(fingerprint: str, files: Sequence[str]) -> str:
-    """The part of a run's fingerprint that covers `files` only."""
+    """The part of a run's fingerprint (or content hash) that covers `files` only."""
     return "|".join(part for part in fingerprint.split("|") if part.split(":", 1)[0] in files)
 
 

@@ -13,8 +13,10 @@ from importlib import resources
 from pathlib import Path
 
 from governance_assets.lib.helm_output import list_run_folders
+from governance_assets.lib.lineage import PROVENANCE_FILE, environment_provenance
 from governance_assets.lib.storage import write_text_atomic
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PLAN_RECORD = ".governance_plan.json"
 """Kept in the suite folder: which run entry produced which run folder."""
 
@@ -31,6 +33,10 @@ class HelmSettings:
     num_threads: int = 1
     plugins: tuple[str, ...] = ()
     extra_env: Mapping[str, str] | None = None
+    dry_run: bool = False
+    """HELM's `--dry-run`: build the prompts, query no model."""
+    disable_cache: bool = False
+    """HELM's `--disable-cache`: query the model again instead of reading its cache."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,10 @@ def helm_run_command(entry: str, suite: str, settings: HelmSettings) -> list[str
     ]
     if settings.plugins:
         command += ["--plugins", *settings.plugins]
+    if settings.dry_run:
+        command.append("--dry-run")
+    if settings.disable_cache:
+        command.append("--disable-cache")
     return command
 
 
@@ -103,6 +113,8 @@ def run_entries(
     log: Callable[[str], None],
 ) -> list[EntryOutcome]:
     """Run each entry not yet complete in `suite`; one failure does not stop the others."""
+    settings.output_path.mkdir(parents=True, exist_ok=True)
+    settings.local_path.mkdir(parents=True, exist_ok=True)
     suite_dir = settings.output_path / "runs" / suite
     plan_record = read_plan_record(suite_dir)
     outcomes = []
@@ -159,6 +171,8 @@ def _run_one(entry: str, suite: str, settings: HelmSettings, log: Callable[[str]
     touched = sorted(name for name in after if after[name] != before.get(name))
     complete = [name for name in touched if after[name] > 0]
     if returncode == 0 and len(complete) == 1:
+        provenance = environment_provenance(PROJECT_ROOT) | {"command": helm_run_command(entry, suite, settings)[1:]}
+        write_text_atomic(suite_dir / complete[0] / PROVENANCE_FILE, json.dumps(provenance, indent=2))
         return EntryOutcome(entry, complete[0], "complete")
     run_name = touched[0] if len(touched) == 1 else None
     reason = helm_error_summary(tail) if returncode != 0 else f"HELM wrote {len(complete)} complete runs, expected 1"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from governance_assets.lib.helm_output import read_run_spec
@@ -114,6 +114,10 @@ class EvaluationRecorder:
             if run.data.tags.get("governance.suite") == suite and run_name:
                 latest.setdefault(run_name, run)
         return latest
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Add tags to a recorded run (e.g. its lineage hashes)."""
+        self.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
     def record(self, runs: Sequence[EvaluationRun]) -> dict[str, RecordedRun]:
         """Record each run unless its latest record has the same content; link changed ones."""

@@ -143,6 +143,16 @@ class AlertSettings(_Strict):
     backoff_seconds: Annotated[float, Field(ge=0)] = 1.0
 
 
+class ReproducibilitySettings(_Strict):
+    """How `lineage/reproducibility` re-creates a suite."""
+
+    sample_runs: Annotated[int, Field(ge=0)] = 2
+    """How many runs (whose model is reachable) are fully re-run with caching off."""
+    tolerance: Annotated[float, Field(ge=0)] = 0.02
+    """Allowed absolute difference of a mean for runs that sample (temperature > 0); greedy
+    runs must reproduce exactly."""
+
+
 class MlflowSettings(_Strict):
     """Where results are recorded."""
 
@@ -157,6 +167,7 @@ class Policy(_Strict):
     gates: list[Gate] = []
     regression: RegressionSettings = RegressionSettings()
     alerts: AlertSettings = AlertSettings()
+    reproducibility: ReproducibilitySettings = ReproducibilitySettings()
     mlflow: MlflowSettings = MlflowSettings()
 
     @field_validator("gates")

@@ -4,7 +4,7 @@ and `helm/predictions`, re-parsing only the runs whose files changed since the l
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -32,6 +32,7 @@ RUNS_SCHEMA = pa.schema(
         ("max_eval_instances", pa.int64()),
         ("run_spec_hash", pa.string()),
         ("fingerprint", pa.string()),
+        ("content_hash", pa.string()),
         ("missing_files", pa.list_(pa.string())),
         ("listed_in_summary", pa.bool_()),
         ("error", pa.string()),
@@ -164,6 +165,7 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
             max_eval_instances=spec.adapter_spec.get("max_eval_instances"),
             run_spec_hash=content_hash(spec.raw),
             fingerprint=fingerprint,
+            content_hash=ho.files_content_hash(run.path),
         )
         rows.append(row)
     missing = sorted(listed_names - {run.run_name for run in folders})
@@ -278,6 +280,21 @@ def _only_runs(table: pa.Table, keep: set[str]) -> pa.Table:
     edges = np.diff(np.concatenate([[False], kept, [False]]).astype(np.int8))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     return pa.concat_tables([table.slice(start, end - start) for start, end in zip(starts, ends, strict=True)])
+
+
+def data_version(runs: pa.Table, spec: TidyTable | None = None, errors: Mapping[str, str] | None = None) -> str:
+    """A content-based version: the hashes of the files each run was read from (for `spec`'s
+    table, its source file and run_spec.json; for `helm/runs`, all five) and the runs' status."""
+    rows = sorted(
+        (row["run_name"], row["status"], row["content_hash"] or row["error"] or "")
+        for row in runs.select(["run_name", "status", "content_hash", "error"]).to_pylist()
+    )
+    if spec is not None:
+        files = ("run_spec.json", spec.source_file)
+        rows = [
+            (name, status, ho.files_fingerprint(digest, files)) for name, status, digest in rows if status == "complete"
+        ]
+    return content_hash({"runs": rows, "errors": dict(errors or {})})[:32]
 
 
 def _source_fingerprint(spec: TidyTable, run_fingerprint: str) -> str:

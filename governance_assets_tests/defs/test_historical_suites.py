@@ -14,6 +14,7 @@ from governance_assets.defs.helm.sensors import helm_suite_discovery
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib import tidy
+from governance_assets.lib.policy import load_policy
 from governance_assets.lib.warehouse import Warehouse
 from governance_assets_tests.conftest import (
     MMLU_ROOT,
@@ -26,6 +27,14 @@ from governance_assets_tests.conftest import (
 
 def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@pytest.fixture(autouse=True)
+def ingestion_only_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about ingestion: a policy without gates (gates have their own tests)."""
+    path = tmp_path / "policy.yaml"
+    path.write_text("evaluation_plan: {run_entries: [simple1], models: [simple/model1]}\n")
+    monkeypatch.setenv("GOVERNANCE_POLICY", str(path))
 
 
 @pytest.fixture
@@ -85,7 +94,7 @@ def test_backfill_ingests_many_suites_in_one_run(instance: dg.DagsterInstance, r
     home = tmp_path / "home"
     instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
     result = dg.materialize(
-        governance_defs(),
+        governance_defs(load_policy()),
         instance=instance,
         resources=governance_resources(home, roots=roots),
         tags={"dagster/asset_partition_range_start": "v1", "dagster/asset_partition_range_end": "v3"},
@@ -108,7 +117,7 @@ def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_p
     instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
     resources = governance_resources(home, roots=roots)
     results = {
-        suite: dg.materialize(governance_defs(), partition_key=suite, instance=instance, resources=resources)
+        suite: dg.materialize(governance_defs(load_policy()), partition_key=suite, instance=instance, resources=resources)
         for suite in ("v1", "v3")
     }
     checks = {

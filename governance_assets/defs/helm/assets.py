@@ -73,17 +73,20 @@ def _catalogue_suite(
 def helm_runs(context: dg.AssetExecutionContext, state: GovernanceState, helm: HelmRunner) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """The suite's HELM run folders: runs HELM for a planned suite, verifies a historical one."""
     rows: list[dict[str, Any]] = []
+    versions = []
     for suite in context.partition_keys:
         table = _catalogue_suite(context, _suite_name(suite), state, helm)
         rows += table.select(["suite", "run_name", "status", "model", "error"]).to_pylist()
+        versions.append(tidy.data_version(table))
     statuses = [row["status"] for row in rows]
     return dg.MaterializeResult(
+        data_version=_combined(versions),
         metadata={
             "runs_complete": statuses.count("complete"),
             "runs_incomplete": statuses.count("incomplete"),
             "runs_failed": statuses.count("failed") + statuses.count("invalid"),
             "runs": dg.MetadataValue.md(md_table(rows, ["suite", "run_name", "status", "model", "error"])),
-        }
+        },
     )
 
 
@@ -101,13 +104,25 @@ def _tidy_asset_args(spec: tidy.TidyTable, description: str) -> dict[str, Any]:
     }
 
 
-def _refresh(context: dg.AssetExecutionContext, state: GovernanceState, spec: tidy.TidyTable) -> dict[str, Any]:
-    """Rebuild `spec`'s table for every suite of the run; return the materialisation metadata."""
+def _combined(versions: list[str]) -> dg.DataVersion:
+    """The data version of a run's suites (one suite in the usual single-partition run)."""
+    return dg.DataVersion(versions[0] if len(versions) == 1 else tidy.content_hash(versions)[:32])
+
+
+def _refresh(
+    context: dg.AssetExecutionContext, state: GovernanceState, spec: tidy.TidyTable
+) -> tuple[dict[str, Any], dg.DataVersion]:
+    """Rebuild `spec`'s table for every suite of the run; return the metadata and data version."""
     warehouse = state.warehouse()
+    versions = []
     totals = {"rows": 0, "runs_parsed": 0, "runs_reused": 0, "runs_unreadable": 0}
     errors: list[dict[str, str]] = []
     for suite in context.partition_keys:
-        build = tidy.refresh_table(spec, _suite_name(suite), warehouse)
+        runs = warehouse.read(tidy.RUNS_KEY, _suite_name(suite))
+        if runs is None:
+            raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
+        build = tidy.refresh_table(spec, suite, warehouse, runs)
+        versions.append(tidy.data_version(runs, spec, build.errors))
         totals["rows"] += build.rows
         totals["runs_parsed"] += len(build.parsed)
         totals["runs_reused"] += len(build.reused)
@@ -119,26 +134,28 @@ def _refresh(context: dg.AssetExecutionContext, state: GovernanceState, spec: ti
     metadata["path"] = dg.MetadataValue.path(str(warehouse.path(spec.key, context.partition_keys[0])))
     if errors:
         metadata["unreadable_runs"] = dg.MetadataValue.md(md_table(errors, ["suite", "run_name", "error"]))
-    return metadata
+    return metadata, _combined(versions)
 
 
 @dg.asset(**_tidy_asset_args(tidy.RUN_STATS, "Run-level HELM stats, one row per run × stat, recorded in MLflow."))
 def helm_run_stats(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    metadata = _refresh(context, state, tidy.RUN_STATS)
+    metadata, version = _refresh(context, state, tidy.RUN_STATS)
     metadata.update(_record_in_mlflow(context, state, mlflow))
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=version)
 
 
 @dg.asset(**_tidy_asset_args(tidy.INSTANCE_STATS, "Per-instance HELM stats, one row per run × instance × stat."))
 def helm_instance_stats(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    return dg.MaterializeResult(metadata=_refresh(context, state, tidy.INSTANCE_STATS))
+    metadata, version = _refresh(context, state, tidy.INSTANCE_STATS)
+    return dg.MaterializeResult(metadata=metadata, data_version=version)
 
 
 @dg.asset(**_tidy_asset_args(tidy.PREDICTIONS, "Prompts, completions and references per instance (scenario_state)."))
 def helm_predictions(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    return dg.MaterializeResult(metadata=_refresh(context, state, tidy.PREDICTIONS))
+    metadata, version = _refresh(context, state, tidy.PREDICTIONS)
+    return dg.MaterializeResult(metadata=metadata, data_version=version)
 
 
 def _record_in_mlflow(

@@ -1,0 +1,192 @@
+"""Lineage records of every HELM run, and the reproducibility report of a suite."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from governance_assets.defs.helm.assets import RUNS_KEY
+from governance_assets.defs.metadata import md_table
+from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
+from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
+from governance_assets.lib import helm_runner, reproducibility, tidy
+from governance_assets.lib.lineage import canonical_hash, run_lineage
+from governance_assets.lib.mlflow_record import log_report, run_url
+from governance_assets.lib.policy import default_policy_text
+from governance_assets.lib.storage import write_text_atomic
+
+RECORDS_KEY = ("lineage", "records")
+REPRODUCIBILITY_KEY = ("lineage", "reproducibility")
+HELM_ASSETS = [RUNS_KEY, *(dg.AssetKey(list(spec.key)) for spec in tidy.TIDY_TABLES)]
+
+
+def _policy_hash() -> str:
+    path = os.environ.get("GOVERNANCE_POLICY")
+    return canonical_hash(Path(path).read_text("utf-8") if path else default_policy_text())
+
+
+def _versions(context: dg.AssetExecutionContext, suite: str) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """Code versions of the HELM assets and their latest data versions for the suite."""
+    graph = context.job_def.asset_layer.asset_graph
+    code = {key.to_user_string(): graph.get(key).code_version for key in HELM_ASSETS}
+    data = {}
+    for key in HELM_ASSETS:
+        record = context.instance.get_event_records(
+            dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=key, asset_partitions=[suite]),
+            limit=1,
+        )
+        materialization = record[0].asset_materialization if record else None
+        data[key.to_user_string()] = materialization.tags.get("dagster/data_version") if materialization else None
+    return code, data
+
+
+@dg.asset(
+    key=list(RECORDS_KEY),
+    group_name="lineage",
+    partitions_def=helm_suites,
+    backfill_policy=SUITE_BACKFILL,
+    deps=HELM_ASSETS,
+    kinds={"parquet", "json", "mlflow"},
+    owners=OWNERS,
+    code_version="1",
+)
+def lineage_records(
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Per HELM run: software, data and settings that produced it, with the ids that find it again."""
+    policy = state.policy()
+    evaluations = mlflow.recorder(state, policy.mlflow.evaluation_experiment)
+    shown: list[dict[str, Any]] = []
+    for suite in context.partition_keys:
+        runs = state.warehouse().read(tidy.RUNS_KEY, suite)
+        if runs is None:
+            raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
+        code_versions, data_versions = _versions(context, suite)
+        mlflow_runs = evaluations.latest_by_run_name(suite)
+        records = []
+        for run in runs.to_pylist():
+            if run["status"] != "complete":
+                continue
+            mlflow_run = mlflow_runs.get(run["run_name"])
+            record = run_lineage(
+                Path(run["path"]),
+                {
+                    "suite": suite,
+                    "dagster_run_id": context.run.run_id,
+                    "policy_hash": _policy_hash(),
+                    "code_versions": code_versions,
+                    "data_versions": data_versions,
+                    "mlflow_run_id": mlflow_run.info.run_id if mlflow_run else "unknown",
+                },
+            )
+            records.append(record)
+            if mlflow_run is not None:
+                tags = {
+                    f"lineage.{k}": str(record[k])
+                    for k in ("run_spec_hash", "instances_hash", "helm_version", "git_commit")
+                }
+                evaluations.set_tags(mlflow_run.info.run_id, tags)
+        document = json.dumps({"suite": suite, "runs": records}, indent=2, default=str)
+        write_text_atomic(state.home_path() / "lineage" / f"{suite}.json", document)
+        table = pd.DataFrame(
+            [
+                {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in r.items()}
+                for r in records
+            ]
+        )
+        state.warehouse().write(RECORDS_KEY, suite, pa.Table.from_pandas(table.astype(str), preserve_index=False))
+        shown += [
+            {"suite": suite, "run_name": r["run_name"], "helm": r["helm_version"], "git": str(r["git_commit"])[:10],
+             "unknown": ", ".join(r["unknown_fields"]) or "-"}
+            for r in records
+        ]  # fmt: skip
+    return dg.MaterializeResult(
+        metadata={
+            "runs": len(shown),
+            "runs_with_unknowns": sum(row["unknown"] != "-" for row in shown),
+            "records": dg.MetadataValue.md(md_table(shown, ["suite", "run_name", "helm", "git", "unknown"])),
+            "document": dg.MetadataValue.path(
+                str(state.home_path() / "lineage" / f"{context.partition_keys[-1]}.json")
+            ),
+        }
+    )
+
+
+@dg.asset(
+    key=list(REPRODUCIBILITY_KEY),
+    group_name="lineage",
+    partitions_def=helm_suites,
+    backfill_policy=SUITE_BACKFILL,
+    deps=[dg.AssetKey(list(RECORDS_KEY))],
+    kinds={"helm", "html", "mlflow"},
+    owners=OWNERS,
+    code_version="1",
+)
+def lineage_reproducibility(
+    context: dg.AssetExecutionContext, state: GovernanceState, helm: HelmRunner, mlflow: MlflowTracking
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Re-creates the suite's prompts (HELM dry run) and re-runs a sample with caching off."""
+    policy = state.policy()
+    recorder = mlflow.recorder(state, policy.mlflow.governance_experiment)
+    counts = {"reproduced": 0, "differs": 0, "cannot be checked": 0}
+    for suite in context.partition_keys:
+        runs = state.warehouse().read(tidy.RUNS_KEY, suite)
+        if runs is None:
+            raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
+        folders = {r["run_name"]: Path(r["path"]) for r in runs.to_pylist() if r["status"] == "complete"}
+        with tempfile.TemporaryDirectory(dir=state.home_path()) as scratch_root:
+
+            def scratch(label: str, dry_run: bool, max_eval_instances: int) -> helm_runner.HelmSettings:
+                return helm_runner.HelmSettings(
+                    output_path=Path(scratch_root) / label / "benchmark_output",
+                    local_path=state.helm_local_path(),
+                    max_eval_instances=max_eval_instances,
+                    num_threads=helm.num_threads,
+                    plugins=tuple(helm.plugins),
+                    dry_run=dry_run,
+                    disable_cache=not dry_run,
+                )
+
+            sample = sorted(folders)[: policy.reproducibility.sample_runs]
+            results = reproducibility.reproduce_suite(
+                folders,
+                sample,
+                scratch,
+                helm.local_deployments(state),
+                policy.reproducibility.tolerance,
+                context.log.debug,
+            )
+        markdown = reproducibility.render_markdown(suite, results)
+        report_dir = state.home_path() / "reports"
+        write_text_atomic(report_dir / f"reproducibility-{suite}.md", markdown)
+        write_text_atomic(report_dir / f"reproducibility-{suite}.html", reproducibility.render_html(suite, results))
+        rows = [r.__dict__ | {"details": r.details} for r in results]
+        state.warehouse().write(
+            REPRODUCIBILITY_KEY, suite, pa.Table.from_pylist([r | {"details": list(r["details"])} for r in rows])
+        )
+        for r in results:
+            counts[r.status] += 1
+        run_id = log_report(
+            recorder,
+            f"{suite}/reproducibility",
+            {"governance.suite": suite, "dagster.run_id": context.run.run_id,
+             "dagster.asset_key": "lineage/reproducibility", "dagster.partition": suite},
+            {"runs_reproduced": counts["reproduced"], "runs_differing": counts["differs"],
+             "runs_not_checkable": counts["cannot be checked"]},
+            {f"reproducibility-{suite}.md": markdown},
+        )  # fmt: skip
+    return dg.MaterializeResult(
+        metadata={
+            "runs_reproduced": counts["reproduced"],
+            "runs_differing": counts["differs"],
+            "runs_not_checkable": counts["cannot be checked"],
+            "report": dg.MetadataValue.md(markdown),
+            "report_html": dg.MetadataValue.path(str(report_dir / f"reproducibility-{suite}.html")),
+            "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+        }
+    )

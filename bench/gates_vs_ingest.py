@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 
 from governance_assets.lib import tidy
-from governance_assets.lib.gates import GateResult, SuiteTables, evaluate_gates
+from governance_assets.lib.gates import GateResult, SuiteTables, evaluate_gates, load_suite_tables, read_frame
 from governance_assets.lib.policy import Gate, Policy, RegressionGate, load_policy
 from governance_assets.lib.warehouse import Warehouse
 
@@ -158,23 +158,16 @@ def flipped_baseline(instance_stats: pd.DataFrame, metrics: Sequence[str]) -> tu
 
 
 def read_tables(warehouse: Warehouse) -> tuple[SuiteTables, list[tuple[str, pd.DataFrame]], dict[str, float]]:
-    """The suite's four tables and the baseline's instance stats from Parquet, with the seconds
-    each read took."""
-    seconds: dict[str, float] = {}
-
-    def read(key: Sequence[str], suite: str) -> pd.DataFrame:
-        start = time.perf_counter()
-        frame = pd.read_parquet(warehouse.path(key, suite))
-        seconds[f"{'/'.join(key)} {suite}"] = time.perf_counter() - start
-        return frame
-
-    tables = SuiteTables(
-        runs=read(tidy.RUNS_KEY, SUITE),
-        run_stats=read(tidy.RUN_STATS.key, SUITE),
-        instance_stats=read(tidy.INSTANCE_STATS.key, SUITE),
-        predictions=read(tidy.PREDICTIONS.key, SUITE),
-    )
-    baselines = [(BASELINE_SUITE, read(tidy.INSTANCE_STATS.key, BASELINE_SUITE))]
+    """The suite's tables and the baseline's instance stats, read as the gate checks read them
+    (`load_suite_tables`, `read_frame`), with the seconds each read took."""
+    start = time.perf_counter()
+    tables = load_suite_tables(warehouse, SUITE)
+    if tables is None:
+        raise SystemExit(f"{warehouse.path(tidy.RUNS_KEY, SUITE)} is missing: the ingest did not run")
+    seconds = {f"suite {SUITE}": time.perf_counter() - start}
+    start = time.perf_counter()
+    baselines = [(BASELINE_SUITE, read_frame(warehouse, tidy.INSTANCE_STATS, BASELINE_SUITE))]
+    seconds[f"helm/instance_stats {BASELINE_SUITE}"] = time.perf_counter() - start
     return tables, baselines, seconds
 
 

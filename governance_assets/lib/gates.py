@@ -22,6 +22,8 @@ from governance_assets.lib.policy import (
     ThresholdGate,
 )
 from governance_assets.lib.statistics import adjust_p_values, compare_paired_many
+from governance_assets.lib.tidy import INSTANCE_STATS, PREDICTIONS, RUN_STATS, RUNS_KEY, TidyTable
+from governance_assets.lib.warehouse import Warehouse
 
 Outcome = Literal["pass", "fail", "no data"]
 STAT_KEY = ["run_name", "model", "metric", "split", "sub_split", "perturbation"]
@@ -280,6 +282,29 @@ class SuiteTables:
     run_stats: pd.DataFrame
     instance_stats: pd.DataFrame
     predictions: pd.DataFrame
+
+
+def read_frame(warehouse: Warehouse, spec: TidyTable, suite: str) -> pd.DataFrame:
+    """A tidy table as pandas with Arrow-backed columns (no copy of millions of strings into
+    Python objects); an empty frame when the table was never built."""
+    table = warehouse.read_cached(spec.key, suite)
+    frame: pd.DataFrame = (table if table is not None else spec.schema.empty_table()).to_pandas(
+        types_mapper=pd.ArrowDtype
+    )
+    return frame
+
+
+def load_suite_tables(warehouse: Warehouse, suite: str) -> SuiteTables | None:
+    """The suite's tables as gates read them, or None when `helm/runs` was never built."""
+    runs = warehouse.read(RUNS_KEY, suite)
+    if runs is None:
+        return None
+    return SuiteTables(
+        runs.to_pandas(),
+        read_frame(warehouse, RUN_STATS, suite),
+        read_frame(warehouse, INSTANCE_STATS, suite),
+        read_frame(warehouse, PREDICTIONS, suite),
+    )
 
 
 def evaluate_gates(

@@ -241,10 +241,24 @@ def mcnemar_exact(baseline: ArrayLike, candidate: ArrayLike, *, confidence: floa
     for name, values in (("baseline", base), ("candidate", cand)):
         if not is_binary(values):
             raise ValueError(f"{name} must contain only 0 and 1 for the McNemar test")
-    b = int(np.count_nonzero((base == 1.0) & (cand == 0.0)))
-    c = int(np.count_nonzero((base == 0.0) & (cand == 1.0)))
+    b, c = _discordant(base, cand)
+    return _mcnemar_result(base, cand, b, c, float(_mcnemar_p_values(np.array([b]), np.array([c]))[0]), confidence)
+
+
+def _discordant(base: FloatArray, cand: FloatArray) -> tuple[int, int]:
+    return int(np.count_nonzero((base == 1.0) & (cand == 0.0))), int(np.count_nonzero((base == 0.0) & (cand == 1.0)))
+
+
+def _mcnemar_p_values(b: NDArray[Any], c: NDArray[Any]) -> FloatArray:
+    """Exact two-sided McNemar p-values for many (b, c) at once (one scipy call)."""
     # binom.cdf(0, 0, 1/2) = 1, so b + c = 0 gives p = 1.
-    p_value = min(1.0, 2.0 * float(stats.binom.cdf(min(b, c), b + c, 0.5)))
+    p_values: FloatArray = np.minimum(1.0, 2.0 * stats.binom.cdf(np.minimum(b, c), b + c, 0.5))
+    return p_values
+
+
+def _mcnemar_result(
+    base: FloatArray, cand: FloatArray, b: int, c: int, p_value: float, confidence: float
+) -> PairedComparison:
     low, high = _agresti_min_interval(b, c, base.size, confidence)
     return PairedComparison(
         n=base.size,
@@ -293,7 +307,9 @@ def compare_paired_many(
         )
     results: list[PairedComparison | None] = [None] * len(base_rows)
     continuous: list[int] = []
+    binary: list[tuple[int, int, int]] = []
     pairs: list[tuple[FloatArray, FloatArray]] = []
+    _check_confidence(confidence)
     for index, (base_row, cand_row) in enumerate(zip(base_rows, cand_rows, strict=True)):
         try:
             base, cand = _as_pair(base_row, cand_row)
@@ -301,9 +317,14 @@ def compare_paired_many(
             raise ValueError(f"comparison {index}: {error}") from None
         pairs.append((base, cand))
         if is_binary(base) and is_binary(cand):
-            results[index] = mcnemar_exact(base, cand, confidence=confidence)
+            binary.append((index, *_discordant(base, cand)))
         else:
             continuous.append(index)
+    if binary:
+        indices, b, c = (np.array(column) for column in zip(*binary, strict=True))
+        for index, b_i, c_i, p_value in zip(indices, b, c, _mcnemar_p_values(b, c), strict=True):
+            base, cand = pairs[index]
+            results[index] = _mcnemar_result(base, cand, int(b_i), int(c_i), float(p_value), confidence)
     boot = paired_bootstrap_many(
         [pairs[i][0] for i in continuous],
         [pairs[i][1] for i in continuous],

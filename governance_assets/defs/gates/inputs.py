@@ -6,22 +6,12 @@ import pandas as pd
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib import tidy
-from governance_assets.lib.gates import SuiteTables
+from governance_assets.lib.gates import SuiteTables, load_suite_tables, read_frame
 
 
 def suite_tables(state: GovernanceState, suite: str) -> SuiteTables | None:
     """The suite's tables, or None when `helm/runs` was never built for it."""
-    warehouse = state.warehouse()
-    runs = warehouse.read(tidy.RUNS_KEY, suite)
-    if runs is None:
-        return None
-
-    def read(spec: tidy.TidyTable) -> pd.DataFrame:
-        table = warehouse.read(spec.key, suite)
-        frame: pd.DataFrame = (table if table is not None else spec.schema.empty_table()).to_pandas()
-        return frame
-
-    return SuiteTables(runs.to_pandas(), read(tidy.RUN_STATS), read(tidy.INSTANCE_STATS), read(tidy.PREDICTIONS))
+    return load_suite_tables(state.warehouse(), suite)
 
 
 def earlier_instance_stats(
@@ -33,7 +23,6 @@ def earlier_instance_stats(
     warehouse = state.warehouse()
     found = []
     for name in reversed(earlier):
-        table = warehouse.read(tidy.INSTANCE_STATS.key, name)
-        if table is not None:
-            found.append((name, table.to_pandas()))
+        if warehouse.path(tidy.INSTANCE_STATS.key, name).exists():
+            found.append((name, read_frame(warehouse, tidy.INSTANCE_STATS, name)))
     return found

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from governance_assets.lib.policy import (
     CompletenessGate,
@@ -85,26 +87,45 @@ def selected_runs(runs: pd.DataFrame, selector: RunSelector) -> pd.DataFrame:
     return complete[complete.apply(matches, axis=1)] if len(complete) else complete
 
 
-def _matching(values: pd.Series, pattern: str) -> pd.Series:  # type: ignore[type-arg]
+def _arrow(values: pd.Series) -> pa.ChunkedArray:  # type: ignore[type-arg]
+    """The column as Arrow data (zero-copy for Arrow-backed columns)."""
+    return (
+        pa.chunked_array([pa.array(values.array, from_pandas=True)])
+        if not hasattr(values.array, "__arrow_array__")
+        else values.array.__arrow_array__()
+    )
+
+
+def _matching(values: pa.ChunkedArray, pattern: str) -> np.ndarray:
     """Which values match a shell-style pattern (matched once per distinct value)."""
-    distinct = values.dropna().unique()
-    return values.isin([value for value in distinct if fnmatchcase(str(value), pattern)])
+    matched = [
+        value for value in pc.unique(values).to_pylist() if value is not None and fnmatchcase(str(value), pattern)
+    ]
+    mask: np.ndarray = pc.is_in(values, value_set=pa.array(matched, values.type)).to_numpy(zero_copy_only=False)
+    return mask
 
 
 def _metric_rows(table: pd.DataFrame, gate: ThresholdGate | RegressionGate, run_names: set[str]) -> pd.DataFrame:
-    """Rows of a stats table for the gate's runs, metrics, split and perturbation."""
-    keep = table["run_name"].isin(run_names)
+    """Rows of a stats table for the gate's runs, metrics, split and perturbation (the masks
+    are computed in Arrow: these tables have millions of rows)."""
+    if table.empty:
+        return table
+    names = _arrow(table["run_name"])
+    keep = pc.is_in(names, value_set=pa.array(sorted(run_names), names.type)).to_numpy(zero_copy_only=False)
+    metrics = _arrow(table["metric"])
     metric_ok = np.zeros(len(table), dtype=bool)
     for pattern in gate.metrics:
-        metric_ok |= _matching(table["metric"], pattern).to_numpy()
+        metric_ok |= _matching(metrics, pattern)
     keep &= metric_ok
     if gate.split != "*":
-        keep &= _matching(table["split"], gate.split)
+        keep &= _matching(_arrow(table["split"]), gate.split)
+    perturbation = _arrow(table["perturbation"])
     if gate.perturbation is None:
-        keep &= table["perturbation"].isna()
+        keep &= pc.is_null(perturbation).to_numpy(zero_copy_only=False)
     else:
-        keep &= _matching(table["perturbation"], gate.perturbation)
-    return table[keep]
+        keep &= _matching(perturbation, gate.perturbation)
+    selected: pd.DataFrame = table[keep]
+    return selected
 
 
 def threshold_gate(gate: ThresholdGate, run_stats: pd.DataFrame, runs: pd.DataFrame) -> GateResult:

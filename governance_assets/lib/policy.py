@@ -153,6 +153,14 @@ class ReproducibilitySettings(_Strict):
     runs must reproduce exactly."""
 
 
+class LineageSettings(_Strict):
+    """Where OpenLineage events go: GOVERNANCE_HOME/lineage/openlineage.jsonl, or an HTTP
+    endpoint (Marquez, a catalogue) when the variable named here is set."""
+
+    openlineage_url_env: str | None = "OPENLINEAGE_URL"
+    openlineage_api_key_env: str | None = "OPENLINEAGE_API_KEY"
+
+
 class MlflowSettings(_Strict):
     """Where results are recorded."""
 
@@ -168,6 +176,7 @@ class Policy(_Strict):
     regression: RegressionSettings = RegressionSettings()
     alerts: AlertSettings = AlertSettings()
     reproducibility: ReproducibilitySettings = ReproducibilitySettings()
+    lineage: LineageSettings = LineageSettings()
     mlflow: MlflowSettings = MlflowSettings()
 
     @field_validator("gates")

@@ -1,6 +1,8 @@
 """A planned suite end to end: real helm-run (simple/model1), real Dagster, real MLflow store."""
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -9,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from governance_assets.defs.partitions import HELM_SUITES
-from governance_assets.lib import tidy
+from governance_assets.lib import helm_runner, reproducibility, tidy
 from governance_assets.lib.policy import load_policy
 from governance_assets.lib.warehouse import Warehouse
 from governance_assets_tests.conftest import governance_defs, governance_resources
@@ -138,3 +140,66 @@ def test_rematerialising_unchanged_content_duplicates_nothing(evaluated: Any) ->
     # The complete runs are skipped; only the failing entry is attempted again.
     assert not any("helm-run simple1:model=simple/model1" in m for m in logs)
     assert any("helm-run no_such_scenario:model=simple/model1" in m for m in logs)
+
+
+def test_platform_runs_carry_full_lineage_and_reproduce(evaluated: Any) -> None:
+    home = evaluated["home"]
+    document = json.loads((home / "lineage" / "t1.json").read_text())
+    assert len(document["runs"]) == 2
+    for record in document["runs"]:
+        assert record["unknown_fields"] == [] and record["source"] == "run by this platform"
+        assert record["helm_version"] == "0.5.16" and len(record["git_commit"]) == 40
+        assert record["dagster_run_id"] == evaluated["first"].run_id
+        assert set(record["data_versions"]) == {
+            "helm/runs",
+            "helm/run_stats",
+            "helm/instance_stats",
+            "helm/predictions",
+        }
+    check = _check(evaluated["first"], "lineage/reproducibility", "deterministic_runs_reproduce")
+    assert check.passed and check.metadata["checked"].value == 1  # synthetic_reasoning: temperature 0
+    report = (home / "reports" / "reproducibility-t1.md").read_text()
+    assert "2 reproduced, 0 differs, 0 cannot be checked" in report
+
+
+def test_rematerialising_unchanged_inputs_keeps_data_versions(evaluated: Any) -> None:
+    def versions(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+        return {
+            e.asset_key.to_user_string(): e.materialization.tags["dagster/data_version"]
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.path[0] == "helm"
+        }
+
+    first, second = versions(evaluated["first"]), versions(evaluated["second"])
+    assert len(first) == 4 and first == second
+
+
+def test_changed_adapter_setting_and_scenario_are_detected_and_named(evaluated: Any, tmp_path: Path) -> None:
+    source = (
+        evaluated["home"]
+        / "helm"
+        / "benchmark_output"
+        / "runs"
+        / "t1"
+        / "synthetic_reasoning:mode=pattern_match,model=simple_model1"
+    )
+    run = tmp_path / "recorded" / source.name
+    shutil.copytree(source, run)
+    spec = json.loads((run / "run_spec.json").read_text())
+    spec["adapter_spec"]["max_tokens"] += 3
+    (run / "run_spec.json").write_text(json.dumps(spec))
+    state = json.loads((run / "scenario_state.json").read_text())
+    state["request_states"][0]["request"]["prompt"] += " (edited)"
+    (run / "scenario_state.json").write_text(json.dumps(state))
+
+    def scratch(label: str, dry_run: bool, max_eval_instances: int) -> helm_runner.HelmSettings:
+        return helm_runner.HelmSettings(
+            tmp_path / label, tmp_path / "prod_env", max_eval_instances, dry_run=dry_run, disable_cache=not dry_run
+        )
+
+    [result] = reproducibility.reproduce_suite({run.name: run}, [run.name], scratch, [], 0.0, lambda line: None)
+    assert result.status == "differs" and result.rerun
+    changed = spec["adapter_spec"]["max_tokens"]
+    assert f"adapter setting max_tokens: recorded {changed}, re-created {changed - 3}" in result.details
+    assert result.requests_differing == result.requests_compared  # every prompt's max_tokens changed
+    assert result.stats_differing == 0  # the model answers as before: the stats still match

@@ -117,7 +117,9 @@ def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_p
     instance.add_dynamic_partitions(HELM_SUITES, ["v1", "v3"])
     resources = governance_resources(home, roots=roots)
     results = {
-        suite: dg.materialize(governance_defs(load_policy()), partition_key=suite, instance=instance, resources=resources)
+        suite: dg.materialize(
+            governance_defs(load_policy()), partition_key=suite, instance=instance, resources=resources
+        )
         for suite in ("v1", "v3")
     }
     checks = {

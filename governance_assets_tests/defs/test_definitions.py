@@ -30,6 +30,7 @@ EXPECTED_CHECKS = {
     "helm/instance_stats:no_accuracy_regression",
     "helm/run_stats:exact_match_floor",
     "helm/run_stats:output_length_ceiling",
+    "lineage/reproducibility:deterministic_runs_reproduce",
 }
 
 
@@ -38,10 +39,19 @@ def test_code_location_loads_everything() -> None:
     graph = definitions.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} >= EXPECTED_ASSETS
     assert {k.to_user_string() for k in graph.asset_check_keys} >= EXPECTED_CHECKS
-    assert {s.name for s in definitions.sensors or []} >= {"helm_suite_discovery", "gate_failure_alerts"}
+    assert {s.name for s in definitions.sensors or []} >= {
+        "helm_suite_discovery",
+        "gate_failure_alerts",
+        "openlineage_events",
+    }
     assert {s.name for s in definitions.schedules or []} >= {"nightly_evaluation"}
     assert definitions.resolve_job_def("evaluate_suite").partitions_def is not None
     dg.Definitions.validate_loadable(definitions)
+
+
+def test_assets_that_compute_numbers_have_code_versions() -> None:
+    graph = defs().resolve_asset_graph()
+    assert all(graph.get(key).code_version for key in graph.get_all_asset_keys())
 
 
 def test_blocking_gates_are_blocking_checks() -> None:

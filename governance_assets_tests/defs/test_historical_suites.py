@@ -2,8 +2,11 @@
 ingested many at once in a backfill, bad runs named while the rest ingests."""
 
 import json
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import dagster as dg
 import pandas as pd
@@ -11,9 +14,11 @@ import pytest
 
 from governance_assets.defs.helm.schedules import nightly_evaluation
 from governance_assets.defs.helm.sensors import helm_suite_discovery
+from governance_assets.defs.lineage.sensors import openlineage_events
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib import tidy
+from governance_assets.lib.openlineage import validate_event
 from governance_assets.lib.policy import load_policy
 from governance_assets.lib.warehouse import Warehouse
 from governance_assets_tests.conftest import (
@@ -137,3 +142,77 @@ def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_p
     assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
     assert "truncated JSON" in json.dumps(bad.metadata["evidence"].value)
     assert checks[("v1", "helm/run_stats", "all_complete_runs_ingested")].passed
+
+
+class _Lineage(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, str | None, dict[str, Any]]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Lineage.received.append((self.path, self.headers.get("Authorization"), body))
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_historical_lineage_states_its_unknowns_and_is_exported_as_openlineage(
+    instance: dg.DagsterInstance, roots: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    instance.add_dynamic_partitions(HELM_SUITES, ["v1"])
+    definitions = governance_defs(load_policy())
+    result = dg.materialize(
+        definitions, partition_key="v1", instance=instance, resources=governance_resources(home, roots=roots)
+    )
+    records = json.loads((home / "lineage" / "v1.json").read_text())["runs"]
+    assert len(records) == 6
+    for record in records:
+        assert record["source"] == "historical output (files only)"
+        assert {"helm_version", "python_version", "git_commit", "helm_command"} <= set(record["unknown_fields"])
+        assert len(record["run_spec_hash"]) == 64 and len(record["instances_hash"]) == 64
+    reproducibility = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "deterministic_runs_reproduce"
+    )
+    assert reproducibility.metadata["outcome"].value == "no data"
+    report = (home / "reports" / "reproducibility-v1.md").read_text()
+    assert "0 reproduced, 0 differs, 6 cannot be checked" in report and "no access to model deployment groq/" in report
+
+    state = GovernanceState(home=str(home), output_roots=roots)
+    code_location = dg.Definitions(
+        assets=[d for d in definitions if isinstance(d, dg.AssetsDefinition)],
+        resources=governance_resources(home, roots=roots),
+    )
+    context = dg.build_sensor_context(instance=instance, resources={"state": state}, definitions=code_location)
+    openlineage_events(context)
+    lines = (home / "lineage" / "openlineage.jsonl").read_text().splitlines()
+    materializations = len(result.get_asset_materialization_events())
+    assert len(lines) == 2 * materializations
+    events = [json.loads(line) for line in lines]
+    for event in events:
+        validate_event(event)
+    complete = next(e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == "helm/run_stats")
+    assert {Path(d["name"]).name for d in complete["inputs"]} == {"v1.parquet"}
+    assert complete["outputs"][0]["facets"]["version"]["datasetVersion"]
+    openlineage_events(
+        dg.build_sensor_context(
+            instance=instance, resources={"state": state}, definitions=code_location, cursor=context.cursor
+        )
+    )
+    assert len((home / "lineage" / "openlineage.jsonl").read_text().splitlines()) == len(lines)  # nothing twice
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Lineage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENLINEAGE_URL", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("OPENLINEAGE_API_KEY", "token-123")
+    try:
+        openlineage_events(
+            dg.build_sensor_context(instance=instance, resources={"state": state}, definitions=code_location)
+        )
+    finally:
+        server.shutdown()
+    assert len(_Lineage.received) == len(lines)
+    assert {(path, auth) for path, auth, _ in _Lineage.received} == {("/api/v1/lineage", "Bearer token-123")}
+    for _, _, body in _Lineage.received:
+        validate_event(body)

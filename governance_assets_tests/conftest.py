@@ -69,3 +69,11 @@ def governance_resources(home: Path, roots: str = "") -> dict[str, object]:
 
     state = GovernanceState(home=str(home), output_roots=roots)
     return {"state": state, "helm": HelmRunner(), "mlflow": MlflowTracking()}
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A local port nothing listens on, for tests of refused connections."""
+    from governance_assets_tests.http_server import free_port
+
+    return free_port()

@@ -8,25 +8,21 @@ sink accepted it, so restarting the sensor sends nothing twice to the ledger and
 
 from __future__ import annotations
 
-import http.client
 import json
-import math
 import os
 import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import Message
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
+
+from governance_assets.lib.durable_append import append_line
+from governance_assets.lib.http_post import MAX_RETRY_AFTER_SECONDS as MAX_RETRY_AFTER_SECONDS
+from governance_assets.lib.http_post import InvalidURL, http_url_parts, no_redirect_opener, post_with_retries
 
 SEVERITIES = frozenset({"ERROR", "WARN"})
-MAX_RETRY_AFTER_SECONDS = 60.0
-"""Upper bound on a server's Retry-After (seconds) that `WebhookSink` will honour."""
 
 _SLACK_HEADER_MAX = 150
 _SLACK_SECTION_MAX = 3000
@@ -168,82 +164,16 @@ class JsonlSink:
             ) from exc
 
     def _append(self, line: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        with self.path.open("a+b") as file:
-            size = file.seek(0, os.SEEK_END)
-            if size:
-                file.seek(size - 1)
-                if file.read(1) != b"\n":  # a crash left a partial last line: start afresh
-                    line = b"\n" + line
-            file.write(line)
-            file.flush()
-            os.fsync(file.fileno())
-        if created:
-            _fsync_directory(self.path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would turn the POST into a body-less GET elsewhere."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: Message,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    ok: bool
-    retryable: bool = False
-    problem: str = ""
-    retry_after: float | None = None
+        append_line(self.path, line)
 
 
 def _validated_url(url: str, what: str) -> str:
     url = url.strip()
     try:
-        parts = urllib.parse.urlsplit(url)
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        raise AlertConfigurationError(f"{what} is not a valid URL") from None
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise AlertConfigurationError(f"{what} is not an http(s) URL")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise AlertConfigurationError(f"{what} contains whitespace or control characters")
+        http_url_parts(url)
+    except InvalidURL as exc:
+        raise AlertConfigurationError(f"{what} {exc}") from None
     return url
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header in seconds, capped; None when absent or an HTTP date."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _slack_escape(text: str) -> str:
@@ -252,6 +182,17 @@ def _slack_escape(text: str) -> str:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class WebhookOptions(TypedDict, total=False):
+    """The keyword options of `WebhookSink`, also taken by `WebhookSink.from_env`."""
+
+    name: str
+    retries: int
+    backoff_seconds: float
+    timeout_seconds: float
+    sleep: Callable[[float], None]
+    blocks: bool
 
 
 class WebhookSink:
@@ -283,37 +224,18 @@ class WebhookSink:
         self.timeout_seconds = timeout_seconds
         self.blocks = blocks
         self._sleep = sleep
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = no_redirect_opener()
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r}, url=<hidden>)"
 
     @classmethod
-    def from_env(
-        cls,
-        variable: str,
-        *,
-        name: str = "webhook",
-        retries: int = 3,
-        backoff_seconds: float = 1.0,
-        timeout_seconds: float = 10.0,
-        sleep: Callable[[float], None] = time.sleep,
-        blocks: bool = True,
-    ) -> WebhookSink:
-        """A sink whose URL is read from environment variable `variable`."""
+    def from_env(cls, variable: str, **options: Unpack[WebhookOptions]) -> WebhookSink:
+        """A sink whose URL is read from environment variable `variable`; `options` as for the constructor."""
         value = os.environ.get(variable, "").strip()
         if not value:
             raise AlertConfigurationError(f"environment variable {variable} is not set (it must hold the webhook URL)")
-        url = _validated_url(value, f"environment variable {variable}")
-        return cls(
-            url,
-            name=name,
-            retries=retries,
-            backoff_seconds=backoff_seconds,
-            timeout_seconds=timeout_seconds,
-            sleep=sleep,
-            blocks=blocks,
-        )
+        return cls(_validated_url(value, f"environment variable {variable}"), **options)
 
     def payload(self, alert: Alert) -> dict[str, Any]:
         """The JSON body: Slack `text` (title, then text) and, optionally, Block Kit blocks."""
@@ -378,64 +300,30 @@ class WebhookSink:
 
     def send(self, alert: Alert) -> None:
         """POST `alert`; retry transient failures; raise AlertDeliveryError after the last attempt."""
-        body = json.dumps(self.payload(alert)).encode("utf-8")
-        attempts = 0
-        outcome = _Attempt(ok=False)
-        for attempt in range(self.retries + 1):
-            if attempt:
-                delay = outcome.retry_after
-                if delay is None:
-                    delay = self.backoff_seconds * 2 ** (attempt - 1)
-                self._sleep(delay)
-            attempts += 1
-            outcome = self._attempt(body)
-            if outcome.ok:
-                return
-            if not outcome.retryable:
-                break
-        plural = "" if attempts == 1 else "s"
+        failure = post_with_retries(
+            self._url,
+            json.dumps(self.payload(alert)).encode("utf-8"),
+            {"Content-Type": "application/json; charset=utf-8", "User-Agent": "governance-assets-alerts/1"},
+            opener=self._opener,
+            timeout_seconds=self.timeout_seconds,
+            retries=self.retries,
+            backoff_seconds=self.backoff_seconds,
+            sleep=self._sleep,
+            retry_after_replaces_backoff=True,
+            response_bytes=256,
+        )
+        if failure is None:
+            return
+        problem = failure.problem
+        answer = failure.response.strip()
+        if _SAFE_ERROR_BODY.match(answer):
+            problem += f" ({answer})"
+        plural = "" if failure.attempts == 1 else "s"
         raise AlertDeliveryError(
             f"alert sink {self.name!r} could not deliver alert {alert.key!r}: "
-            f"{outcome.problem} after {attempts} attempt{plural}",
-            retryable=outcome.retryable,
+            f"{problem} after {failure.attempts} attempt{plural}",
+            retryable=failure.retryable,
         )
-
-    def _attempt(self, body: bytes) -> _Attempt:
-        request = urllib.request.Request(
-            self._url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json; charset=utf-8",
-                "User-Agent": "governance-assets-alerts/1",
-            },
-        )
-        try:
-            with self._opener.open(request, timeout=self.timeout_seconds) as response:
-                response.read()
-            return _Attempt(ok=True)
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            retry_after = _retry_after_seconds(exc.headers.get("Retry-After"))
-            problem = f"HTTP {status}"
-            try:
-                answer = exc.read(256).decode("utf-8", "replace").strip()
-            except Exception:
-                answer = ""
-            finally:
-                exc.close()
-            if _SAFE_ERROR_BODY.match(answer):
-                problem += f" ({answer})"
-            retryable = status == 429 or status >= 500
-            return _Attempt(ok=False, retryable=retryable, problem=problem, retry_after=retry_after)
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            kind = type(reason).__name__ if isinstance(reason, BaseException) else "URLError"
-            return _Attempt(ok=False, retryable=True, problem=kind)
-        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets mid-response
-            return _Attempt(ok=False, retryable=True, problem=type(exc).__name__)
-        except Exception as exc:  # never let a message (which might quote the URL) escape
-            return _Attempt(ok=False, retryable=False, problem=type(exc).__name__)
 
 
 @dataclass(frozen=True)

@@ -15,33 +15,29 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import http.client
 import importlib.metadata
 import importlib.resources
 import json
 import math
 import os
 import re
-import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import Message
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import jsonschema
 import referencing
 import referencing.jsonschema
 
-if sys.platform != "win32":
-    import fcntl
+from governance_assets.lib.durable_append import append_line
+from governance_assets.lib.http_post import MAX_RETRY_AFTER_SECONDS as MAX_RETRY_AFTER_SECONDS
+from governance_assets.lib.http_post import InvalidURL, http_url_parts, no_redirect_opener, post_with_retries
 
 PRODUCER = "https://github.com/governance_assets"
 """URI naming the producer of our events and facets (`producer`, `_producer`).
@@ -56,9 +52,6 @@ RUN_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, PRODUCER + "/run-id")
 SPEC_PACKAGE = "governance_assets"
 SPEC_FOLDER = "openlineage_spec"
 """The vendored schemas: `<SPEC_PACKAGE>/<SPEC_FOLDER>/OpenLineage.json` and `facets/*.json`."""
-
-MAX_RETRY_AFTER_SECONDS = 60.0
-"""Upper bound on a server's Retry-After (seconds) that `HttpTransport` will honour."""
 
 USER_AGENT = "governance-assets-openlineage/1"
 
@@ -541,19 +534,6 @@ class Transport(Protocol):
         ...
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class FileTransport:
     """An append-only JSON Lines file: one event per line, flushed and fsynced."""
 
@@ -567,66 +547,12 @@ class FileTransport:
         """Append `event` as one line; after a line cut short by a crash, start on a new line."""
         line = _encode(event) + b"\n"
         try:
-            self._append(line)
+            append_line(self.path, line, lock=True)
         except OSError as exc:
             raise OpenLineageTransportError(
                 f"could not append an OpenLineage event to {self.path}: {type(exc).__name__}: {exc.strerror or exc}",
                 attempts=1,
             ) from exc
-
-    def _append(self, line: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        with self.path.open("a+b") as file:
-            if sys.platform != "win32":
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # other writers wait; released on close
-            size = file.seek(0, os.SEEK_END)
-            if size:
-                file.seek(size - 1)
-                if file.read(1) != b"\n":  # a previous write was cut short
-                    line = b"\n" + line
-            file.write(line)
-            file.flush()
-            os.fsync(file.fileno())
-        if created:
-            _fsync_directory(self.path.parent)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would turn the POST into a body-less GET elsewhere."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: Message,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header in seconds, capped; None when absent or an HTTP date."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    ok: bool
-    retryable: bool = False
-    problem: str = ""
-    status: int | None = None
-    retry_after: float | None = None
 
 
 class HttpTransport:
@@ -663,16 +589,11 @@ class HttpTransport:
             raise ValueError("timeout_seconds must be a finite number > 0")
         if api_key_env is not None and not _ENV_NAME.fullmatch(api_key_env):
             raise ValueError(f"api_key_env must be the name of an environment variable, not {api_key_env!r}")
-        url = url.strip() if isinstance(url, str) else ""
         try:
-            parts = urllib.parse.urlsplit(url)
-            _ = parts.port  # raises ValueError on a bad port
-        except ValueError:
-            raise ValueError("the OpenLineage URL is not a valid URL") from None
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("the OpenLineage URL is not an http(s) URL with a host")
-        if any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in url):
-            raise ValueError("the OpenLineage URL contains whitespace or control characters")
+            parts = http_url_parts(url.strip() if isinstance(url, str) else "")
+        except InvalidURL as exc:
+            with_host = " with a host" if exc.problem == "scheme" else ""
+            raise ValueError(f"the OpenLineage URL {exc}{with_host}") from None
         if parts.fragment:
             raise ValueError("the OpenLineage URL must not have a #fragment")
         host_port = parts.netloc.rpartition("@")[2]
@@ -701,7 +622,7 @@ class HttpTransport:
         self.retries = retries
         self.backoff_seconds = float(backoff_seconds)
         self._sleep = sleep
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = no_redirect_opener()
 
     def __repr__(self) -> str:
         return f"HttpTransport(url={self.display_url!r}, api_key_env={self.api_key_env!r})"
@@ -722,64 +643,38 @@ class HttpTransport:
             secrets.append(token)
         elif self._basic_auth is not None:
             headers["Authorization"] = self._basic_auth
-        attempts = 0
-        outcome = _Attempt(ok=False)
-        for attempt in range(self.retries + 1):
-            if attempt:
-                delay = self.backoff_seconds * 2 ** (attempt - 1)
-                if outcome.retry_after is not None:
-                    delay = max(delay, outcome.retry_after)
-                self._sleep(delay)
-            attempts += 1
-            outcome = self._attempt(body, headers, secrets)
-            if outcome.ok:
-                return
-            if not outcome.retryable:
-                break
-        raise OpenLineageTransportError(
-            f"could not deliver an OpenLineage event to {self.display_url}: {outcome.problem} "
-            f"after {attempts} attempt{'' if attempts == 1 else 's'}",
-            status=outcome.status,
-            attempts=attempts,
-            retryable=outcome.retryable,
+        failure = post_with_retries(
+            self._url,
+            body,
+            headers,
+            opener=self._opener,
+            timeout_seconds=self.timeout_seconds,
+            retries=self.retries,
+            backoff_seconds=self.backoff_seconds,
+            sleep=self._sleep,
+            retry_after_replaces_backoff=False,
+            response_bytes=512,
         )
-
-    def _attempt(self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> _Attempt:
-        request = urllib.request.Request(self._url, data=body, method="POST", headers=dict(headers))
-        try:
-            with self._opener.open(request, timeout=self.timeout_seconds) as response:
-                response.read()
-            return _Attempt(ok=True)
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            problem = f"HTTP {status}"
-            if 300 <= status < 400:
+        if failure is None:
+            return
+        problem = failure.problem
+        if failure.status is not None:
+            if 300 <= failure.status < 400:
                 problem += " (redirects are not followed)"
-            try:
-                answer = exc.read(512).decode("utf-8", "replace")
-            except Exception:
-                answer = ""
-            finally:
-                exc.close()
-            answer = " ".join(answer.split())
+            answer = " ".join(failure.response.split())
             for secret in secrets:
                 answer = answer.replace(secret, "***")
             if answer:
                 problem += f": {_clip(answer, _BODY_QUOTE_MAX)}"
-            retryable = status == 429 or status >= 500
-            retry_after = _retry_after_seconds(exc.headers.get("Retry-After")) if exc.headers else None
-            return _Attempt(ok=False, retryable=retryable, problem=problem, status=status, retry_after=retry_after)
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, OSError):
-                problem = f"{type(reason).__name__}: {reason.strerror}" if reason.strerror else type(reason).__name__
-            else:
-                problem = type(reason).__name__ if isinstance(reason, BaseException) else "URLError"
-            return _Attempt(ok=False, retryable=True, problem=problem)
-        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets mid-response
-            return _Attempt(ok=False, retryable=True, problem=type(exc).__name__)
-        except Exception as exc:  # never let a message (which might quote the URL) escape
-            return _Attempt(ok=False, retryable=False, problem=type(exc).__name__)
+        elif failure.strerror:
+            problem += f": {failure.strerror}"
+        raise OpenLineageTransportError(
+            f"could not deliver an OpenLineage event to {self.display_url}: {problem} "
+            f"after {failure.attempts} attempt{'' if failure.attempts == 1 else 's'}",
+            status=failure.status,
+            attempts=failure.attempts,
+            retryable=failure.retryable,
+        )
 
 
 def emit_all(events: Sequence[Mapping[str, Any]], transport: Transport) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -20,10 +20,23 @@ DEFAULT_RESAMPLES = 10_000
 """With this many resamples `paired_bootstrap_many` takes 0.35-0.7 s for 1,000 comparisons × 100
 instances on 2 cores (0.17 s with 2,000)."""
 
+DEFAULT_CONFIDENCE = 0.95
+"""Confidence level of the intervals unless a caller gives another."""
+
 _CHUNK_VALUES = 1 << 21
 """Bootstrap means held in memory at once by `paired_bootstrap_many` (16 MiB of float64)."""
 
 FloatArray = NDArray[np.float64]
+Batch = Sequence[ArrayLike] | NDArray[Any]
+"""Many comparisons' values: a 2-D array (comparisons × instances) or a sequence of 1-D arrays."""
+
+
+class BootstrapOptions(TypedDict, total=False):
+    """Keyword options of `paired_bootstrap_many`, also taken by the functions that forward to it."""
+
+    confidence: float
+    resamples: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,7 @@ def _bootstrap_rows(
     return low, high, p_values
 
 
-def _as_rows(values: Sequence[ArrayLike] | NDArray[Any], name: str) -> list[ArrayLike]:
+def _as_rows(values: Batch, name: str) -> list[ArrayLike]:
     if isinstance(values, np.ndarray):
         if values.ndim != 2:
             raise ValueError(f"{name} must be 2-D (comparisons × instances), got {values.shape}")
@@ -134,11 +147,34 @@ def _as_rows(values: Sequence[ArrayLike] | NDArray[Any], name: str) -> list[Arra
     return list(values)
 
 
+def _comparisons(baseline: Batch, candidate: Batch) -> list[tuple[ArrayLike, ArrayLike]]:
+    """The (baseline, candidate) rows of a batch, or a ValueError if their numbers differ."""
+    base_rows = _as_rows(baseline, "baseline")
+    cand_rows = _as_rows(candidate, "candidate")
+    if len(base_rows) != len(cand_rows):
+        raise ValueError(
+            f"baseline and candidate must hold the same number of comparisons, "
+            f"got {len(base_rows)} and {len(cand_rows)}"
+        )
+    return list(zip(base_rows, cand_rows, strict=True))
+
+
+def _as_pairs(comparisons: Sequence[tuple[ArrayLike, ArrayLike]]) -> list[tuple[FloatArray, FloatArray]]:
+    """Each comparison checked by `_as_pair`; a ValueError names the first bad one by index."""
+    pairs: list[tuple[FloatArray, FloatArray]] = []
+    for index, (base, cand) in enumerate(comparisons):
+        try:
+            pairs.append(_as_pair(base, cand))
+        except ValueError as error:
+            raise ValueError(f"comparison {index}: {error}") from None
+    return pairs
+
+
 def paired_bootstrap_many(
-    baseline: Sequence[ArrayLike] | NDArray[Any],
-    candidate: Sequence[ArrayLike] | NDArray[Any],
+    baseline: Batch,
+    candidate: Batch,
     *,
-    confidence: float = 0.95,
+    confidence: float = DEFAULT_CONFIDENCE,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
 ) -> list[PairedComparison]:
@@ -153,19 +189,7 @@ def paired_bootstrap_many(
     """
     _check_confidence(confidence)
     _check_resamples(resamples)
-    base_rows = _as_rows(baseline, "baseline")
-    cand_rows = _as_rows(candidate, "candidate")
-    if len(base_rows) != len(cand_rows):
-        raise ValueError(
-            f"baseline and candidate must hold the same number of comparisons, "
-            f"got {len(base_rows)} and {len(cand_rows)}"
-        )
-    pairs: list[tuple[FloatArray, FloatArray]] = []
-    for index, (base, cand) in enumerate(zip(base_rows, cand_rows, strict=True)):
-        try:
-            pairs.append(_as_pair(base, cand))
-        except ValueError as error:
-            raise ValueError(f"comparison {index}: {error}") from None
+    pairs = _as_pairs(_comparisons(baseline, candidate))
 
     by_length: dict[int, list[int]] = {}
     for index, (base, _) in enumerate(pairs):
@@ -191,14 +215,9 @@ def paired_bootstrap_many(
 
 
 def paired_bootstrap(
-    baseline: ArrayLike,
-    candidate: ArrayLike,
-    *,
-    confidence: float = 0.95,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    baseline: ArrayLike, candidate: ArrayLike, **options: Unpack[BootstrapOptions]
 ) -> PairedComparison:
-    """Paired percentile bootstrap of mean(candidate - baseline).
+    """Paired percentile bootstrap of mean(candidate - baseline); `options` as for `paired_bootstrap_many`.
 
     Instances are resampled with replacement (`np.random.default_rng(seed)`, the same draws as
     `scipy.stats.bootstrap(paired=True, rng=np.random.default_rng(seed))`). The CI is the
@@ -210,7 +229,7 @@ def paired_bootstrap(
     and CI [0, 0]. With very few instances (n < ~10) the percentile bootstrap is unreliable.
     """
     _as_pair(baseline, candidate)
-    return paired_bootstrap_many([baseline], [candidate], confidence=confidence, resamples=resamples, seed=seed)[0]
+    return paired_bootstrap_many([baseline], [candidate], **options)[0]
 
 
 def _agresti_min_interval(b: int, c: int, n: int, confidence: float) -> tuple[float, float]:
@@ -226,7 +245,9 @@ def _agresti_min_interval(b: int, c: int, n: int, confidence: float) -> tuple[fl
     return max(-1.0, centre - half_width), min(1.0, centre + half_width)
 
 
-def mcnemar_exact(baseline: ArrayLike, candidate: ArrayLike, *, confidence: float = 0.95) -> PairedComparison:
+def mcnemar_exact(
+    baseline: ArrayLike, candidate: ArrayLike, *, confidence: float = DEFAULT_CONFIDENCE
+) -> PairedComparison:
     """Exact McNemar test for paired 0/1 outcomes (1 = right).
 
     b = #(baseline 1, candidate 0), c = #(baseline 0, candidate 1); the p-value is the two-sided
@@ -273,49 +294,27 @@ def _mcnemar_result(
     )
 
 
-def compare_paired(
-    baseline: ArrayLike,
-    candidate: ArrayLike,
-    *,
-    confidence: float = 0.95,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-) -> PairedComparison:
-    """`mcnemar_exact` when both sides are 0/1, else `paired_bootstrap`."""
+def compare_paired(baseline: ArrayLike, candidate: ArrayLike, **options: Unpack[BootstrapOptions]) -> PairedComparison:
+    """`mcnemar_exact` when both sides are 0/1, else `paired_bootstrap`; `options` as for `paired_bootstrap_many`."""
     base, cand = _as_pair(baseline, candidate)
     if is_binary(base) and is_binary(cand):
-        return mcnemar_exact(base, cand, confidence=confidence)
-    return paired_bootstrap(base, cand, confidence=confidence, resamples=resamples, seed=seed)
+        return mcnemar_exact(base, cand, confidence=options.get("confidence", DEFAULT_CONFIDENCE))
+    return paired_bootstrap(base, cand, **options)
 
 
 def compare_paired_many(
-    baseline: Sequence[ArrayLike] | NDArray[Any],
-    candidate: Sequence[ArrayLike] | NDArray[Any],
-    *,
-    confidence: float = 0.95,
-    resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    baseline: Batch, candidate: Batch, **options: Unpack[BootstrapOptions]
 ) -> list[PairedComparison]:
     """`compare_paired` for each comparison, with the bootstrap ones batched as in
-    `paired_bootstrap_many` (inputs as there); results in input order."""
-    base_rows = _as_rows(baseline, "baseline")
-    cand_rows = _as_rows(candidate, "candidate")
-    if len(base_rows) != len(cand_rows):
-        raise ValueError(
-            f"baseline and candidate must hold the same number of comparisons, "
-            f"got {len(base_rows)} and {len(cand_rows)}"
-        )
-    results: list[PairedComparison | None] = [None] * len(base_rows)
+    `paired_bootstrap_many` (inputs and `options` as there); results in input order."""
+    confidence = options.get("confidence", DEFAULT_CONFIDENCE)
+    comparisons = _comparisons(baseline, candidate)
+    _check_confidence(confidence)
+    pairs = _as_pairs(comparisons)
+    results: list[PairedComparison | None] = [None] * len(pairs)
     continuous: list[int] = []
     binary: list[tuple[int, int, int]] = []
-    pairs: list[tuple[FloatArray, FloatArray]] = []
-    _check_confidence(confidence)
-    for index, (base_row, cand_row) in enumerate(zip(base_rows, cand_rows, strict=True)):
-        try:
-            base, cand = _as_pair(base_row, cand_row)
-        except ValueError as error:
-            raise ValueError(f"comparison {index}: {error}") from None
-        pairs.append((base, cand))
+    for index, (base, cand) in enumerate(pairs):
         if is_binary(base) and is_binary(cand):
             binary.append((index, *_discordant(base, cand)))
         else:
@@ -325,13 +324,7 @@ def compare_paired_many(
         for index, b_i, c_i, p_value in zip(indices, b, c, _mcnemar_p_values(b, c), strict=True):
             base, cand = pairs[index]
             results[index] = _mcnemar_result(base, cand, int(b_i), int(c_i), float(p_value), confidence)
-    boot = paired_bootstrap_many(
-        [pairs[i][0] for i in continuous],
-        [pairs[i][1] for i in continuous],
-        confidence=confidence,
-        resamples=resamples,
-        seed=seed,
-    )
+    boot = paired_bootstrap_many([pairs[i][0] for i in continuous], [pairs[i][1] for i in continuous], **options)
     for index, result in zip(continuous, boot, strict=True):
         results[index] = result
     return [result for result in results if result is not None]

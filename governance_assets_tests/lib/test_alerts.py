@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,7 @@ from governance_assets.lib.alerts import (
     WebhookSink,
     deliver,
 )
+from governance_assets_tests.http_server import Answer, ScriptedServer, clear_proxies, serve
 
 SECRET_PATH = "/hooks/T000/SECRET123"
 BACKOFF = 0.5
@@ -47,84 +44,25 @@ def make_alert(key: str = "helm/run_stats:min_exact_match:v2:17", **changes: Any
 
 
 @dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
+class FakeWebhook(ScriptedServer):
+    """The local server, answering 200 by default, whose `url` has a secret path."""
 
-
-@dataclass
-class FakeWebhook:
-    """Answers POSTs from a script of (status, headers, body), then with `default`."""
-
-    base_url: str
-    script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
-    default: tuple[int, dict[str, str], bytes] = (200, {}, b"ok")
-    delay_seconds: float = 0.0
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    default: Answer = (200, {}, b"ok")
 
     @property
     def url(self) -> str:
         return self.base_url + SECRET_PATH
 
-    def answer(self, request: Received) -> tuple[int, dict[str, str], bytes]:
-        with self.lock:
-            self.requests.append(request)
-            return self.script.pop(0) if self.script else self.default
-
 
 @pytest.fixture(autouse=True)
 def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """urllib honours proxy variables; requests to the local server must not go through one."""
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
+    clear_proxies(monkeypatch)
 
 
 @pytest.fixture
 def webhook() -> Iterator[FakeWebhook]:
-    state: FakeWebhook
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status, headers, answer = state.answer(
-                Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
-            if state.delay_seconds:
-                time.sleep(state.delay_seconds)
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-            except OSError:  # the client timed out and went away
-                pass
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state = FakeWebhook(base_url=f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
+    with serve(FakeWebhook) as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture
-def unused_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def sink(url: str, sleeps: list[float], **kwargs: Any) -> WebhookSink:

@@ -6,14 +6,11 @@ import json
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from governance_assets.lib.openlineage import (
     run_uuid,
     validate_event,
 )
+from governance_assets_tests.http_server import Answer, ScriptedServer, clear_proxies, serve
 
 SPEC_DIR = Path(openlineage.__file__).resolve().parent.parent / "openlineage_spec"
 WAREHOUSE = "file:///srv/governance/warehouse"
@@ -378,84 +376,22 @@ def test_file_transport_reports_an_unwritable_path(tmp_path: Path) -> None:
 
 
 @dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
+class FakeLineageServer(ScriptedServer):
+    """The local server, answering 201 by default."""
 
-
-@dataclass
-class FakeLineageServer:
-    """Answers POSTs from a script of (status, headers, body), then with `default`."""
-
-    base_url: str
-    script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
-    default: tuple[int, dict[str, str], bytes] = (201, {}, b"")
-    delays: list[float] = field(default_factory=list)
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def answer(self, request: Received) -> tuple[tuple[int, dict[str, str], bytes], float]:
-        with self.lock:
-            self.requests.append(request)
-            delay = self.delays.pop(0) if self.delays else 0.0
-            return (self.script.pop(0) if self.script else self.default), delay
-
-    def events(self) -> list[Any]:
-        return [json.loads(request.body) for request in self.requests]
+    default: Answer = (201, {}, b"")
 
 
 @pytest.fixture(autouse=True)
 def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """urllib honours proxy variables; requests to the local server must not go through one."""
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
+    clear_proxies(monkeypatch)
     monkeypatch.delenv(TOKEN_ENV, raising=False)
 
 
 @pytest.fixture
 def server() -> Iterator[FakeLineageServer]:
-    state: FakeLineageServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            received = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            (status, headers, answer), delay = state.answer(received)
-            if delay:
-                time.sleep(delay)
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-            except OSError:  # the client timed out and went away
-                pass
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state = FakeLineageServer(base_url=f"http://127.0.0.1:{httpd.server_address[1]}")
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
+    with serve(FakeLineageServer) as state:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture
-def unused_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_http_transport_posts_events_to_the_lineage_endpoint(

@@ -93,6 +93,18 @@ def lineage_records(
                 evaluations.set_tags(mlflow_run.info.run_id, tags)
         document = json.dumps({"suite": suite, "runs": records}, indent=2, default=str)
         write_text_atomic(state.home_path() / "lineage" / f"{suite}.json", document)
+        log_report(
+            mlflow.recorder(state, policy.mlflow.governance_experiment),
+            f"{suite}/lineage",
+            {
+                "governance.suite": suite,
+                "dagster.run_id": context.run.run_id,
+                "dagster.asset_key": "lineage/records",
+                "dagster.partition": suite,
+            },
+            {"runs_recorded": len(records), "runs_with_unknowns": sum(bool(r["unknown_fields"]) for r in records)},
+            {f"lineage-{suite}.json": document},
+        )
         table = pd.DataFrame(
             [
                 {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in r.items()}

@@ -1,0 +1,180 @@
+"""POST a body over HTTP(S) with retries: the machinery shared by the alert webhook and OpenLineage.
+
+Pure stdlib. Nothing here puts a URL, a header or a response body into a message: a failed POST
+comes back as a `Failure` of neutral fields, and each caller words (and sanitises) its own error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from email.message import Message
+from typing import IO, Literal
+
+MAX_RETRY_AFTER_SECONDS = 60.0
+"""Upper bound on a server's Retry-After (seconds) that `post_with_retries` will honour."""
+
+UrlProblem = Literal["syntax", "scheme", "characters"]
+
+_URL_PHRASES: dict[UrlProblem, str] = {
+    "syntax": "is not a valid URL",
+    "scheme": "is not an http(s) URL",
+    "characters": "contains whitespace or control characters",
+}
+
+
+class InvalidURL(ValueError):
+    """A URL that `http_url_parts` refuses; the message is a phrase (`is not a valid URL`…), never the URL."""
+
+    def __init__(self, problem: UrlProblem) -> None:
+        super().__init__(_URL_PHRASES[problem])
+        self.problem: UrlProblem = problem
+        """`syntax` (unparsable, bad port), `scheme` (not http(s), or no host), `characters`."""
+
+
+def http_url_parts(url: str) -> urllib.parse.SplitResult:
+    """`url` split, or InvalidURL unless it is an http(s) URL with a host, a valid port and no
+    whitespace or control characters (callers strip it first)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise InvalidURL("syntax") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise InvalidURL("scheme")
+    if any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+        raise InvalidURL("characters")
+    return parts
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would turn the POST into a body-less GET elsewhere."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
+def no_redirect_opener() -> urllib.request.OpenerDirector:
+    """An opener that returns a 3xx answer as an HTTPError instead of following it."""
+    return urllib.request.build_opener(_NoRedirect)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds, capped; None when absent or an HTTP date."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """How the last attempt of `post_with_retries` failed."""
+
+    problem: str
+    """`HTTP <status>`, or the type name of the error (`ConnectionRefusedError`, `TimeoutError`…)."""
+    attempts: int = 1
+    """How many attempts were made."""
+    retryable: bool = False
+    """True if the failure looks transient (connection error, timeout, HTTP 429/5xx)."""
+    status: int | None = None
+    """The HTTP status, if the server answered."""
+    strerror: str | None = None
+    """The operating system's text for a connection error (`Connection refused`), if any."""
+    response: str = ""
+    """The start of the error response's body, decoded: it may echo the URL or a secret."""
+    retry_after: float | None = None
+    """The server's Retry-After in seconds (capped), if it gave one."""
+
+
+def post_with_retries(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    opener: urllib.request.OpenerDirector,
+    timeout_seconds: float,
+    retries: int,
+    backoff_seconds: float,
+    sleep: Callable[[float], None],
+    retry_after_replaces_backoff: bool,
+    response_bytes: int,
+) -> Failure | None:
+    """POST `body`; None once it is accepted, else the last attempt's Failure.
+
+    Connection errors, timeouts and HTTP 429/5xx are retried up to `retries` times; the n-th retry
+    waits `backoff_seconds * 2**(n-1)`, or the server's Retry-After instead (when
+    `retry_after_replaces_backoff`) or if that is longer (otherwise). Other answers are final.
+    `response_bytes` bounds how much of an error response is read into `Failure.response`.
+    """
+    failure: Failure | None = None
+    for attempt in range(retries + 1):
+        if failure is not None:
+            delay = backoff_seconds * 2 ** (attempt - 1)
+            if failure.retry_after is not None:
+                delay = failure.retry_after if retry_after_replaces_backoff else max(delay, failure.retry_after)
+            sleep(delay)
+        failure = _attempt(opener, url, body, headers, timeout_seconds, response_bytes)
+        if failure is None:
+            return None
+        failure = dataclasses.replace(failure, attempts=attempt + 1)
+        if not failure.retryable:
+            break
+    return failure
+
+
+def _attempt(
+    opener: urllib.request.OpenerDirector,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout_seconds: float,
+    response_bytes: int,
+) -> Failure | None:
+    request = urllib.request.Request(url, data=body, method="POST", headers=dict(headers))
+    try:
+        with opener.open(request, timeout=timeout_seconds) as response:
+            response.read()
+        return None
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        try:
+            answer = exc.read(response_bytes).decode("utf-8", "replace")
+        except Exception:
+            answer = ""
+        finally:
+            exc.close()
+        return Failure(
+            f"HTTP {status}",
+            retryable=status == 429 or status >= 500,
+            status=status,
+            response=answer,
+            retry_after=retry_after_seconds(exc.headers.get("Retry-After")) if exc.headers else None,
+        )
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        kind = type(reason).__name__ if isinstance(reason, BaseException) else "URLError"
+        strerror = reason.strerror if isinstance(reason, OSError) and reason.strerror else None
+        return Failure(kind, retryable=True, strerror=strerror)
+    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets mid-response
+        return Failure(type(exc).__name__, retryable=True)
+    except Exception as exc:  # never let a message (which might quote the URL) escape
+        return Failure(type(exc).__name__)

@@ -73,13 +73,8 @@ class RunFolder:
         return not self.missing_files
 
 
-def files_content_hash(run_dir: Path) -> str:
-    """A fast content hash (xxh3-128) of each of the five run files, as `file:hash|…`."""
-    return "|".join(f"{name}:{xxhash.xxh3_128_hexdigest((run_dir / name).read_bytes())}" for name in REQUIRED_RUN_FILES)
-
-
 def files_fingerprint(fingerprint: str, files: Sequence[str]) -> str:
-    """The part of a run's fingerprint (or content hash) that covers `files` only."""
+    """The part of a run's fingerprint that covers `files` only."""
     return "|".join(part for part in fingerprint.split("|") if part.split(":", 1)[0] in files)
 
 
@@ -158,12 +153,19 @@ def _reject_constant(constant: str) -> float:
 
 def load_json(path: Path) -> Any:
     """Parse a JSON file; a missing, truncated or invalid file raises HelmOutputError."""
+    return _parse(path, _read(path))
+
+
+def _read(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as error:
         raise HelmOutputError(path, "file is missing") from error
     except OSError as error:
         raise HelmOutputError(path, f"cannot be read: {error.strerror}") from error
+
+
+def _parse(path: Path, data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -342,11 +344,24 @@ def _cached_label(perturbation: dict[str, Any]) -> str | None:
     return label
 
 
-def _load_list(path: Path) -> list[Any]:
-    data = load_json(path)
+class RunFile(NamedTuple):
+    """A table's columns read from one run file, and a content digest of that file."""
+
+    columns: Columns
+    digest: str
+
+
+def _load(path: Path) -> tuple[Any, str]:
+    """The parsed file and an xxh3-128 digest of its bytes (read once)."""
+    data = _read(path)
+    return _parse(path, data), xxhash.xxh3_128_hexdigest(data)
+
+
+def _load_list(path: Path) -> tuple[list[Any], str]:
+    data, digest = _load(path)
     if not isinstance(data, list):
         raise HelmOutputError(path, "expected a JSON list")
-    return data
+    return data, digest
 
 
 def _as_columns(rows: Sequence[tuple[Any, ...]], fields: Sequence[str]) -> Columns:
@@ -376,17 +391,18 @@ def _stats_fast(stats: list[Any]) -> Columns:
     return columns
 
 
-def read_stats(run_dir: Path, strict: bool = False) -> Columns:
+def read_stats(run_dir: Path, strict: bool = False) -> RunFile:
     """Every run-level stat of `stats.json`. The fast path trusts types (Arrow checks them
     later); `strict` validates each stat and raises HelmOutputError naming the first bad one."""
     path = run_dir / "stats.json"
-    stats = _load_list(path)
+    stats, digest = _load_list(path)
     if not strict:
         try:
-            return _stats_fast(stats)
+            return RunFile(_stats_fast(stats), digest)
         except _FAST_PATH_ERRORS:
             pass
-    return _as_columns([parse_stat(stat, f"stat {index}", path) for index, stat in enumerate(stats)], STATS_FIELDS)
+    rows = [parse_stat(stat, f"stat {index}", path) for index, stat in enumerate(stats)]
+    return RunFile(_as_columns(rows, STATS_FIELDS), digest)
 
 
 def _instance_stats_fast(entries: list[Any]) -> Columns:
@@ -412,13 +428,13 @@ def _instance_stats_fast(entries: list[Any]) -> Columns:
     return columns
 
 
-def read_instance_stats(run_dir: Path, strict: bool = False) -> Columns:
+def read_instance_stats(run_dir: Path, strict: bool = False) -> RunFile:
     """Every per-instance stat of `per_instance_stats.json`, one value each (the stat's mean)."""
     path = run_dir / "per_instance_stats.json"
-    entries = _load_list(path)
+    entries, digest = _load_list(path)
     if not strict:
         try:
-            return _instance_stats_fast(entries)
+            return RunFile(_instance_stats_fast(entries), digest)
         except _FAST_PATH_ERRORS:
             pass
     rows: list[tuple[Any, ...]] = []
@@ -448,7 +464,7 @@ def read_instance_stats(run_dir: Path, strict: bool = False) -> Columns:
                     row.mean,
                 )
             )
-    return _as_columns(rows, INSTANCE_STATS_FIELDS)
+    return RunFile(_as_columns(rows, INSTANCE_STATS_FIELDS), digest)
 
 
 class PredictionRow(NamedTuple):
@@ -472,11 +488,11 @@ def _text(value: Any) -> str:
     return str(value.get("text", "")) if isinstance(value, dict) else str(value or "")
 
 
-def read_predictions(run_dir: Path, strict: bool = False) -> Columns:
+def read_predictions(run_dir: Path, strict: bool = False) -> RunFile:
     """Prompts, first completions and references from `scenario_state.json` (always strict:
     a suite has few requests compared with stats)."""
     path = run_dir / "scenario_state.json"
-    state = load_json(path)
+    state, digest = _load(path)
     if not isinstance(state, dict) or not isinstance(state.get("request_states"), list):
         raise HelmOutputError(path, "expected an object with a 'request_states' list")
     rows = []
@@ -506,4 +522,4 @@ def read_predictions(run_dir: Path, strict: bool = False) -> Columns:
                 error=result.get("error") if result else None,
             )
         )
-    return _as_columns(rows, PredictionRow._fields)
+    return RunFile(_as_columns(rows, PredictionRow._fields), digest)

@@ -83,7 +83,7 @@ def compare_stats(recorded_dir: Path, rerun_dir: Path, tolerance: float) -> tupl
     of the differences."""
 
     def means(folder: Path) -> dict[tuple[Any, ...], float | None]:
-        columns = read_stats(folder)
+        columns = read_stats(folder).columns
         keys = zip(columns["metric"], columns["split"], columns["sub_split"], columns["perturbation"], strict=True)
         return dict(zip(keys, columns["mean"], strict=True))
 

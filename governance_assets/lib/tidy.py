@@ -32,7 +32,6 @@ RUNS_SCHEMA = pa.schema(
         ("max_eval_instances", pa.int64()),
         ("run_spec_hash", pa.string()),
         ("fingerprint", pa.string()),
-        ("content_hash", pa.string()),
         ("missing_files", pa.list_(pa.string())),
         ("listed_in_summary", pa.bool_()),
         ("error", pa.string()),
@@ -165,7 +164,6 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
             max_eval_instances=spec.adapter_spec.get("max_eval_instances"),
             run_spec_hash=content_hash(spec.raw),
             fingerprint=fingerprint,
-            content_hash=ho.files_content_hash(run.path),
         )
         rows.append(row)
     missing = sorted(listed_names - {run.run_name for run in folders})
@@ -179,7 +177,7 @@ class TidyTable:
     key: tuple[str, ...]
     schema: pa.Schema
     source_file: str
-    read_columns: Callable[[Path, bool], ho.Columns]
+    read_columns: Callable[[Path, bool], ho.RunFile]
     run_columns: tuple[str, ...]
     """Columns taken from the run (suite, run_name, …) before the row's own fields."""
     arrow_cache: bool
@@ -222,22 +220,27 @@ class TableBuild:
     """None when nothing changed and the stored table was left as it was (not even read)."""
     rows: int
     manifest: dict[str, str]
+    digests: dict[str, str] = field(default_factory=dict)
+    """Run name -> content digest of the file the run was read from (its data version)."""
     errors: dict[str, str] = field(default_factory=dict)
     parsed: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
 
 
-def _to_table(spec: TidyTable, pending: Sequence[tuple[dict[str, Any], ho.Columns]]) -> pa.Table:
+Pending = list[tuple[dict[str, Any], ho.RunFile]]
+
+
+def _to_table(spec: TidyTable, pending: Pending) -> pa.Table:
     """One Arrow table from the columns read from several runs (one conversion per column)."""
     own_fields = spec.schema.names[len(spec.run_columns) :]
     arrays = [
         pa.array(
-            list(chain.from_iterable(columns[name] for _, columns in pending)),
+            list(chain.from_iterable(file.columns[name] for _, file in pending)),
             spec.schema.field(name).type,
         )
         for name in own_fields
     ]
-    rows_per_run = [len(columns[own_fields[0]]) for _, columns in pending]
+    rows_per_run = [len(file.columns[own_fields[0]]) for _, file in pending]
     run_index = pa.array(np.repeat(np.arange(len(pending)), rows_per_run))
     constants = [
         pc.take(pa.array([run[name] for run, _ in pending], pa.string()), run_index) for name in spec.run_columns
@@ -245,9 +248,7 @@ def _to_table(spec: TidyTable, pending: Sequence[tuple[dict[str, Any], ho.Column
     return pa.Table.from_arrays(constants + arrays, schema=spec.schema)
 
 
-def _convert(
-    spec: TidyTable, pending: list[tuple[dict[str, Any], ho.Columns]], errors: dict[str, str]
-) -> tuple[pa.Table, list[tuple[dict[str, Any], ho.Columns]]]:
+def _convert(spec: TidyTable, pending: Pending, errors: dict[str, str]) -> tuple[pa.Table, Pending]:
     """Convert all runs at once; if Arrow refuses a value, find the runs at fault, name the
     bad value through the strict reader, and convert the rest."""
     try:
@@ -255,10 +256,10 @@ def _convert(
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
     survivors = []
-    for run, columns in pending:
+    for run, file in pending:
         try:
-            _to_table(spec, [(run, columns)])
-            survivors.append((run, columns))
+            _to_table(spec, [(run, file)])
+            survivors.append((run, file))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             folder = Path(run["path"])
             try:
@@ -282,19 +283,23 @@ def _only_runs(table: pa.Table, keep: set[str]) -> pa.Table:
     return pa.concat_tables([table.slice(start, end - start) for start, end in zip(starts, ends, strict=True)])
 
 
-def data_version(runs: pa.Table, spec: TidyTable | None = None, errors: Mapping[str, str] | None = None) -> str:
-    """A content-based version: the hashes of the files each run was read from (for `spec`'s
-    table, its source file and run_spec.json; for `helm/runs`, all five) and the runs' status."""
-    rows = sorted(
-        (row["run_name"], row["status"], row["content_hash"] or row["error"] or "")
-        for row in runs.select(["run_name", "status", "content_hash", "error"]).to_pylist()
-    )
-    if spec is not None:
-        files = ("run_spec.json", spec.source_file)
-        rows = [
-            (name, status, ho.files_fingerprint(digest, files)) for name, status, digest in rows if status == "complete"
-        ]
-    return content_hash({"runs": rows, "errors": dict(errors or {})})[:32]
+def data_version(
+    runs: pa.Table,
+    spec: TidyTable | None = None,
+    digests: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> str:
+    """A content-based version. `helm/runs`: each run's status and run-spec hash; a tidy table:
+    the run-spec hash and the digest of the file each run was read from, and the errors."""
+    if spec is None:
+        rows = sorted(
+            (row["run_name"], row["status"], row["run_spec_hash"] or row["error"] or "")
+            for row in runs.select(["run_name", "status", "run_spec_hash", "error"]).to_pylist()
+        )
+        return content_hash(rows)[:32]
+    spec_hashes = dict(zip(runs["run_name"].to_pylist(), runs["run_spec_hash"].to_pylist(), strict=True))
+    contents = {name: [spec_hashes.get(name), digest] for name, digest in (digests or {}).items()}
+    return content_hash({"runs": contents, "errors": dict(errors or {})})[:32]
 
 
 def _source_fingerprint(spec: TidyTable, run_fingerprint: str) -> str:
@@ -307,6 +312,7 @@ def build_table(
     runs: pa.Table,
     previous: pa.Table | None = None,
     previous_manifest: dict[str, str] | None = None,
+    previous_digests: dict[str, str] | None = None,
 ) -> TableBuild:
     """Build `spec`'s table for the complete runs in `runs` (a `helm/runs` table).
 
@@ -314,7 +320,7 @@ def build_table(
     re-read; a run whose files cannot be read is left out and named in `errors`."""
     previous_manifest = previous_manifest or {}
     build = TableBuild(table=None, rows=0, manifest={})
-    pending: list[tuple[dict[str, Any], ho.Columns]] = []
+    pending: Pending = []
     complete = runs.filter(pc.equal(runs["status"], "complete")).to_pylist()
     fingerprints = {run["run_name"]: _source_fingerprint(spec, run["fingerprint"]) for run in complete}
     for run in complete:
@@ -334,6 +340,10 @@ def build_table(
         pieces.append(table)
         build.parsed = [run["run_name"] for run, _ in converted]
     build.manifest = {name: fingerprints[name] for name in build.reused + build.parsed}
+    parsed_digests = {run["run_name"]: file.digest for run, file in pending}
+    build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {
+        name: parsed_digests[name] for name in build.parsed
+    }
     table = pa.concat_tables(pieces) if pieces else spec.schema.empty_table()
     build.table, build.rows = table, table.num_rows
     return build
@@ -349,6 +359,7 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Ta
     if runs is None:
         raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
     manifest: dict[str, str] = warehouse.read_annotation(spec.key, suite, "manifest") or {}
+    digests: dict[str, str] = warehouse.read_annotation(spec.key, suite, "digests") or {}
     complete = runs.filter(pc.equal(runs["status"], "complete"))
     current = {
         name: _source_fingerprint(spec, fingerprint)
@@ -357,15 +368,15 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Ta
     path = warehouse.path(spec.key, suite)
     if manifest and manifest == current and path.exists():
         rows = pq.read_metadata(path).num_rows
-        return TableBuild(table=None, rows=rows, manifest=manifest, reused=sorted(manifest))
+        return TableBuild(table=None, rows=rows, manifest=manifest, digests=digests, reused=sorted(manifest))
     previous = warehouse.read_cached(spec.key, suite) if manifest else None
-    build = build_table(spec, runs, previous, manifest)
+    build = build_table(spec, runs, previous, manifest, digests)
     warehouse.write(
         spec.key,
         suite,
         build.table,
-        {"manifest": build.manifest, "errors": build.errors},
-        cache=True,
+        {"manifest": build.manifest, "digests": build.digests, "errors": build.errors},
+        cache=spec.arrow_cache,
     )
     return build
 

@@ -142,3 +142,29 @@ def test_reingest_reparses_only_the_changed_run(tmp_path: Path, warehouse: Wareh
     ]
     assert row["mean"].tolist() == [0.123]
     assert len(run_stats) == 5 * 162
+
+
+def test_data_versions_follow_content_not_timestamps(tmp_path: Path, warehouse: Warehouse) -> None:
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=3)
+
+    def versions() -> dict[str, str]:
+        result = tidy.ingest_suite("v1", suite_dir, warehouse)
+        runs = result.catalogue.table
+        found = {"helm/runs": tidy.data_version(runs)}
+        for spec in tidy.TIDY_TABLES:
+            build = result.builds[spec.key]
+            found["/".join(spec.key)] = tidy.data_version(runs, spec, build.digests, build.errors)
+        return found
+
+    first = versions()
+    run = sorted(p for p in suite_dir.iterdir() if p.is_dir())[1]
+    stats = run / "stats.json"
+    stats.write_bytes(stats.read_bytes())  # rewritten, same content: HELM re-ran identically
+    touched = versions()
+    assert touched == first
+    stats.write_text(stats.read_text().replace('"mean": 4.0', '"mean": 4.5', 1))
+    changed = versions()
+    assert changed["helm/run_stats"] != first["helm/run_stats"]
+    assert {k: v for k, v in changed.items() if k != "helm/run_stats"} == {
+        k: v for k, v in first.items() if k != "helm/run_stats"
+    }

@@ -122,7 +122,7 @@ def _refresh(
         if runs is None:
             raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
         build = tidy.refresh_table(spec, suite, warehouse, runs)
-        versions.append(tidy.data_version(runs, spec, build.errors))
+        versions.append(tidy.data_version(runs, spec, build.digests, build.errors))
         totals["rows"] += build.rows
         totals["runs_parsed"] += len(build.parsed)
         totals["runs_reused"] += len(build.reused)

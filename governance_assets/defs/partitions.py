@@ -1,5 +1,8 @@
 """Partitions shared across groups."""
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import dagster as dg
 
 HELM_SUITES = "helm_suites"
@@ -13,3 +16,25 @@ A run over a partition range (`dagster asset materialize --partition-range`) sti
 suites in one process; its check results then summarise the whole range."""
 
 OWNERS = ["team:ml-governance"]
+
+
+def suite_asset(
+    key: Sequence[str],
+    *,
+    kinds: set[str],
+    deps: Iterable[dg.AssetKey | Sequence[str]] = (),
+    description: str | None = None,
+) -> dict[str, Any]:
+    """The settings every suite-partitioned asset shares: key `[group, entity]` with the group
+    named after its folder under defs/, the suite partitions, owners, kinds, a code version."""
+    return {
+        "key": dg.AssetKey(list(key)),
+        "group_name": key[0],
+        "partitions_def": helm_suites,
+        "backfill_policy": SUITE_BACKFILL,
+        "deps": [dep if isinstance(dep, dg.AssetKey) else dg.AssetKey(list(dep)) for dep in deps],
+        "kinds": kinds,
+        "owners": OWNERS,
+        "code_version": "1",
+        **({"description": description} if description else {}),
+    }

@@ -10,7 +10,7 @@ import pyarrow as pa
 from governance_assets.defs.gates.inputs import earlier_instance_stats, suite_tables
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.metadata import md_table
-from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
+from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib import tidy
 from governance_assets.lib.gates import evaluate_gates, evidence_rows, verdict_rows
@@ -34,14 +34,7 @@ VERDICTS_SCHEMA = pa.schema(
 
 
 @dg.asset(
-    key=list(VERDICTS_KEY),
-    group_name="gates",
-    partitions_def=helm_suites,
-    backfill_policy=SUITE_BACKFILL,
-    deps=[RUNS_KEY, *(dg.AssetKey(list(spec.key)) for spec in tidy.TIDY_TABLES)],
-    kinds={"parquet", "mlflow"},
-    owners=OWNERS,
-    code_version="1",
+    **suite_asset(VERDICTS_KEY, kinds={"parquet", "mlflow"}, deps=[RUNS_KEY, *(spec.key for spec in tidy.TIDY_TABLES)])
 )
 def gates_verdicts(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from governance_assets.defs.metadata import md_table
-from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
+from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 from governance_assets.lib import tidy
 from governance_assets.lib.mlflow_record import evaluation_runs, run_url
@@ -61,15 +61,7 @@ def _catalogue_suite(
     return catalogue.table
 
 
-@dg.asset(
-    key=RUNS_KEY,
-    group_name="helm",
-    partitions_def=helm_suites,
-    backfill_policy=SUITE_BACKFILL,
-    kinds={"helm", "parquet"},
-    owners=OWNERS,
-    code_version="1",
-)
+@dg.asset(**suite_asset(tidy.RUNS_KEY, kinds={"helm", "parquet"}))
 def helm_runs(context: dg.AssetExecutionContext, state: GovernanceState, helm: HelmRunner) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """The suite's HELM run folders: runs HELM for a planned suite, verifies a historical one."""
     rows: list[dict[str, Any]] = []
@@ -88,20 +80,6 @@ def helm_runs(context: dg.AssetExecutionContext, state: GovernanceState, helm: H
             "runs": dg.MetadataValue.md(md_table(rows, ["suite", "run_name", "status", "model", "error"])),
         },
     )
-
-
-def _tidy_asset_args(spec: tidy.TidyTable, description: str) -> dict[str, Any]:
-    return {
-        "key": dg.AssetKey(list(spec.key)),
-        "description": description,
-        "group_name": "helm",
-        "partitions_def": helm_suites,
-        "backfill_policy": SUITE_BACKFILL,
-        "deps": [RUNS_KEY],
-        "kinds": {"helm", "parquet"},
-        "owners": OWNERS,
-        "code_version": "1",
-    }
 
 
 def _combined(versions: list[str]) -> dg.DataVersion:
@@ -137,7 +115,14 @@ def _refresh(
     return metadata, _combined(versions)
 
 
-@dg.asset(**_tidy_asset_args(tidy.RUN_STATS, "Run-level HELM stats, one row per run × stat, recorded in MLflow."))
+@dg.asset(
+    **suite_asset(
+        tidy.RUN_STATS.key,
+        kinds={"helm", "parquet"},
+        deps=[RUNS_KEY],
+        description="Run-level HELM stats, one row per run × stat, recorded in MLflow.",
+    )
+)
 def helm_run_stats(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
@@ -146,13 +131,27 @@ def helm_run_stats(
     return dg.MaterializeResult(metadata=metadata, data_version=version)
 
 
-@dg.asset(**_tidy_asset_args(tidy.INSTANCE_STATS, "Per-instance HELM stats, one row per run × instance × stat."))
+@dg.asset(
+    **suite_asset(
+        tidy.INSTANCE_STATS.key,
+        kinds={"helm", "parquet"},
+        deps=[RUNS_KEY],
+        description="Per-instance HELM stats, one row per run × instance × stat.",
+    )
+)
 def helm_instance_stats(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
     metadata, version = _refresh(context, state, tidy.INSTANCE_STATS)
     return dg.MaterializeResult(metadata=metadata, data_version=version)
 
 
-@dg.asset(**_tidy_asset_args(tidy.PREDICTIONS, "Prompts, completions and references per instance (scenario_state)."))
+@dg.asset(
+    **suite_asset(
+        tidy.PREDICTIONS.key,
+        kinds={"helm", "parquet"},
+        deps=[RUNS_KEY],
+        description="Prompts, completions and references per instance (scenario_state).",
+    )
+)
 def helm_predictions(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
     metadata, version = _refresh(context, state, tidy.PREDICTIONS)
     return dg.MaterializeResult(metadata=metadata, data_version=version)

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.metadata import md_table
-from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
+from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 from governance_assets.lib import helm_runner, reproducibility, tidy
 from governance_assets.lib.lineage import canonical_hash, run_lineage
@@ -45,16 +45,7 @@ def _versions(context: dg.AssetExecutionContext, suite: str) -> tuple[dict[str, 
     return code, data
 
 
-@dg.asset(
-    key=list(RECORDS_KEY),
-    group_name="lineage",
-    partitions_def=helm_suites,
-    backfill_policy=SUITE_BACKFILL,
-    deps=HELM_ASSETS,
-    kinds={"parquet", "json", "mlflow"},
-    owners=OWNERS,
-    code_version="1",
-)
+@dg.asset(**suite_asset(RECORDS_KEY, kinds={"parquet", "json", "mlflow"}, deps=HELM_ASSETS))
 def lineage_records(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
@@ -129,16 +120,7 @@ def lineage_records(
     )
 
 
-@dg.asset(
-    key=list(REPRODUCIBILITY_KEY),
-    group_name="lineage",
-    partitions_def=helm_suites,
-    backfill_policy=SUITE_BACKFILL,
-    deps=[dg.AssetKey(list(RECORDS_KEY))],
-    kinds={"helm", "html", "mlflow"},
-    owners=OWNERS,
-    code_version="1",
-)
+@dg.asset(**suite_asset(REPRODUCIBILITY_KEY, kinds={"helm", "html", "mlflow"}, deps=[RECORDS_KEY]))
 def lineage_reproducibility(
     context: dg.AssetExecutionContext, state: GovernanceState, helm: HelmRunner, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from governance_assets.defs.gates.assets import VERDICTS_KEY
 from governance_assets.defs.metadata import md_table
-from governance_assets.defs.partitions import OWNERS, SUITE_BACKFILL, helm_suites
+from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib.gates import release_decisions
 from governance_assets.lib.mlflow_record import log_report, run_url
@@ -26,16 +26,7 @@ DECISION_SCHEMA = pa.schema(
 )
 
 
-@dg.asset(
-    key=list(DECISION_KEY),
-    group_name="release",
-    partitions_def=helm_suites,
-    backfill_policy=SUITE_BACKFILL,
-    deps=[dg.AssetKey(list(VERDICTS_KEY))],
-    kinds={"parquet", "mlflow"},
-    owners=OWNERS,
-    code_version="1",
-)
+@dg.asset(**suite_asset(DECISION_KEY, kinds={"parquet", "mlflow"}, deps=[VERDICTS_KEY]))
 def release_decision(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]

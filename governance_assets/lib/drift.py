@@ -283,32 +283,37 @@ def _normalized_wasserstein(ref: _Column, cur: _Column) -> tuple[float, float]:
 
 
 def _wasserstein_sorted(u: FloatArray, v: FloatArray) -> float:
-    """Exact W1 = ∫₀¹ |Qᵤ(t) − Qᵥ(t)| dt of two sorted samples (quantile functions Q).
+    """Exact W1 = ∫₀¹ |Qᵤ(t) − Qᵥ(t)| dt of two sorted samples (Q: quantile functions).
 
-    The quantile functions are steps at t = i/n (u) and j/m (v). Scaled by n·m these are the
-    integers i·m and j·n; each step ends one interval of the merged grid, on which Qᵤ and Qᵥ are
-    constant. Its length and the other sample's index come from integer division, so the sum needs
-    neither a merge sort nor a search: O(n + m) after sorting.
+    Qᵤ steps at t = i/n and Qᵥ at j/m; scaled by n·m the steps are the integers i·m and j·n, and
+    each step ends one interval of the merged grid (a tie: the u step ends it, the v step ends an
+    empty one). On each interval both Q are constant, so W1 = Σ length·|u[a] − v[b]| / (n·m) with
+    lengths and indices from integer arithmetic: O(n + m) after sorting, no merge sort or search,
+    and on the larger sample only a repeat, a subtraction and a dot product.
     """
+    if u.size > v.size:
+        u, v = v, u  # W1 is symmetric; below n ≤ m
     n, m = u.size, v.size
     if n == m:
         return float(np.mean(np.abs(u - v)))
-    # Interval ending at u's step i (key i·m): previous key is the larger of u's (i−1)·m and the
-    # largest v key strictly below, c·n with c = ⌈i·m/n⌉ − 1; there Qᵥ = v[c].
-    key_u = np.arange(m, n * m + 1, m, dtype=np.int64)
-    c = (key_u - 1) // n
-    length_u = key_u - np.maximum(key_u - m, c * n)
-    # Interval ending at v's step j (key j·n): previous key is the larger of (j−1)·n and the largest
-    # u key at or below, d·m with d = ⌊j·n/m⌋ (a tie with a u key leaves this interval empty);
-    # there Qᵤ = u[d] (clipped: only the empty tie interval at t = 1 could point past the end).
-    key_v = np.arange(n, n * m + 1, n, dtype=np.int64)
-    d = key_v // m
-    length_v = key_v - np.maximum(key_v - n, d * m)
-    np.minimum(d, n - 1, out=d)
-    total = np.dot(length_u.astype(np.float64), np.abs(u - v[c])) + np.dot(
-        length_v.astype(np.float64), np.abs(v - u[d])
-    )
-    return float(total / (float(n) * float(m)))
+    i = np.arange(1, n + 1, dtype=np.int64)
+    # first[i-1] = ⌈i·m/n⌉ − 1: the number of v steps strictly before u's step i, i.e. the index of
+    # v on the interval that u's step i ends (key i·m; previous key first·n, never (i−1)·m as m > n).
+    first = (i * m - 1) // n
+    u_side = np.dot((i * m - first * n).astype(np.float64), np.abs(u - v[first]))
+    # The interval ended by v's step j < m (key j·n) lies on u[⌊j·n/m⌋]: a run of `counts` equal
+    # indices per u value. Its length is n, except for the first j of a run (j = first[i-1] + 1 for
+    # u index i ≥ 1), whose interval starts at u's key i·m: length j·n − i·m (0 on a tie). v's last
+    # step j = m ties with u's last step and ends an empty interval.
+    counts = np.diff(first, prepend=0)
+    diff = np.repeat(u, counts)
+    np.subtract(v[:-1], diff, out=diff)
+    np.abs(diff, out=diff)
+    lengths = np.full(m - 1, float(n))
+    starts = first[:-1]
+    lengths[starts] = ((starts + 1) * n - i[:-1] * m).astype(np.float64)
+    v_side = np.dot(lengths, diff)
+    return float((u_side + v_side) / (float(n) * float(m)))
 
 
 def chisquare_p_value(reference: Data, current: Data) -> float:
@@ -609,7 +614,7 @@ def feature_drift(
         statistic = (
             _jensen_shannon(ref_shares, cur_shares, None) if method == "jensenshannon" else _psi(ref_shares, cur_shares)
         )
-        notes.append(f"{ref_counts.size} bins")
+        notes.append(f"{ref_counts.size} bin{'' if ref_counts.size == 1 else 's'}")
 
     drifted = _is_drifted(method, statistic, limit)
     return FeatureDrift(
@@ -655,14 +660,21 @@ def dataset_drift(
     """
     if not 0.0 <= share_threshold <= 1.0:
         raise ValueError(f"share_threshold must be between 0 and 1, got {share_threshold}")
-    names = [str(c) for c in reference.columns] if columns is None else list(columns)
+    names: list[Any] = list(reference.columns) if columns is None else list(columns)
     if len(set(names)) != len(names):
         raise ValueError("columns must not repeat")
+    neither = [name for name in names if name not in reference.columns and name not in current.columns]
+    if neither:
+        raise KeyError(f"columns in neither frame: {neither}")
+    for side, frame in (("reference", reference), ("current", current)):
+        repeated = set(frame.columns[frame.columns.duplicated()]) & set(names)
+        if repeated:
+            raise ValueError(f"the {side} frame repeats columns {sorted(map(str, repeated))}")
     methods = dict(methods or {})
     thresholds = dict(thresholds or {})
     unknown = (set(methods) | set(thresholds)) - set(names)
     if unknown:
-        raise ValueError(f"methods/thresholds name columns that are not compared: {sorted(unknown)}")
+        raise ValueError(f"methods/thresholds name columns that are not compared: {sorted(map(str, unknown))}")
 
     empty: pd.Series[Any] = pd.Series([], dtype=np.float64)
     # Columns are taken out in this thread: DataFrame.__getitem__ fills a cache.
@@ -675,12 +687,10 @@ def dataset_drift(
         for name in names
     ]
 
-    def one(job: tuple[str, pd.Series[Any] | None, pd.Series[Any] | None]) -> FeatureDrift:
+    def one(job: tuple[Any, pd.Series[Any] | None, pd.Series[Any] | None]) -> FeatureDrift:
         name, ref, cur = job
-        if ref is None and cur is None:
-            raise KeyError(f"column {name!r} is in neither frame")
         result = feature_drift(
-            name,
+            str(name),
             empty if ref is None else ref,
             empty if cur is None else cur,
             method=methods.get(name),

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from governance_assets.lib.gates import GateResult, overall
 from governance_assets.lib.policy import DataQualityGate
@@ -68,6 +70,19 @@ def _expectations(table: str) -> list[Any]:
     return expectations
 
 
+def _numpy_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric Arrow-backed columns as float64 NumPy columns: GE compares ranges vectorised on
+    NumPy data but row by row in Python on Arrow-backed columns."""
+    converted = {}
+    for column in frame.columns:
+        dtype = frame[column].dtype
+        if isinstance(dtype, pd.ArrowDtype) and (
+            pa.types.is_integer(dtype.pyarrow_dtype) or pa.types.is_floating(dtype.pyarrow_dtype)
+        ):
+            converted[str(column)] = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+    return frame.assign(**converted) if converted else frame
+
+
 def validate_tables(tables: Mapping[str, pd.DataFrame]) -> list[ExpectationOutcome]:
     """Run each table's expectation suite; one outcome per expectation."""
     import great_expectations as gx
@@ -87,7 +102,7 @@ def validate_tables(tables: Mapping[str, pd.DataFrame]) -> list[ExpectationOutco
         suite = context.suites.add(gx.ExpectationSuite(name=f"helm_{table}"))
         for expectation in _expectations(table):
             suite.add_expectation(expectation)
-        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+        result = batch_definition.get_batch(batch_parameters={"dataframe": _numpy_numbers(frame)}).validate(suite)
         for item in result.results:
             config = item.expectation_config
             outcomes.append(

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,7 +32,6 @@ class HelmSettings:
     max_eval_instances: int
     num_threads: int = 1
     plugins: tuple[str, ...] = ()
-    extra_env: Mapping[str, str] | None = None
     dry_run: bool = False
     """HELM's `--dry-run`: build the prompts, query no model."""
     disable_cache: bool = False
@@ -150,7 +149,7 @@ def _snapshot(suite_dir: Path) -> dict[str, float]:
 def _run_one(entry: str, suite: str, settings: HelmSettings, log: Callable[[str], None]) -> EntryOutcome:
     suite_dir = settings.output_path / "runs" / suite
     before = _snapshot(suite_dir)
-    env = {**os.environ, **helm_environment(), **(settings.extra_env or {})}
+    env = {**os.environ, **helm_environment()}
     tail: deque[str] = deque(maxlen=60)
     log(f"helm-run {entry} (suite {suite})")
     with subprocess.Popen(

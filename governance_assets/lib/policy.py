@@ -214,14 +214,19 @@ def default_policy_text() -> str:
     return resources.files("governance_assets.policy").joinpath("default.yaml").read_text("utf-8")
 
 
-def load_policy(path: str | Path | None = None) -> Policy:
-    """Load `path`, else GOVERNANCE_POLICY, else the packaged default."""
+def policy_source(path: str | Path | None = None) -> tuple[str, str]:
+    """The text of the policy in force and where it came from: `path`, else GOVERNANCE_POLICY,
+    else the packaged default."""
     chosen = path or os.environ.get("GOVERNANCE_POLICY")
     if not chosen:
-        return parse_policy(default_policy_text(), "governance_assets/policy/default.yaml")
+        return default_policy_text(), "governance_assets/policy/default.yaml"
     policy_path = Path(chosen)
     try:
-        text = policy_path.read_text("utf-8")
+        return policy_path.read_text("utf-8"), str(policy_path)
     except OSError as error:
         raise PolicyError(f"{policy_path}: cannot be read: {error.strerror}") from error
-    return parse_policy(text, str(policy_path))
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load `path`, else GOVERNANCE_POLICY, else the packaged default."""
+    return parse_policy(*policy_source(path))

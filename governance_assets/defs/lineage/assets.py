@@ -1,7 +1,6 @@
 """Lineage records of every HELM run, and the reproducibility report of a suite."""
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,12 @@ from governance_assets.defs.resources import GovernanceState, HelmRunner, Mlflow
 from governance_assets.lib import helm_runner, reproducibility, tidy
 from governance_assets.lib.lineage import canonical_hash, run_lineage
 from governance_assets.lib.mlflow_record import log_report, run_url
-from governance_assets.lib.policy import default_policy_text
+from governance_assets.lib.policy import policy_source
 from governance_assets.lib.storage import write_text_atomic
 
 RECORDS_KEY = ("lineage", "records")
 REPRODUCIBILITY_KEY = ("lineage", "reproducibility")
 HELM_ASSETS = [RUNS_KEY, *(dg.AssetKey(list(spec.key)) for spec in tidy.TIDY_TABLES)]
-
-
-def _policy_hash() -> str:
-    path = os.environ.get("GOVERNANCE_POLICY")
-    return canonical_hash(Path(path).read_text("utf-8") if path else default_policy_text())
 
 
 def _versions(context: dg.AssetExecutionContext, suite: str) -> tuple[dict[str, str | None], dict[str, str | None]]:
@@ -52,6 +46,8 @@ def lineage_records(
     """Per HELM run: software, data and settings that produced it, with the ids that find it again."""
     policy = state.policy()
     evaluations = mlflow.recorder(state, policy.mlflow.evaluation_experiment)
+    reports = mlflow.recorder(state, policy.mlflow.governance_experiment)
+    policy_hash = canonical_hash(policy_source()[0])
     shown: list[dict[str, Any]] = []
     for suite in context.partition_keys:
         runs = state.warehouse().read(tidy.RUNS_KEY, suite)
@@ -69,7 +65,7 @@ def lineage_records(
                 {
                     "suite": suite,
                     "dagster_run_id": context.run.run_id,
-                    "policy_hash": _policy_hash(),
+                    "policy_hash": policy_hash,
                     "code_versions": code_versions,
                     "data_versions": data_versions,
                     "mlflow_run_id": mlflow_run.info.run_id if mlflow_run else "unknown",
@@ -85,7 +81,7 @@ def lineage_records(
         document = json.dumps({"suite": suite, "runs": records}, indent=2, default=str)
         write_text_atomic(state.home_path() / "lineage" / f"{suite}.json", document)
         log_report(
-            mlflow.recorder(state, policy.mlflow.governance_experiment),
+            reports,
             f"{suite}/lineage",
             {
                 "governance.suite": suite,

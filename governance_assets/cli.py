@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +18,10 @@ from governance_assets.lib.storage import governance_home
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SUITES = ["demo-v1", "demo-v2"]
 """The second suite is judged against the first (regression gates need a baseline)."""
+DEMO_TRAFFIC_DAYS = 14
+DEMO_DRIFT_DAY = 11
+"""The synthetic traffic drifts from this day (1-based) on; the reference is the first 7 days."""
+DEMO_ROWS_PER_DAY = 1500
 
 
 def prepare_environment() -> Path:
@@ -64,6 +69,109 @@ def _print_decision(home: Path, suite: str, result: dg.ExecuteInProcessResult) -
             print(f"    warning: {warning}")
 
 
+def _sensor_tick(instance: dg.DagsterInstance, definitions: dg.Definitions, cursor: str | None) -> dg.SensorResult:
+    """One evaluation of the traffic sensor, as the daemon would run it."""
+    from governance_assets.defs.resources import GovernanceState
+
+    sensor = definitions.get_sensor_def("traffic_landing")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()})
+    result = sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _run_days(
+    instance: dg.DagsterInstance, definitions: dg.Definitions, job_name: str, requests: list[dg.RunRequest]
+) -> bool:
+    job = definitions.resolve_job_def(job_name)
+    ok = True
+    for request in requests:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            raise_on_error=False,
+            run_config=QUIET_CONSOLE,
+        )
+        ok &= result.success
+    return ok
+
+
+def run_traffic_demo(instance: dg.DagsterInstance, home: Path, first_day: date) -> bool:
+    """Synthetic traffic with a drift on a known day, ingested through the sensor: the first week
+    lands and becomes the reference, the second week lands and is tested as it arrives."""
+    from governance_assets.definitions import defs
+    from governance_assets.lib.traffic_generator import generate_traffic, write_landing_files
+
+    definitions = defs()
+    landing = home / "landing" / "traffic"
+    landing.mkdir(parents=True, exist_ok=True)
+    drift_day = first_day + timedelta(days=DEMO_DRIFT_DAY - 1)
+    frame = generate_traffic(first_day, DEMO_TRAFFIC_DAYS, DEMO_ROWS_PER_DAY, drift_day, seed=7)
+    days = frame["timestamp"].dt.strftime("%Y-%m-%d")
+    week_one = frame[days < (first_day + timedelta(days=7)).isoformat()]
+    print(f"\n=== traffic: {DEMO_TRAFFIC_DAYS} days from {first_day}, drift injected on {drift_day} ===", flush=True)
+    write_landing_files(week_one, landing, "jsonl")
+    tick = _sensor_tick(instance, definitions, None)
+    ok = _run_days(instance, definitions, "monitor_traffic", list(tick.run_requests or []))
+    print(f"week 1: sensor staged {len(tick.run_requests or [])} day(s); building the reference from them")
+    reference = dg.materialize(
+        [definitions.get_assets_def(dg.AssetKey(["monitoring", "reference"]))],
+        instance=instance,
+        resources=_resources(),
+        raise_on_error=False,
+    )
+    ok &= reference.success
+    backfill = [dg.RunRequest(partition_key=r.partition_key) for r in tick.run_requests or []]
+    ok &= _run_days(instance, definitions, "monitor_traffic", backfill)
+    write_landing_files(frame[days >= (first_day + timedelta(days=7)).isoformat()], landing, "parquet")
+    tick = _sensor_tick(instance, definitions, tick.cursor)
+    ok &= _run_days(instance, definitions, "monitor_traffic", list(tick.run_requests or []))
+    print(f"week 2: sensor staged {len(tick.run_requests or [])} more day(s)")
+    trends = definitions.resolve_job_def("monitoring_trends").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
+    )
+    ok &= trends.success
+    _print_drift(home, first_day)
+    _print_trends(home)
+    return ok
+
+
+def _resources() -> dict[str, object]:
+    from governance_assets.defs.resources import GovernanceState, MlflowTracking
+
+    return {"state": GovernanceState(), "mlflow": MlflowTracking()}
+
+
+def _print_drift(home: Path, first_day: date) -> None:
+    from governance_assets.lib.warehouse import Warehouse
+
+    warehouse = Warehouse(home / "warehouse")
+    print("Traffic drift per day (share of drifted features; WARN at 0.5):")
+    for offset in range(DEMO_TRAFFIC_DAYS):
+        day = (first_day + timedelta(days=offset)).isoformat()
+        share = warehouse.read_annotation(("monitoring", "traffic_drift"), day, "drifted_share")
+        table = warehouse.read(("monitoring", "traffic_drift"), day)
+        drifted = [r["feature"] for r in table.to_pylist() if r["drifted"]] if table is not None else []
+        verdict = "no reference" if share is None else ("DRIFT" if share >= 0.5 else "ok")
+        shown = "  -  " if share is None else f"{share:.2f}"
+        print(f"  {day}: {verdict:<12} share {shown}  {', '.join(drifted)}")
+
+
+def _print_trends(home: Path) -> None:
+    from governance_assets.lib.warehouse import Warehouse
+
+    table = Warehouse(home / "warehouse").read(("monitoring", "trends"))
+    if table is None:
+        print("Trends: not built")
+        return
+    print("Trends (change points found by the policy's detector):")
+    frame = table.to_pandas()
+    for series, rows in frame.groupby("series", sort=True):
+        points = ", ".join(rows.loc[rows["change_point"], "label"]) or "none"
+        print(f"  {series:<36} change points: {points}")
+
+
 def run_demo(suites: list[str]) -> int:
     """Evaluate demo suites end to end (the later ones judged against the earlier) and report."""
     home = prepare_environment()
@@ -86,6 +194,8 @@ def run_demo(suites: list[str]) -> int:
             _print_gates(result)
             print("Release decision:")
             _print_decision(home, suite, result)
+        first_day = datetime.now(UTC).date() - timedelta(days=DEMO_TRAFFIC_DAYS)
+        ok &= run_traffic_demo(instance, home, first_day)
     warehouse = home / "warehouse"
     print(f"\nTables (Parquet, readable with pandas or DuckDB) under {warehouse}:")
     for path in sorted(p for suite in suites for p in warehouse.rglob(f"{suite}.parquet")):

@@ -55,7 +55,8 @@ def governance_defs(policy: Policy | None = None) -> list[object]:
     """The real code location's assets and checks, with the gate checks built from `policy`
     (default: the policy loaded with the code location)."""
     from governance_assets.definitions import defs
-    from governance_assets.defs.gates.checks import POLICY, build_gate_checks
+    from governance_assets.defs.gates.checks import build_gate_checks
+    from governance_assets.defs.resources import POLICY
 
     definitions = defs()
     loaded_gates = {gate.name for gate in POLICY.gates}

@@ -27,7 +27,7 @@ def _severity(judgement: Judgement) -> dg.AssetCheckSeverity:
     return dg.AssetCheckSeverity.WARN if judgement.outcome == "no data" else judgement.severity
 
 
-def _as_result(judgement: Judgement) -> dg.AssetCheckResult:
+def check_result(judgement: Judgement) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=judgement.outcome == "pass",
         severity=_severity(judgement),
@@ -46,7 +46,7 @@ def judge_suites(context: dg.AssetCheckExecutionContext, judge: Callable[[str], 
     suite fails (Dagster records it without a partition) and lists every suite's outcome."""
     judgements = {suite: judge(suite) for suite in context.partition_keys}
     if len(judgements) == 1:
-        return _as_result(next(iter(judgements.values())))
+        return check_result(next(iter(judgements.values())))
     outcomes = {suite: j.outcome for suite, j in judgements.items()}
     failed = [j for j in judgements.values() if j.outcome != "pass"]
     worst = min(failed, key=lambda j: _severity(j) != dg.AssetCheckSeverity.ERROR, default=None)

@@ -5,6 +5,8 @@ from typing import Any
 
 import dagster as dg
 
+from governance_assets.defs.resources import POLICY
+
 HELM_SUITES = "helm_suites"
 helm_suites = dg.DynamicPartitionsDefinition(name=HELM_SUITES)
 """One partition per HELM suite (`v1`, `2026-11-27`, a historical release)."""
@@ -14,6 +16,12 @@ SUITE_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 the run has a single partition key, and every gate must be recorded for the suite it judged.
 A run over a partition range (`dagster asset materialize --partition-range`) still ingests many
 suites in one process; its check results then summarise the whole range."""
+
+TRAFFIC_DAYS = dg.DailyPartitionsDefinition(
+    start_date=POLICY.monitoring.start_date.isoformat(), timezone="UTC", end_offset=1
+)
+"""One partition per UTC day of production traffic, from the policy's `monitoring.start_date` up to
+and including today (traffic of the current day is ingested as it lands)."""
 
 OWNERS = ["team:ml-governance"]
 
@@ -37,4 +45,18 @@ def suite_asset(
         "owners": OWNERS,
         "code_version": "1",
         **({"description": description} if description else {}),
+    }
+
+
+def daily_asset(
+    key: Sequence[str],
+    *,
+    kinds: set[str],
+    deps: Iterable[dg.AssetKey | Sequence[str]] = (),
+    description: str | None = None,
+) -> dict[str, Any]:
+    """Like `suite_asset`, for assets partitioned by UTC day of traffic."""
+    return suite_asset(key, kinds=kinds, deps=deps, description=description) | {
+        "partitions_def": TRAFFIC_DAYS,
+        "backfill_policy": dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     }

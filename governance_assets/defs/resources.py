@@ -13,6 +13,10 @@ from governance_assets.lib.policy import Policy, load_policy
 from governance_assets.lib.storage import governance_home, path_within
 from governance_assets.lib.warehouse import Warehouse
 
+POLICY = load_policy()
+"""The policy loaded with the code location, for what is built at load time (gate checks, daily
+partitions): a bad policy fails here, naming the field, before anything runs."""
+
 
 class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where state lives (GOVERNANCE_HOME), the historical HELM output roots, and the policy."""
@@ -35,6 +39,14 @@ class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
     def helm_local_path(self) -> Path:
         """HELM's `--local-path`: its cache, credentials and model deployments."""
         return self.home_path() / "helm" / "prod_env"
+
+    def traffic_landing_path(self) -> Path:
+        """Where a serving system drops traffic files (JSON Lines, CSV, Parquet)."""
+        return self.home_path() / "landing" / "traffic"
+
+    def traffic_staging_path(self) -> Path:
+        """Traffic sources parsed by the sensor, split by day (see `lib.traffic_intake`)."""
+        return self.home_path() / "monitoring" / "staging" / "traffic"
 
     def historical_roots(self) -> list[Path]:
         raw = self.output_roots or os.environ.get("HELM_OUTPUT_ROOTS", "")

@@ -208,19 +208,19 @@ def log_report(
     run_name: str,
     tags: Mapping[str, str],
     metrics: Mapping[str, float],
-    files: Mapping[str, str],
+    files: Mapping[str, str | bytes],
 ) -> str:
     """One MLflow run in the recorder's experiment holding a governance report: its headline
-    numbers as metrics and its documents (`name -> text`) as artifacts."""
+    numbers as metrics and its documents (`name -> text or bytes`, e.g. a PNG plot) as artifacts."""
     client = recorder.client
     run_id = str(client.create_run(recorder.experiment_id, tags={**tags, "mlflow.runName": run_name[:250]}).info.run_id)
     batch = [Metric(_ILLEGAL_KEY_CHARS.sub("_", key), float(value), 0, 0) for key, value in sorted(metrics.items())]
     for start in range(0, len(batch), 1000):
         client.log_batch(run_id, metrics=batch[start : start + 1000])
     with tempfile.TemporaryDirectory() as scratch:
-        for name, text in files.items():
+        for name, content in files.items():
             path = Path(scratch) / name
-            path.write_text(text, "utf-8")
+            path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id)
     return run_id

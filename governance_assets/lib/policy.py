@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -161,6 +162,105 @@ class LineageSettings(_Strict):
     openlineage_api_key_env: str | None = "OPENLINEAGE_API_KEY"
 
 
+class DatabaseTrafficSource(_Strict):
+    """A database table of traffic rows (integer primary key `id`), read in `id` order."""
+
+    url_env: Annotated[str, Field(min_length=1)]
+    """Environment variable holding the SQLAlchemy URL (it may carry a password: never logged)."""
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+    batch_rows: Annotated[int, Field(gt=0)] = 100_000
+
+
+class TrafficSettings(_Strict):
+    """Where production traffic arrives: files in GOVERNANCE_HOME/landing/traffic and, optionally, a table."""
+
+    database: DatabaseTrafficSource | None = None
+    max_sources_per_tick: Annotated[int, Field(gt=0)] = 20
+    """Landing files (or database batches) the sensor stages per tick; the rest wait for the next."""
+
+
+class ReferenceSettings(_Strict):
+    """What traffic is compared with: a window of days of traffic, or a HELM suite's instances."""
+
+    source: Literal["traffic", "suite"] = "traffic"
+    start: date | None = None
+    end: date | None = None
+    """The traffic window, inclusive; without both, the first `days` days that have traffic."""
+    days: Annotated[int, Field(gt=0)] = 7
+    suite: str | None = None
+    """For `source: suite`: the suite whose predictions and instance stats are the reference."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> ReferenceSettings:
+        if self.source == "suite" and not self.suite:
+            raise ValueError("a 'suite' reference needs 'suite'")
+        if (self.start is None) != (self.end is None):
+            raise ValueError("give both 'start' and 'end', or neither")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"'start' ({self.start}) is after 'end' ({self.end})")
+        return self
+
+
+class DriftSettings(_Strict):
+    """Traffic drift per feature; tests and thresholds default to Evidently's choice."""
+
+    methods: dict[str, Literal["ks", "wasserstein", "chisquare", "z", "jensenshannon", "psi"]] = {}
+    """Per feature, a test other than Evidently's default (e.g. `latency_ms: psi`)."""
+    thresholds: dict[str, float] = {}
+    """Per feature, a threshold other than the test's default."""
+    share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """The day drifts (check fails at WARN) when this share of the tested features drifted."""
+    error_share: Annotated[float, Field(gt=0, le=1)] = 0.75
+    """Past this share the check fails at ERROR."""
+    embeddings: bool = True
+    """Also test prompt and completion text embeddings (a domain classifier, as Evidently does)."""
+    embedding_threshold: Annotated[float, Field(gt=0.5, lt=1)] = 0.55
+    embedding_max_rows: Annotated[int, Field(ge=100)] = 5000
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftSettings:
+        if self.error_share < self.share_threshold:
+            raise ValueError(f"'error_share' ({self.error_share}) is below 'share_threshold' ({self.share_threshold})")
+        return self
+
+
+class EvalDriftSettings(_Strict):
+    """Per-instance outcome flips between a suite and the previous suite with the same run."""
+
+    metrics: Annotated[list[str], Field(min_length=1)] = ["exact_match", "quasi_exact_match"]
+    """Patterns of 0/1 metrics whose per-instance outcome is compared."""
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    correction: Literal["holm", "bh"] = "holm"
+
+
+class TrendSettings(_Strict):
+    """Change detection on metric time series (across suites) and traffic KPIs (across days)."""
+
+    method: Literal["cusum", "page_hinkley", "ewma"] = "cusum"
+    warmup: Annotated[int, Field(ge=2)] = 5
+    """Points that estimate the in-control mean and spread (CUSUM, EWMA)."""
+    cusum_k: Annotated[float, Field(ge=0)] = 0.5
+    cusum_h: Annotated[float, Field(gt=0)] = 5.0
+    ewma_lambda: Annotated[float, Field(gt=0, le=1)] = 0.2
+    ewma_l: Annotated[float, Field(gt=0)] = 3.0
+    ph_delta: Annotated[float, Field(ge=0)] = 0.005
+    ph_threshold: Annotated[float, Field(gt=0)] = 50.0
+    metrics: Annotated[list[str], Field(min_length=1)] = ["exact_match"]
+    """Headline HELM metrics (test split, unperturbed), averaged over a suite's runs per model."""
+
+
+class MonitoringSettings(_Strict):
+    """Production monitoring: traffic, its reference, drift, evaluation drift and trends."""
+
+    start_date: date = date(2026, 1, 1)
+    """The first daily partition (UTC). Traffic from earlier days is quarantined."""
+    traffic: TrafficSettings = TrafficSettings()
+    reference: ReferenceSettings = ReferenceSettings()
+    drift: DriftSettings = DriftSettings()
+    eval_drift: EvalDriftSettings = EvalDriftSettings()
+    trends: TrendSettings = TrendSettings()
+
+
 class MlflowSettings(_Strict):
     """Where results are recorded."""
 
@@ -178,6 +278,7 @@ class Policy(_Strict):
     reproducibility: ReproducibilitySettings = ReproducibilitySettings()
     lineage: LineageSettings = LineageSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @field_validator("gates")
     @classmethod

@@ -41,7 +41,7 @@ def test_code_location_loads_everything() -> None:
     assert {k.to_user_string() for k in graph.asset_check_keys} >= EXPECTED_CHECKS
     assert {s.name for s in definitions.sensors or []} >= {
         "helm_suite_discovery",
-        "gate_failure_alerts",
+        "check_failure_alerts",
         "openlineage_events",
     }
     assert {s.name for s in definitions.schedules or []} >= {"nightly_evaluation"}

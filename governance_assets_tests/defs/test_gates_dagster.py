@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from governance_assets.defs.gates.sensors import gate_failure_alerts
+from governance_assets.defs.gates.sensors import check_failure_alerts
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.policy import load_policy
@@ -134,7 +134,7 @@ def test_alerts_are_sent_once_to_the_ledger_and_the_webhook(
     state = GovernanceState(home=str(evaluated["home"]))
     try:
         context = dg.build_sensor_context(instance=evaluated["instance"], resources={"state": state})
-        gate_failure_alerts(context)
+        check_failure_alerts(context)
         ledger = evaluated["home"] / "alerts" / "alerts.jsonl"
         alerts = [json.loads(line) for line in ledger.read_text().splitlines()]
         titles = {a["title"] for a in alerts}
@@ -145,8 +145,8 @@ def test_alerts_are_sent_once_to_the_ledger_and_the_webhook(
         again = dg.build_sensor_context(
             instance=evaluated["instance"], resources={"state": state}, cursor=context.cursor
         )
-        gate_failure_alerts(again)
-        gate_failure_alerts(dg.build_sensor_context(instance=evaluated["instance"], resources={"state": state}))
+        check_failure_alerts(again)
+        check_failure_alerts(dg.build_sensor_context(instance=evaluated["instance"], resources={"state": state}))
         assert len(ledger.read_text().splitlines()) == len(alerts) and len(_Webhook.received) == len(alerts)
         assert "SECRET" not in ledger.read_text()
     finally:

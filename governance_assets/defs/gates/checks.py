@@ -7,10 +7,10 @@ import dagster as dg
 from governance_assets.defs.gates.inputs import earlier_instance_stats, suite_tables
 from governance_assets.defs.judgement import Judgement, judge_suites
 from governance_assets.defs.partitions import helm_suites
-from governance_assets.defs.resources import GovernanceState
+from governance_assets.defs.resources import POLICY, GovernanceState
 from governance_assets.lib import tidy
 from governance_assets.lib.gates import GateResult, evaluate_gates, evidence_rows
-from governance_assets.lib.policy import Gate, Policy, RegressionGate, load_policy
+from governance_assets.lib.policy import Gate, Policy, RegressionGate
 
 GATED_ASSET = {
     "threshold": tidy.RUN_STATS.key,
@@ -98,10 +98,6 @@ def build_gate_check(gate: Gate, policy: Policy) -> dg.AssetChecksDefinition:
 def build_gate_checks(policy: Policy) -> list[dg.AssetChecksDefinition]:
     """One check per gate in the policy."""
     return [build_gate_check(gate, policy) for gate in policy.gates]
-
-
-POLICY = load_policy()
-"""Loaded with the code location: a bad policy fails here, naming the field, before anything runs."""
 
 
 @dg.definitions

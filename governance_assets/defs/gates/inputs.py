@@ -14,15 +14,17 @@ def suite_tables(state: GovernanceState, suite: str) -> SuiteTables | None:
     return load_suite_tables(state.warehouse(), suite)
 
 
+def earlier_suites(instance: dg.DagsterInstance, state: GovernanceState, suite: str) -> list[str]:
+    """The suites added before `suite` that have instance stats, most recent first."""
+    suites = instance.get_dynamic_partitions(HELM_SUITES)
+    earlier = suites[: suites.index(suite)] if suite in suites else suites
+    warehouse = state.warehouse()
+    return [name for name in reversed(earlier) if warehouse.path(tidy.INSTANCE_STATS.key, name).exists()]
+
+
 def earlier_instance_stats(
     instance: dg.DagsterInstance, state: GovernanceState, suite: str
 ) -> list[tuple[str, pd.DataFrame]]:
     """Instance stats of the suites added before `suite` (most recent first), for baselines."""
-    suites = instance.get_dynamic_partitions(HELM_SUITES)
-    earlier = suites[: suites.index(suite)] if suite in suites else suites
     warehouse = state.warehouse()
-    found = []
-    for name in reversed(earlier):
-        if warehouse.path(tidy.INSTANCE_STATS.key, name).exists():
-            found.append((name, read_frame(warehouse, tidy.INSTANCE_STATS, name)))
-    return found
+    return [(name, read_frame(warehouse, tidy.INSTANCE_STATS, name)) for name in earlier_suites(instance, state, suite)]

@@ -1,5 +1,6 @@
-"""Alerts for failed gates. Dagster OSS run-failure sensors do not fire on failed checks, so
-this sensor reads check evaluations itself and sends each failure once to the policy's sinks."""
+"""Alerts for failed gates and monitoring checks. Dagster OSS run-failure sensors do not fire on
+failed checks, so this sensor reads check evaluations itself and sends each failure once to the
+policy's sinks."""
 
 import json
 import os
@@ -9,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 from governance_assets.defs.gates.checks import GATED_ASSET
+from governance_assets.defs.monitoring.checks import MONITORING_CHECKS
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.alerts import Alert, AlertSink, JsonlSink, WebhookSink, deliver
 from governance_assets.lib.policy import AlertSettings, Policy
@@ -16,24 +18,25 @@ from governance_assets.lib.policy import AlertSettings, Policy
 HISTORY_PER_TICK = 200
 
 
-def gate_check_keys(policy: Policy) -> list[dg.AssetCheckKey]:
-    """Every gate of the policy as a check key."""
-    return [dg.AssetCheckKey(dg.AssetKey(list(GATED_ASSET[gate.kind])), gate.name) for gate in policy.gates]
+def alerted_check_keys(policy: Policy) -> list[dg.AssetCheckKey]:
+    """Every gate of the policy and every monitoring check, as check keys."""
+    gates = [dg.AssetCheckKey(dg.AssetKey(list(GATED_ASSET[gate.kind])), gate.name) for gate in policy.gates]
+    return gates + [key for check in MONITORING_CHECKS for key in check.check_keys]
 
 
 def _alert(key: dg.AssetCheckKey, record: Any) -> Alert:
     evaluation = record.evaluation
     metadata = {name: value.value for name, value in evaluation.metadata.items()}
-    suite = record.partition or "all suites"
+    partition = record.partition or "all partitions"
     where = f"{key.asset_key.to_user_string()}:{key.name}"
     return Alert(
-        key=f"{where}:{suite}:{record.id}",
+        key=f"{where}:{partition}:{record.id}",
         severity=evaluation.severity.value,
-        title=f"Gate {key.name} failed for suite {suite}",
+        title=f"Check {key.name} failed for {partition}",
         text=f"{where}: {metadata.get('outcome')}; actual {metadata.get('actual')}; threshold {metadata.get('threshold')}",
         created_at=datetime.fromtimestamp(record.create_timestamp, tz=UTC),
         details={
-            "suite": suite,
+            "partition": partition,
             "check": where,
             "dagster_run_id": record.run_id,
             "blocking": bool(metadata.get("blocking", False)),
@@ -53,8 +56,8 @@ def alert_sinks(settings: AlertSettings) -> list[AlertSink]:
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def gate_failure_alerts(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SkipReason:
-    """Sends each failed gate evaluation once: the JSONL ledger under GOVERNANCE_HOME/alerts
+def check_failure_alerts(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SkipReason:
+    """Sends each failed gate or monitoring check evaluation once: the JSONL ledger under GOVERNANCE_HOME/alerts
     records what was sent, so a restart neither repeats nor loses an alert."""
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     ledger = JsonlSink(state.home_path() / "alerts" / "alerts.jsonl")
@@ -62,7 +65,7 @@ def gate_failure_alerts(context: dg.SensorEvaluationContext, state: GovernanceSt
     sinks = alert_sinks(policy.alerts)
     pending: list[Alert] = []
     newest: dict[str, int] = dict(seen)
-    for key in gate_check_keys(policy):
+    for key in alerted_check_keys(policy):
         name = key.to_user_string()
         history = context.instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY_PER_TICK)
         for record in history:

@@ -1,0 +1,613 @@
+"""Production monitoring: daily traffic, its reference profile, traffic drift, evaluation drift
+between suites, and metric trends with change detection."""
+
+import base64
+import json
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from governance_assets.defs.gates.inputs import earlier_suites
+from governance_assets.defs.helm.assets import RUNS_KEY
+from governance_assets.defs.metadata import md_table
+from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
+from governance_assets.defs.resources import GovernanceState, MlflowTracking
+from governance_assets.lib import tidy
+from governance_assets.lib.drift import DatasetDrift, FeatureDrift, dataset_drift
+from governance_assets.lib.eval_drift import COLUMNS as EVAL_DRIFT_COLUMNS
+from governance_assets.lib.eval_drift import evaluation_flips
+from governance_assets.lib.gates import read_frame
+from governance_assets.lib.mlflow_record import log_report, run_url
+from governance_assets.lib.policy import DriftSettings, ReferenceSettings, TrendSettings
+from governance_assets.lib.traffic import TRAFFIC_KEY, TRAFFIC_SCHEMA
+from governance_assets.lib.traffic_features import (
+    EmbeddingDrift,
+    daily_kpis,
+    embed_texts,
+    embedding_drift,
+    traffic_features,
+)
+from governance_assets.lib.traffic_intake import assemble_day, quarantined_rows
+from governance_assets.lib.trends import ChangeDetection, detect, plot_trend
+from governance_assets.lib.warehouse import Warehouse
+
+REFERENCE_KEY = ("monitoring", "reference")
+REFERENCE_TEXTS_KEY = ("monitoring", "reference_texts")
+"""A sample of the reference's prompts and completions for embedding drift (beside the reference)."""
+TRAFFIC_DRIFT_KEY = ("monitoring", "traffic_drift")
+EVAL_DRIFT_KEY = ("monitoring", "eval_drift")
+TRENDS_KEY = ("monitoring", "trends")
+KPIS_ANNOTATION = "kpis"
+TEXT_COLUMNS = ("prompt", "completion")
+REFERENCE_MAX_ROWS = 200_000
+"""Larger references are sampled (seeded) to this many rows; Evidently's test choice depends
+only on whether the reference has more than 1,000 rows, so the choice is unchanged."""
+SUITE_REFERENCE_STATS = {
+    "num_prompt_tokens": "prompt_tokens",
+    "num_output_tokens": "completion_tokens",
+    "inference_runtime": "latency_ms",
+}
+
+DRIFT_SCHEMA = pa.schema(
+    [
+        ("day", pa.string()),
+        ("feature", pa.string()),
+        ("kind", pa.string()),
+        ("method", pa.string()),
+        ("statistic", pa.float64()),
+        ("threshold", pa.float64()),
+        ("drifted", pa.bool_()),
+        ("reference_size", pa.int64()),
+        ("current_size", pa.int64()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+# --- traffic ------------------------------------------------------------------------------------
+
+
+@dg.asset(
+    **daily_asset(
+        TRAFFIC_KEY,
+        kinds={"parquet"},
+        description="Production traffic of one UTC day, from every staged landing file and database batch.",
+    )
+)
+def traffic(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Rebuilds the day from its staged parts (first row of each request id wins)."""
+    day = context.partition_key
+    staging = state.traffic_staging_path()
+    assembled = assemble_day(staging, day)
+    kpis = daily_kpis(assembled.table)
+    state.warehouse().write(TRAFFIC_KEY, day, assembled.table, annotations={KPIS_ANNOTATION: kpis})
+    quarantined = quarantined_rows(staging, assembled.sources)
+    sources = [
+        {"source": s.source, "rows_this_day": s.days[day], "quarantined": s.quarantined, "staged_at": s.staged_at}
+        for s in assembled.sources
+    ]
+    context.log.info(
+        f"{day}: {assembled.table.num_rows} rows from {len(sources)} sources, {assembled.duplicates} repeated "
+        f"request ids dropped, {len(quarantined)} rows quarantined in those sources"
+    )
+    version = tidy.content_hash(sorted(s.source_id for s in assembled.sources))[:32]
+    return dg.MaterializeResult(
+        metadata={
+            "rows": assembled.table.num_rows,
+            "sources": dg.MetadataValue.md(md_table(sources, ["source", "rows_this_day", "quarantined", "staged_at"])),
+            "duplicates_dropped": assembled.duplicates,
+            "quarantined_rows": len(quarantined),
+            "quarantine_reasons": dg.MetadataValue.json(_reason_counts(quarantined)),
+            **{f"kpi/{name}": value for name, value in kpis.items()},
+        },
+        data_version=dg.DataVersion(version),
+    )
+
+
+def _reason_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        reason = str(row["reason"])
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1])[:20])
+
+
+# --- reference ----------------------------------------------------------------------------------
+
+
+def daily_kpis_by_day(warehouse: Warehouse) -> dict[str, dict[str, Any]]:
+    """The KPIs of every day that has traffic rows, in day order (read from the tables' footers)."""
+    folder = warehouse.path(TRAFFIC_KEY, "2000-01-01").parent
+    days = sorted(p.stem for p in folder.glob("*.parquet")) if folder.exists() else []
+    found = {day: warehouse.read_annotation(TRAFFIC_KEY, day, KPIS_ANNOTATION) or {} for day in days}
+    return {day: kpis for day, kpis in found.items() if kpis.get("rows")}
+
+
+def _reference_days(settings: ReferenceSettings, available: list[str]) -> list[str]:
+    if settings.start is not None and settings.end is not None:
+        start, end = settings.start, settings.end
+        wanted = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+        return [day for day in wanted if day in set(available)]
+    return available[: settings.days]
+
+
+def _suite_as_traffic(warehouse: Warehouse, suite: str) -> pa.Table:
+    """A suite's unperturbed predictions shaped as traffic rows: prompt, completion, token counts
+    and latency from the per-instance stats (HELM's `inference_runtime` is in seconds)."""
+    predictions = read_frame(warehouse, tidy.PREDICTIONS, suite)
+    stats = read_frame(warehouse, tidy.INSTANCE_STATS, suite)
+    keys = ["run_name", "instance_id", "train_trial_index"]
+    predictions = predictions[predictions["perturbation"].isna()]
+    stats = stats[stats["perturbation"].isna() & stats["metric"].isin(list(SUITE_REFERENCE_STATS))]
+    wide = stats.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    rows = predictions.merge(wide, on=keys, how="inner")
+    if rows.empty:
+        raise dg.Failure(description=f"suite {suite} has no predictions with token counts and runtimes")
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.Timestamp(0, tz="UTC"),
+            "model": rows["model"].astype(str),
+            "request_id": rows["run_name"].astype(str) + "/" + rows["instance_id"].astype(str),
+            "prompt": rows["prompt"].fillna("").astype(str),
+            "completion": rows["completion"].fillna("").astype(str),
+            "latency_ms": rows.get("inference_runtime", pd.Series(np.nan, index=rows.index)).astype(float) * 1000.0,
+            "prompt_tokens": rows.get("num_prompt_tokens", pd.Series(0, index=rows.index)).fillna(0).astype("int64"),
+            "completion_tokens": rows.get("num_output_tokens", pd.Series(0, index=rows.index))
+            .fillna(0)
+            .astype("int64"),
+            "feedback": np.nan,
+            "metadata": None,
+        }
+    )
+    return pa.Table.from_pandas(frame, schema=TRAFFIC_SCHEMA, preserve_index=False)
+
+
+def _sample(table: pa.Table, rows: int, seed: int = 0) -> pa.Table:
+    if table.num_rows <= rows:
+        return table
+    picked = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=rows, replace=False))
+    return table.take(pa.array(picked))
+
+
+def _profile(features: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per feature: kind and a short summary (mean and quantiles, or the top categories)."""
+    rows = []
+    for name in features.columns:
+        column = features[name]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            values = column.dropna().to_numpy(float)
+            summary = (
+                f"mean {values.mean():.4g}, p50 {np.quantile(values, 0.5):.4g}, p95 {np.quantile(values, 0.95):.4g}"
+                if values.size
+                else "no values"
+            )
+        else:
+            shares = column.astype(str).value_counts(normalize=True).head(4)
+            summary = ", ".join(f"{key} {share:.1%}" for key, share in shares.items())
+        rows.append({"feature": name, "non_null": int(column.notna().sum()), "summary": summary})
+    return rows
+
+
+@dg.asset(
+    key=dg.AssetKey(list(REFERENCE_KEY)),
+    group_name="monitoring",
+    deps=[dg.AssetKey(list(TRAFFIC_KEY)), RUNS_KEY],
+    kinds={"parquet"},
+    owners=["team:ml-governance"],
+    code_version="1",
+)
+def reference(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """The profile traffic is compared with: the policy's window of traffic days, or a HELM suite."""
+    settings = state.policy().monitoring.reference
+    warehouse = state.warehouse()
+    if settings.source == "suite":
+        assert settings.suite is not None  # the policy guarantees it
+        table = _suite_as_traffic(warehouse, settings.suite)
+        described = f"suite {settings.suite}"
+        dropped_features = ["language", "user_segment"]  # HELM instances have no such metadata
+    else:
+        days = _reference_days(settings, list(daily_kpis_by_day(warehouse)))
+        if not days:
+            raise dg.Failure(description="no traffic has been ingested for the reference window yet")
+        parts = [warehouse.read(TRAFFIC_KEY, day) for day in days]
+        table = pa.concat_tables([p for p in parts if p is not None])
+        described = f"traffic {days[0]} … {days[-1]} ({len(days)} days)"
+        dropped_features = []
+    if table.num_rows == 0:
+        raise dg.Failure(description=f"the reference ({described}) has no rows")
+    sampled = _sample(table, REFERENCE_MAX_ROWS)
+    features = traffic_features(sampled).drop(columns=dropped_features)
+    warehouse.write(REFERENCE_KEY, None, pa.Table.from_pandas(features, preserve_index=False), {"source": described})
+    texts = _sample(sampled, state.policy().monitoring.drift.embedding_max_rows).select(list(TEXT_COLUMNS))
+    warehouse.write(REFERENCE_TEXTS_KEY, None, texts)
+    context.log.info(f"reference: {described}, {table.num_rows} rows, {sampled.num_rows} kept")
+    return dg.MaterializeResult(
+        metadata={
+            "source": described,
+            "rows": table.num_rows,
+            "rows_kept": sampled.num_rows,
+            "profile": dg.MetadataValue.md(md_table(_profile(features), ["feature", "non_null", "summary"])),
+        },
+        data_version=dg.DataVersion(tidy.content_hash([described, table.num_rows, features.shape])[:32]),
+    )
+
+
+# --- traffic drift ------------------------------------------------------------------------------
+
+
+def day_drift(features: pd.DataFrame, reference_features: pd.DataFrame, settings: DriftSettings) -> DatasetDrift:
+    """Per-feature drift of a day against the reference, with the policy's overrides."""
+    columns = list(reference_features.columns)
+    return dataset_drift(
+        reference_features,
+        features,
+        columns=columns,
+        methods={k: v for k, v in settings.methods.items() if k in columns},
+        thresholds={k: v for k, v in settings.thresholds.items() if k in columns},
+        share_threshold=settings.share_threshold,
+    )
+
+
+def _text_drift(table: pa.Table, reference_texts: pa.Table, settings: DriftSettings) -> list[EmbeddingDrift]:
+    current = _sample(table, settings.embedding_max_rows, seed=1)
+    return [
+        embedding_drift(
+            embed_texts(reference_texts.column(name).to_pylist()),
+            embed_texts(current.column(name).to_pylist()),
+            threshold=settings.embedding_threshold,
+            max_rows=settings.embedding_max_rows,
+        )
+        for name in TEXT_COLUMNS
+    ]
+
+
+def _drift_rows(day: str, features: list[FeatureDrift]) -> list[dict[str, Any]]:
+    return [
+        {
+            "day": day,
+            "feature": f.feature,
+            "kind": f.kind,
+            "method": f.method,
+            "statistic": f.statistic,
+            "threshold": f.threshold,
+            "drifted": f.drifted,
+            "reference_size": f.reference_size,
+            "current_size": f.current_size,
+            "detail": f.detail,
+        }
+        for f in features
+    ]
+
+
+@dg.asset(
+    **daily_asset(
+        TRAFFIC_DRIFT_KEY,
+        kinds={"parquet", "mlflow"},
+        deps=[TRAFFIC_KEY, REFERENCE_KEY],
+        description="Drift of each traffic feature of the day against the reference, tests chosen as Evidently does.",
+    )
+)
+def traffic_drift(
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Per-feature tests, text-embedding drift, and the day's verdict from the share of drifted features."""
+    day = context.partition_key
+    policy = state.policy()
+    settings = policy.monitoring.drift
+    warehouse = state.warehouse()
+    table = warehouse.read(TRAFFIC_KEY, day)
+    reference_table = warehouse.read(REFERENCE_KEY)
+    if table is None:
+        raise dg.Failure(description=f"{day}: monitoring/traffic was never built for this day")
+    if reference_table is None:
+        warehouse.write(TRAFFIC_DRIFT_KEY, day, DRIFT_SCHEMA.empty_table())
+        context.log.warning(f"{day}: monitoring/reference was never built; nothing to compare with")
+        return dg.MaterializeResult(metadata={"tested_features": 0, "reference": "none yet"})
+    result = day_drift(traffic_features(table), reference_table.to_pandas(), settings)
+    rows = _drift_rows(day, result.features)
+    texts = warehouse.read(REFERENCE_TEXTS_KEY)
+    if settings.embeddings and texts is not None and table.num_rows:
+        for name, text_result in zip(TEXT_COLUMNS, _text_drift(table, texts, settings), strict=True):
+            rows.append(
+                {
+                    "day": day,
+                    "feature": f"{name}_embedding",
+                    "kind": "embedding",
+                    "method": "domain_classifier_roc_auc",
+                    "statistic": text_result.roc_auc,
+                    "threshold": text_result.threshold,
+                    "drifted": text_result.drifted,
+                    "reference_size": text_result.reference_size,
+                    "current_size": text_result.current_size,
+                    "detail": text_result.detail,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=DRIFT_SCHEMA.names)
+    warehouse.write(
+        TRAFFIC_DRIFT_KEY,
+        day,
+        pa.Table.from_pandas(frame, schema=DRIFT_SCHEMA, preserve_index=False),
+        annotations={"drifted_share": result.drifted_share, "dataset_drifted": result.drifted},
+    )
+    drifted = [r["feature"] for r in rows if r["drifted"]]
+    recorder = mlflow.recorder(state, policy.mlflow.governance_experiment)
+    run_id = log_report(
+        recorder,
+        f"traffic-drift/{day}",
+        {"governance.day": day, "dagster.run_id": context.run.run_id, "dagster.asset_key": "monitoring/traffic_drift"},
+        {"drifted_share": result.drifted_share, **{f"drift.{r['feature']}": r["statistic"] for r in rows}},
+        {"traffic_drift.json": frame.to_json(orient="records", indent=2)},
+    )
+    context.log.info(
+        f"{day}: {len(drifted)} drifted ({', '.join(drifted) or 'none'}); share {result.drifted_share:.2f}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "drifted_share": result.drifted_share,
+            "dataset_drifted": result.drifted,
+            "drifted_features": ", ".join(drifted) or "none",
+            "tested_features": sum(1 for f in result.features if f.reference_size and f.current_size),
+            "features": dg.MetadataValue.md(
+                md_table(rows, ["feature", "kind", "method", "statistic", "threshold", "drifted", "detail"])
+            ),
+            "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+        }
+    )
+
+
+# --- evaluation drift ---------------------------------------------------------------------------
+
+
+EVAL_DRIFT_SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("baseline_suite", pa.string()),
+        ("run_name", pa.string()),
+        ("model", pa.string()),
+        ("metric", pa.string()),
+        ("split", pa.string()),
+        ("n_paired", pa.int64()),
+        ("flipped_to_fail", pa.int64()),
+        ("flipped_to_pass", pa.int64()),
+        ("baseline_mean", pa.float64()),
+        ("candidate_mean", pa.float64()),
+        ("p_value", pa.float64()),
+        ("p_adjusted", pa.float64()),
+        ("changed", pa.bool_()),
+        ("same_run_spec", pa.bool_()),
+        ("silent_change", pa.bool_()),
+        ("flipped_instances", pa.list_(pa.string())),
+    ]
+)
+assert EVAL_DRIFT_SCHEMA.names == EVAL_DRIFT_COLUMNS
+
+
+def _runs(warehouse: Warehouse, suite: str) -> pd.DataFrame:
+    table = warehouse.read(tidy.RUNS_KEY, suite)
+    return (table if table is not None else tidy.RUNS_SCHEMA.empty_table()).to_pandas()
+
+
+@dg.asset(
+    **suite_asset(
+        EVAL_DRIFT_KEY,
+        kinds={"parquet", "mlflow"},
+        deps=[RUNS_KEY, tidy.INSTANCE_STATS.key],
+        description="Per-instance outcome flips of each run against the previous suite that has it (exact McNemar).",
+    )
+)
+def eval_drift(
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Which instances changed outcome since the previous suite, and whether that is more than noise."""
+    policy = state.policy()
+    warehouse = state.warehouse()
+    shown: list[dict[str, Any]] = []
+    for suite in context.partition_keys:
+        if not warehouse.path(tidy.INSTANCE_STATS.key, suite).exists():
+            raise dg.Failure(description=f"suite {suite}: helm/instance_stats was never built")
+        earlier = [
+            (name, read_frame(warehouse, tidy.INSTANCE_STATS, name), _runs(warehouse, name))
+            for name in earlier_suites(context.instance, state, suite)
+        ]
+        rows = evaluation_flips(
+            suite,
+            read_frame(warehouse, tidy.INSTANCE_STATS, suite),
+            _runs(warehouse, suite),
+            earlier,
+            policy.monitoring.eval_drift,
+        )
+        frame = pd.DataFrame(rows, columns=EVAL_DRIFT_SCHEMA.names)
+        warehouse.write(
+            EVAL_DRIFT_KEY, suite, pa.Table.from_pandas(frame, schema=EVAL_DRIFT_SCHEMA, preserve_index=False)
+        )
+        recorder = mlflow.recorder(state, policy.mlflow.governance_experiment)
+        log_report(
+            recorder,
+            f"{suite}/eval-drift",
+            {
+                "governance.suite": suite,
+                "dagster.run_id": context.run.run_id,
+                "dagster.asset_key": "monitoring/eval_drift",
+            },
+            {
+                "comparisons": len(rows),
+                "changed": sum(r["changed"] for r in rows),
+                "silent_changes": sum(r["silent_change"] for r in rows),
+                "flipped_instances": sum(r["flipped_to_fail"] + r["flipped_to_pass"] for r in rows),
+            },
+            {"eval_drift.json": json.dumps(rows, indent=2, default=str)},
+        )
+        shown += rows
+    return dg.MaterializeResult(
+        metadata={
+            "comparisons": len(shown),
+            "changed": sum(r["changed"] for r in shown),
+            "silent_changes": sum(r["silent_change"] for r in shown),
+            "flips": dg.MetadataValue.md(
+                md_table(
+                    [r | {"p_adjusted": f"{r['p_adjusted']:.3g}"} for r in shown],
+                    [
+                        "suite",
+                        "baseline_suite",
+                        "run_name",
+                        "metric",
+                        "n_paired",
+                        "flipped_to_fail",
+                        "flipped_to_pass",
+                        "p_adjusted",
+                        "silent_change",
+                    ],
+                )
+            ),
+        }
+    )
+
+
+# --- trends -------------------------------------------------------------------------------------
+
+
+TRENDS_SCHEMA = pa.schema(
+    [
+        ("series", pa.string()),
+        ("label", pa.string()),
+        ("value", pa.float64()),
+        ("statistic", pa.float64()),
+        ("lower_limit", pa.float64()),
+        ("upper_limit", pa.float64()),
+        ("flagged", pa.bool_()),
+        ("change_point", pa.bool_()),
+    ]
+)
+
+
+def suite_metric_series(
+    instance: dg.DagsterInstance, warehouse: Warehouse, metrics: list[str]
+) -> dict[str, tuple[list[str], list[float]]]:
+    """Per `metric:<name>:<model>`: suites in the order they were added and the mean over the
+    model's runs of the test-split, unperturbed run-level mean."""
+    series: dict[str, tuple[list[str], list[float]]] = {}
+    for suite in instance.get_dynamic_partitions(HELM_SUITES):
+        if not warehouse.path(tidy.RUN_STATS.key, suite).exists():
+            continue
+        stats = read_frame(warehouse, tidy.RUN_STATS, suite)
+        picked = stats[
+            stats["metric"].isin(metrics)
+            & (stats["split"] == "test")
+            & stats["perturbation"].isna()
+            & (stats["count"] > 0)
+        ]
+        for (metric, model), group in picked.groupby(["metric", "model"], sort=True):
+            labels, values = series.setdefault(f"metric:{metric}:{model}", ([], []))
+            labels.append(suite)
+            values.append(float(group["mean"].mean()))
+    return series
+
+
+def kpi_series(warehouse: Warehouse) -> dict[str, tuple[list[str], list[float]]]:
+    """Per `kpi:<name>`: the days with traffic and that day's value (from the traffic tables' annotations)."""
+    series: dict[str, tuple[list[str], list[float]]] = {}
+    for day, kpis in daily_kpis_by_day(warehouse).items():
+        for name, value in kpis.items():
+            labels, values = series.setdefault(f"kpi:{name}", ([], []))
+            labels.append(day)
+            values.append(float("nan") if value is None else float(value))
+    return series
+
+
+def run_detection(values: list[float], settings: TrendSettings) -> ChangeDetection:
+    """The policy's change detector on one series."""
+    data = np.asarray(values, dtype=float)
+    if settings.method == "cusum":
+        return detect("cusum", data, k=settings.cusum_k, h=settings.cusum_h, warmup=settings.warmup)
+    if settings.method == "ewma":
+        return detect("ewma", data, lam=settings.ewma_lambda, L=settings.ewma_l, warmup=settings.warmup)
+    return detect("page_hinkley", data, delta=settings.ph_delta, threshold=settings.ph_threshold)
+
+
+def _series_rows(name: str, labels: list[str], detection: ChangeDetection) -> list[dict[str, Any]]:
+    starts = set(detection.change_points)
+    return [
+        {
+            "series": name,
+            "label": label,
+            "value": float(detection.values[i]),
+            "statistic": float(detection.statistic[i]),
+            "lower_limit": float(detection.lower_limit[i]),
+            "upper_limit": float(detection.upper_limit[i]),
+            "flagged": bool(detection.flagged[i]),
+            "change_point": i in starts,
+        }
+        for i, label in enumerate(labels)
+    ]
+
+
+@dg.asset(
+    key=dg.AssetKey(list(TRENDS_KEY)),
+    group_name="monitoring",
+    deps=[dg.AssetKey(list(TRAFFIC_KEY)), tidy.RUN_STATS.key],
+    kinds={"parquet", "mlflow"},
+    owners=["team:ml-governance"],
+    code_version="1",
+)
+def trends(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Headline metrics across suites and traffic KPIs across days, with change points flagged."""
+    policy = state.policy()
+    settings = policy.monitoring.trends
+    warehouse = state.warehouse()
+    series = suite_metric_series(context.instance, warehouse, settings.metrics) | kpi_series(warehouse)
+    rows: list[dict[str, Any]] = []
+    plots: dict[str, bytes] = {}
+    latest: dict[str, float] = {}
+    summary = []
+    for name, (labels, values) in sorted(series.items()):
+        detection = run_detection(values, settings)
+        rows += _series_rows(name, labels, detection)
+        plots[f"{name.replace(':', '_').replace('/', '_')}.png"] = plot_trend(name, labels, detection)
+        latest[name] = values[-1]
+        summary.append(
+            {
+                "series": name,
+                "points": len(values),
+                "latest": f"{values[-1]:.4g}",
+                "change_points": ", ".join(labels[i] for i in detection.change_points) or "none",
+                "latest_flagged": bool(detection.flagged[-1]),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=TRENDS_SCHEMA.names)
+    warehouse.write(TRENDS_KEY, None, pa.Table.from_pandas(frame, schema=TRENDS_SCHEMA, preserve_index=False))
+    plot_folder = state.home_path() / "monitoring" / "trends"
+    plot_folder.mkdir(parents=True, exist_ok=True)
+    for file_name, png in plots.items():
+        (plot_folder / file_name).write_bytes(png)
+    recorder = mlflow.recorder(state, policy.mlflow.governance_experiment)
+    run_id = log_report(
+        recorder,
+        "trends",
+        {"dagster.run_id": context.run.run_id, "dagster.asset_key": "monitoring/trends"},
+        {f"latest.{name}": value for name, value in latest.items() if np.isfinite(value)},
+        {"trends.json": frame.to_json(orient="records", indent=2), **plots},
+    )
+    first_plot = next(iter(plots.values()), None)
+    return dg.MaterializeResult(
+        metadata={
+            "series": dg.MetadataValue.md(
+                md_table(summary, ["series", "points", "latest", "change_points", "latest_flagged"])
+            ),
+            "plots": dg.MetadataValue.path(str(plot_folder)),
+            **(
+                {
+                    "plot": dg.MetadataValue.md(
+                        f"![trend](data:image/png;base64,{base64.b64encode(first_plot).decode()})"
+                    )
+                }
+                if first_plot
+                else {}
+            ),
+            **{name: value for name, value in latest.items() if np.isfinite(value)},
+            "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+        }
+    )

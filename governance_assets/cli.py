@@ -97,7 +97,9 @@ def _run_days(
     return ok
 
 
-def run_traffic_demo(instance: dg.DagsterInstance, home: Path, first_day: date) -> bool:
+def run_traffic_demo(
+    instance: dg.DagsterInstance, home: Path, first_day: date, rows_per_day: int = DEMO_ROWS_PER_DAY
+) -> bool:
     """Synthetic traffic with a drift on a known day, ingested through the sensor: the first week
     lands and becomes the reference, the second week lands and is tested as it arrives."""
     from governance_assets.definitions import defs
@@ -107,7 +109,7 @@ def run_traffic_demo(instance: dg.DagsterInstance, home: Path, first_day: date) 
     landing = home / "landing" / "traffic"
     landing.mkdir(parents=True, exist_ok=True)
     drift_day = first_day + timedelta(days=DEMO_DRIFT_DAY - 1)
-    frame = generate_traffic(first_day, DEMO_TRAFFIC_DAYS, DEMO_ROWS_PER_DAY, drift_day, seed=7)
+    frame = generate_traffic(first_day, DEMO_TRAFFIC_DAYS, rows_per_day, drift_day, seed=7)
     days = frame["timestamp"].dt.strftime("%Y-%m-%d")
     week_one = frame[days < (first_day + timedelta(days=7)).isoformat()]
     print(f"\n=== traffic: {DEMO_TRAFFIC_DAYS} days from {first_day}, drift injected on {drift_day} ===", flush=True)

@@ -238,13 +238,15 @@ class TrendSettings(_Strict):
 
     method: Literal["cusum", "page_hinkley", "ewma"] = "cusum"
     warmup: Annotated[int, Field(ge=2)] = 5
-    """Points that estimate the in-control mean and spread (CUSUM, EWMA)."""
+    """Points that estimate the in-control mean and spread (and Page–Hinkley's first possible alarm)."""
     cusum_k: Annotated[float, Field(ge=0)] = 0.5
     cusum_h: Annotated[float, Field(gt=0)] = 5.0
     ewma_lambda: Annotated[float, Field(gt=0, le=1)] = 0.2
     ewma_l: Annotated[float, Field(gt=0)] = 3.0
-    ph_delta: Annotated[float, Field(ge=0)] = 0.005
-    ph_threshold: Annotated[float, Field(gt=0)] = 50.0
+    ph_delta: Annotated[float, Field(ge=0)] = 0.1
+    """Page–Hinkley tolerance, in standard deviations of the warm-up points."""
+    ph_threshold: Annotated[float, Field(gt=0)] = 5.0
+    """Page–Hinkley alarm level λ, in standard deviations of the warm-up points."""
     metrics: Annotated[list[str], Field(min_length=1)] = ["exact_match"]
     """Headline HELM metrics (test split, unperturbed), averaged over a suite's runs per model."""
 

@@ -3,6 +3,7 @@ between suites, and metric trends with change detection."""
 
 import base64
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -476,6 +477,7 @@ TRENDS_SCHEMA = pa.schema(
         ("label", pa.string()),
         ("value", pa.float64()),
         ("statistic", pa.float64()),
+        ("lower_statistic", pa.float64()),
         ("lower_limit", pa.float64()),
         ("upper_limit", pa.float64()),
         ("flagged", pa.bool_()),
@@ -519,13 +521,24 @@ def kpi_series(warehouse: Warehouse) -> dict[str, tuple[list[str], list[float]]]
 
 
 def run_detection(values: list[float], settings: TrendSettings) -> ChangeDetection:
-    """The policy's change detector on one series."""
+    """The policy's change detector on one series. Page–Hinkley runs on the series standardised
+    by its first `warmup` points, so that one `ph_delta`/`ph_threshold` (in σ) fits every series."""
     data = np.asarray(values, dtype=float)
     if settings.method == "cusum":
         return detect("cusum", data, k=settings.cusum_k, h=settings.cusum_h, warmup=settings.warmup)
     if settings.method == "ewma":
         return detect("ewma", data, lam=settings.ewma_lambda, L=settings.ewma_l, warmup=settings.warmup)
-    return detect("page_hinkley", data, delta=settings.ph_delta, threshold=settings.ph_threshold)
+    warm = data[: settings.warmup][np.isfinite(data[: settings.warmup])]
+    spread = float(warm.std(ddof=1)) if warm.size > 1 else 0.0
+    standardised = (data - (warm.mean() if warm.size else 0.0)) / (spread if spread > 0 else 1.0)
+    detection = detect(
+        "page_hinkley",
+        standardised,
+        delta=settings.ph_delta,
+        threshold=settings.ph_threshold,
+        min_instances=settings.warmup,
+    )
+    return replace(detection, values=data)
 
 
 def _series_rows(name: str, labels: list[str], detection: ChangeDetection) -> list[dict[str, Any]]:
@@ -536,6 +549,7 @@ def _series_rows(name: str, labels: list[str], detection: ChangeDetection) -> li
             "label": label,
             "value": float(detection.values[i]),
             "statistic": float(detection.statistic[i]),
+            "lower_statistic": float(detection.lower_statistic[i]),
             "lower_limit": float(detection.lower_limit[i]),
             "upper_limit": float(detection.upper_limit[i]),
             "flagged": bool(detection.flagged[i]),

@@ -1,0 +1,240 @@
+"""Monitoring in Dagster: traffic through the sensor (files and a database table), drift flagged on
+the injected day and not before, trends, evaluation drift between suites, alerts."""
+
+import json
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pytest
+
+from governance_assets.cli import run_traffic_demo
+from governance_assets.defs.gates.sensors import check_failure_alerts
+from governance_assets.defs.monitoring.assets import EVAL_DRIFT_KEY, REFERENCE_KEY
+from governance_assets.defs.monitoring.sensors import traffic_landing
+from governance_assets.defs.partitions import HELM_SUITES
+from governance_assets.defs.resources import GovernanceState
+from governance_assets.lib.traffic import TRAFFIC_KEY
+from governance_assets.lib.traffic_generator import generate_traffic, write_landing_files
+from governance_assets.lib.warehouse import Warehouse
+from governance_assets_tests.conftest import MMLU_ROOT, copy_suite, governance_resources
+
+FIRST_DAY = datetime.now(UTC).date() - timedelta(days=14)
+DRIFT_DAY = FIRST_DAY + timedelta(days=10)
+
+
+def _policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, monitoring: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"evaluation_plan: {{run_entries: [simple1], models: [simple/model1]}}\nmonitoring: {monitoring}\n")
+    monkeypatch.setenv("GOVERNANCE_POLICY", str(path))
+
+
+def _tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    result = traffic_landing(
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()})
+    )
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _checks(instance: dg.DagsterInstance, asset: tuple[str, ...], name: str) -> dict[str, bool]:
+    """The latest evaluation of a check per partition: passed or not."""
+    key = dg.AssetCheckKey(dg.AssetKey(list(asset)), name)
+    latest: dict[str, bool] = {}
+    for record in reversed(instance.event_log_storage.get_asset_check_execution_history(key, limit=1000)):
+        if record.evaluation is not None and record.partition is not None:
+            latest[record.partition] = record.evaluation.passed
+    return latest
+
+
+def test_drift_is_flagged_on_the_injected_day_and_not_before(
+    instance: dg.DagsterInstance, offline_environment: Path
+) -> None:
+    """The demo's monitoring path, end to end on a real instance: sensor, traffic, reference,
+    drift, trends; then the alert sensor sends each failed drift check once."""
+    assert run_traffic_demo(instance, offline_environment, FIRST_DAY, rows_per_day=600)
+    warehouse = Warehouse(offline_environment / "warehouse")
+    days = [FIRST_DAY + timedelta(days=i) for i in range(14)]
+    for day in days:
+        table = warehouse.read(TRAFFIC_KEY, day.isoformat())
+        assert table is not None and table.num_rows == 600
+    assert warehouse.read_annotation(REFERENCE_KEY, None, "source").startswith(f"traffic {FIRST_DAY}")
+    shares = {
+        day: warehouse.read_annotation(("monitoring", "traffic_drift"), day.isoformat(), "drifted_share")
+        for day in days
+    }
+    assert all(shares[day] < 0.5 for day in days if day < DRIFT_DAY), shares
+    assert all(shares[day] >= 0.5 for day in days if day >= DRIFT_DAY), shares
+    checks = _checks(instance, ("monitoring", "traffic_drift"), "traffic_drift_share")
+    assert checks == {day.isoformat(): day < DRIFT_DAY for day in days}
+
+    trends = warehouse.read(("monitoring", "trends"))
+    assert trends is not None
+    latency = trends.to_pandas().query("series == 'kpi:latency_mean_ms'")
+    change_points = [date.fromisoformat(d) for d in latency.loc[latency["change_point"], "label"]]
+    assert change_points and min(change_points) >= DRIFT_DAY, change_points
+    assert not latency[latency["label"] < DRIFT_DAY.isoformat()]["flagged"].any()
+
+    context = dg.build_sensor_context(instance=instance, resources={"state": GovernanceState()})
+    check_failure_alerts(context)
+    ledger = offline_environment / "alerts" / "alerts.jsonl"
+    alerts = [json.loads(line) for line in ledger.read_text().splitlines()]
+    drift_alerts = sorted(a["details"]["partition"] for a in alerts if "traffic_drift_share" in a["key"])
+    assert drift_alerts == [day.isoformat() for day in days if day >= DRIFT_DAY]
+    check_failure_alerts(dg.build_sensor_context(instance=instance, resources={"state": GovernanceState()}))
+    assert len(ledger.read_text().splitlines()) == len(alerts)  # nothing sent twice
+
+    mlflow.set_tracking_uri(f"sqlite:///{offline_environment / 'mlflow' / 'mlflow.db'}")
+    names = {r.info.run_name for r in mlflow.search_runs(experiment_names=["governance"], output_format="list")}
+    assert {f"traffic-drift/{day}" for day in days} <= names and "trends" in names
+
+
+def test_sensor_stages_each_source_once_across_restarts(
+    instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _policy(tmp_path, monkeypatch, "{traffic: {max_sources_per_tick: 2}}")
+    landing = offline_environment / "landing" / "traffic"
+    landing.mkdir(parents=True)
+    frame = generate_traffic(FIRST_DAY, 3, 30, drift_day=None, seed=2)
+    days = frame["timestamp"].dt.strftime("%Y-%m-%d")
+    for fmt, day in zip(("jsonl", "csv", "parquet"), sorted(days.unique()), strict=True):
+        write_landing_files(frame[days == day], landing, fmt)
+    (landing / "zz-broken.csv").write_text("timestamp,model\n2026-01-01T00:00:00Z,m\n")
+    (landing / ".partial.jsonl").write_text("{")  # still being written: ignored
+
+    first = _tick(instance, None)
+    second = _tick(instance, first.cursor)
+    third = _tick(instance, second.cursor)
+    assert len(first.run_requests) == 2 and len(second.run_requests) == 1  # two sources a tick; one is broken
+    assert third.run_requests == [] and third.skip_reason
+    requested = [r.run_key for r in [*first.run_requests, *second.run_requests]]
+    assert sorted(r.partition_key for r in [*first.run_requests, *second.run_requests]) == sorted(days.unique())
+    assert len(set(requested)) == 3
+    [rejected] = second.asset_events
+    assert "zz-broken.csv" in rejected.metadata["source"].value
+    assert "missing required fields" in rejected.metadata["error"].value
+
+    restarted = [r.run_key for tick in _ticks_from_scratch(instance) for r in tick.run_requests]
+    assert sorted(restarted) == sorted(requested)  # the same run keys: Dagster launches nothing twice
+    (landing / sorted(p.name for p in landing.glob("traffic-*"))[0]).touch()
+    assert [r.run_key for r in _tick(instance, third.cursor).run_requests] == [requested[0]]
+
+    traffic = [a for a in _monitoring_assets() if a.key == dg.AssetKey(list(TRAFFIC_KEY))]
+    for request in [*first.run_requests, *second.run_requests]:
+        result = dg.materialize(
+            traffic, partition_key=request.partition_key, instance=instance, resources={"state": GovernanceState()}
+        )
+        [event] = result.get_asset_materialization_events()
+        assert event.materialization.metadata["rows"].value == 30
+
+
+def _ticks_from_scratch(instance: dg.DagsterInstance) -> list[dg.SensorResult]:
+    ticks = [_tick(instance, None)]
+    while ticks[-1].run_requests:
+        ticks.append(_tick(instance, ticks[-1].cursor))
+    return ticks
+
+
+def _monitoring_assets() -> list[dg.AssetsDefinition]:
+    from governance_assets.definitions import defs
+
+    return [
+        a
+        for a in defs().assets or []
+        if isinstance(a, dg.AssetsDefinition) and a.group_names_by_key.get(a.key) == "monitoring"
+    ]
+
+
+def test_sensor_reads_new_rows_of_a_database_table_once(
+    instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "serving.db"
+    monkeypatch.setenv("TRAFFIC_DATABASE_URL", f"sqlite:///{database}")
+    _policy(tmp_path, monkeypatch, "{traffic: {database: {url_env: TRAFFIC_DATABASE_URL, table: requests}}}")
+    frame = generate_traffic(FIRST_DAY, 2, 25, drift_day=None, seed=4)
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "create table requests (id integer primary key, timestamp text, model text, request_id text, "
+            "prompt text, completion text, latency_ms real, prompt_tokens integer, completion_tokens integer, "
+            "feedback real, metadata text)"
+        )
+        frame.iloc[:30].to_sql("requests", connection, if_exists="append", index=False)
+    first = _tick(instance, None)
+    assert {r.run_key for r in first.run_requests} == {
+        f"traffic:db-requests-1-30:{FIRST_DAY}",
+        f"traffic:db-requests-1-30:{FIRST_DAY + timedelta(days=1)}",
+    }
+    assert _tick(instance, first.cursor).run_requests == []
+    with sqlite3.connect(database) as connection:
+        frame.iloc[30:].to_sql("requests", connection, if_exists="append", index=False)
+    later = _tick(instance, first.cursor)
+    assert [r.run_key for r in later.run_requests] == [f"traffic:db-requests-31-50:{FIRST_DAY + timedelta(days=1)}"]
+    assert json.loads(later.cursor)["tables"] == {"requests": 50}
+
+
+def _invert_exact_match(run_dir: Path) -> None:
+    """Every exact-match outcome of the run turned around, as if another model answered."""
+    path = run_dir / "per_instance_stats.json"
+    entries = json.loads(path.read_text())
+    for entry in entries:
+        for stat in entry["stats"]:
+            if stat["name"]["name"] == "exact_match" and "perturbation" not in stat["name"]:
+                for field in ("sum", "mean", "min", "max"):
+                    if field in stat:
+                        stat[field] = 1.0 - stat[field] if field != "sum" else stat["count"] - stat["sum"]
+                if "min" in stat and "max" in stat:
+                    stat["min"], stat["max"] = min(stat["min"], stat["max"]), max(stat["min"], stat["max"])
+    path.write_text(json.dumps(entries))
+
+
+def test_eval_drift_names_the_flipped_instances_of_a_silently_changed_model(
+    instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two copies of the real MMLU suite; in the second, one model's answers changed behind its name."""
+    _policy(tmp_path, monkeypatch, "{eval_drift: {metrics: [exact_match]}, reference: {source: suite, suite: a}}")
+    root = tmp_path / "roots"
+    copy_suite(MMLU_ROOT / "runs" / "v1", root, "a", runs=6)
+    changed = copy_suite(MMLU_ROOT / "runs" / "v1", root, "b", runs=6)
+    model_runs = [p for p in changed.iterdir() if p.is_dir() and "together_Llama-3-70b" in p.name]
+    for run_dir in model_runs:
+        _invert_exact_match(run_dir)
+    instance.add_dynamic_partitions(HELM_SUITES, ["a", "b"])
+    resources = governance_resources(tmp_path / "home", roots=str(root))
+    from governance_assets.definitions import defs
+
+    definitions = defs()
+    helm_and_drift = [
+        a
+        for a in definitions.assets or []
+        if isinstance(a, dg.AssetsDefinition)
+        and (a.key.path[0] == "helm" or a.key == dg.AssetKey(list(EVAL_DRIFT_KEY)))
+    ]
+    checks = [
+        c for c in definitions.asset_checks or [] if any(k.name == "no_silent_model_change" for k in c.check_keys)
+    ]
+    for suite in ("a", "b"):
+        dg.materialize([*helm_and_drift, *checks], partition_key=suite, instance=instance, resources=resources)
+    assert _checks(instance, EVAL_DRIFT_KEY, "no_silent_model_change") == {"b": False}
+    warehouse = Warehouse(tmp_path / "home" / "warehouse")
+    rows = warehouse.read(EVAL_DRIFT_KEY, "b").to_pylist()
+    flagged = [r for r in rows if r["silent_change"]]
+    assert flagged and all("together_Llama-3-70b" in r["run_name"] for r in flagged)
+    assert all(r["flipped_to_fail"] + r["flipped_to_pass"] == r["n_paired"] for r in flagged)
+    assert all(
+        r["flipped_to_fail"] == r["flipped_to_pass"] == 0
+        for r in rows
+        if r not in flagged and "70b-chat" not in r["run_name"]
+    )
+
+    reference = dg.materialize(
+        [a for a in _monitoring_assets() if a.key == dg.AssetKey(list(REFERENCE_KEY))],
+        instance=instance,
+        resources=resources,
+    )
+    [event] = reference.get_asset_materialization_events()
+    assert event.materialization.metadata["source"].value == "suite a"
+    features = warehouse.read(REFERENCE_KEY)
+    assert features is not None and features.num_rows == event.materialization.metadata["rows"].value > 0

@@ -57,8 +57,10 @@ def alert_sinks(settings: AlertSettings) -> list[AlertSink]:
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def check_failure_alerts(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SkipReason:
-    """Sends each failed gate or monitoring check evaluation once: the JSONL ledger under GOVERNANCE_HOME/alerts
-    records what was sent, so a restart neither repeats nor loses an alert."""
+    """Sends each failed gate or monitoring check evaluation once. Only the newest evaluation of a
+    partition counts: one superseded before the sensor saw it ("no reference yet", then a pass)
+    is not sent. The JSONL ledger under GOVERNANCE_HOME/alerts records what was sent, so a restart
+    neither repeats nor loses an alert."""
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     ledger = JsonlSink(state.home_path() / "alerts" / "alerts.jsonl")
     policy = state.policy()
@@ -68,10 +70,14 @@ def check_failure_alerts(context: dg.SensorEvaluationContext, state: GovernanceS
     for key in alerted_check_keys(policy):
         name = key.to_user_string()
         history = context.instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY_PER_TICK)
-        for record in history:
+        judged: set[str | None] = set()  # partitions whose newest evaluation was already looked at
+        for record in sorted(history, key=lambda r: -r.id):
             if record.id <= seen.get(name, 0) or record.evaluation is None:
                 continue
             newest[name] = max(newest.get(name, 0), record.id)
+            if record.partition in judged:
+                continue  # superseded by a later evaluation of the same partition
+            judged.add(record.partition)
             if record.status.value == "FAILED":  # an evaluation with passed=False
                 pending.append(_alert(key, record))
     deliveries = deliver(pending, sinks, ledger)

@@ -18,7 +18,7 @@ from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib import tidy
-from governance_assets.lib.drift import DatasetDrift, FeatureDrift, dataset_drift
+from governance_assets.lib.drift import SMALL_REFERENCE_MAX, DatasetDrift, FeatureDrift, dataset_drift
 from governance_assets.lib.eval_drift import COLUMNS as EVAL_DRIFT_COLUMNS
 from governance_assets.lib.eval_drift import evaluation_flips
 from governance_assets.lib.gates import read_frame
@@ -26,10 +26,10 @@ from governance_assets.lib.mlflow_record import log_report, run_url
 from governance_assets.lib.policy import DriftSettings, ReferenceSettings, TrendSettings
 from governance_assets.lib.traffic import TRAFFIC_KEY, TRAFFIC_SCHEMA
 from governance_assets.lib.traffic_features import (
+    METADATA_FEATURES,
     EmbeddingDrift,
     daily_kpis,
-    embed_texts,
-    embedding_drift,
+    text_embedding_drift,
     traffic_features,
 )
 from governance_assets.lib.traffic_intake import assemble_day, quarantined_rows
@@ -209,7 +209,7 @@ def reference(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.M
         assert settings.suite is not None  # the policy guarantees it
         table = _suite_as_traffic(warehouse, settings.suite)
         described = f"suite {settings.suite}"
-        dropped_features = ["language", "user_segment"]  # HELM instances have no such metadata
+        dropped_features = list(METADATA_FEATURES)  # HELM instances have no such metadata
     else:
         days = _reference_days(settings, list(daily_kpis_by_day(warehouse)))
         if not days:
@@ -254,13 +254,15 @@ def day_drift(features: pd.DataFrame, reference_features: pd.DataFrame, settings
 
 
 def _text_drift(table: pa.Table, reference_texts: pa.Table, settings: DriftSettings) -> list[EmbeddingDrift]:
-    current = _sample(table, settings.embedding_max_rows, seed=1)
+    """Domain-classifier drift of prompt and completion embeddings; with a reference under 1,000
+    rows the AUC is compared with a bootstrap quantile, as Evidently's embeddings metric does."""
     return [
-        embedding_drift(
-            embed_texts(reference_texts.column(name).to_pylist()),
-            embed_texts(current.column(name).to_pylist()),
+        text_embedding_drift(
+            reference_texts.column(name),
+            table.column(name),
             threshold=settings.embedding_threshold,
             max_rows=settings.embedding_max_rows,
+            bootstrap=reference_texts.num_rows < SMALL_REFERENCE_MAX,
         )
         for name in TEXT_COLUMNS
     ]
@@ -322,8 +324,8 @@ def traffic_drift(
                     "statistic": text_result.roc_auc,
                     "threshold": text_result.threshold,
                     "drifted": text_result.drifted,
-                    "reference_size": text_result.reference_size,
-                    "current_size": text_result.current_size,
+                    "reference_size": text_result.reference_rows,
+                    "current_size": text_result.current_rows,
                     "detail": text_result.detail,
                 }
             )
@@ -389,7 +391,8 @@ assert EVAL_DRIFT_SCHEMA.names == EVAL_DRIFT_COLUMNS
 
 def _runs(warehouse: Warehouse, suite: str) -> pd.DataFrame:
     table = warehouse.read(tidy.RUNS_KEY, suite)
-    return (table if table is not None else tidy.RUNS_SCHEMA.empty_table()).to_pandas()
+    frame: pd.DataFrame = (table if table is not None else tidy.RUNS_SCHEMA.empty_table()).to_pandas()
+    return frame
 
 
 @dg.asset(
@@ -562,7 +565,7 @@ def _series_rows(name: str, labels: list[str], detection: ChangeDetection) -> li
 @dg.asset(
     key=dg.AssetKey(list(TRENDS_KEY)),
     group_name="monitoring",
-    deps=[dg.AssetKey(list(TRAFFIC_KEY)), tidy.RUN_STATS.key],
+    deps=[dg.AssetKey(list(TRAFFIC_KEY)), dg.AssetKey(list(tidy.RUN_STATS.key))],
     kinds={"parquet", "mlflow"},
     owners=["team:ml-governance"],
     code_version="1",

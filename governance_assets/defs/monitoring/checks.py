@@ -85,8 +85,9 @@ def trends_in_control(state: GovernanceState) -> dg.AssetCheckResult:
     latest = frame.groupby("series", sort=True).tail(1)
     flagged = latest[latest["flagged"]]
     evidence = flagged[["series", "label", "value", "lower_limit", "upper_limit"]].to_dict("records")
-    outcome = "fail" if evidence else "pass"
-    return check_result(Judgement(outcome, len(evidence), threshold, evidence, dg.AssetCheckSeverity.WARN))
+    return check_result(
+        Judgement("fail" if evidence else "pass", len(evidence), threshold, evidence, dg.AssetCheckSeverity.WARN)
+    )
 
 
 MONITORING_CHECKS = [traffic_drift_share, no_silent_model_change, trends_in_control]

@@ -1,6 +1,7 @@
 """Watching the traffic landing folder (and, by configuration, a database table)."""
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -8,10 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from governance_assets.defs.monitoring.assets import TRAFFIC_KEY
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.policy import DatabaseTrafficSource
-from governance_assets.lib.traffic import read_landing_file, read_table_rows
+from governance_assets.lib.traffic import TRAFFIC_KEY, read_landing_file, read_table_rows
 from governance_assets.lib.traffic_intake import (
     StagedSource,
     database_source_id,
@@ -70,7 +70,7 @@ class _Stager:
             self.staged.append(stage_source(self.staging, source_id, batch, self.first_day, self.last_day))
         self.budget -= 1
 
-    def table(self, settings: DatabaseTrafficSource, after_id: int, log: dg.DagsterLogManager) -> int:
+    def table(self, settings: DatabaseTrafficSource, after_id: int, log: logging.Logger) -> int:
         """Stage batches of new rows; returns the new high-water mark of the primary key."""
         url = os.environ.get(settings.url_env)
         if not url:

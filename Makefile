@@ -31,6 +31,7 @@ check: install  ## lint, format and type checks
 bench: install  ## benchmarks, reported as ratios against their peers
 	$(BIN)/python bench/ingest_vs_summarize.py
 	$(BIN)/python bench/gates_vs_ingest.py
+	$(BIN)/python bench/drift_vs_evidently.py
 
 clean:
 	rm -rf .governance

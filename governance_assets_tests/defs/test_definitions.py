@@ -17,6 +17,11 @@ EXPECTED_ASSETS = {
     "helm/predictions",
     "gates/verdicts",
     "release/decision",
+    "monitoring/traffic",
+    "monitoring/reference",
+    "monitoring/traffic_drift",
+    "monitoring/eval_drift",
+    "monitoring/trends",
 }
 EXPECTED_CHECKS = {
     "helm/runs:all_runs_complete",
@@ -31,7 +36,12 @@ EXPECTED_CHECKS = {
     "helm/run_stats:exact_match_floor",
     "helm/run_stats:output_length_ceiling",
     "lineage/reproducibility:deterministic_runs_reproduce",
+    "monitoring/traffic_drift:traffic_drift_share",
+    "monitoring/eval_drift:no_silent_model_change",
+    "monitoring/trends:trends_in_control",
 }
+DAILY = {"monitoring/traffic", "monitoring/traffic_drift"}
+UNPARTITIONED = {"monitoring/reference", "monitoring/trends"}
 
 
 def test_code_location_loads_everything() -> None:
@@ -43,9 +53,15 @@ def test_code_location_loads_everything() -> None:
         "helm_suite_discovery",
         "check_failure_alerts",
         "openlineage_events",
+        "traffic_landing",
     }
-    assert {s.name for s in definitions.schedules or []} >= {"nightly_evaluation"}
+    assert {s.name for s in definitions.schedules or []} >= {
+        "nightly_evaluation",
+        "daily_traffic_monitoring",
+        "daily_trends",
+    }
     assert definitions.resolve_job_def("evaluate_suite").partitions_def is not None
+    assert definitions.resolve_job_def("monitor_traffic").partitions_def is not None
     dg.Definitions.validate_loadable(definitions)
 
 
@@ -70,7 +86,13 @@ def test_every_asset_is_described_owned_and_grouped_by_its_folder() -> None:
         assert node.owners, key
         assert node.kinds, key
         assert node.description, key
-        assert node.partitions_def is not None and node.partitions_def.name == "helm_suites", key
+        name = key.to_user_string()
+        if name in DAILY:
+            assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
+        elif name in UNPARTITIONED:
+            assert node.partitions_def is None, key
+        else:
+            assert node.partitions_def is not None and node.partitions_def.name == "helm_suites", key
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:

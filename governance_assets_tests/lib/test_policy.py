@@ -44,6 +44,23 @@ def test_policy_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("mlflow: {}\n", "evaluation_plan: Field required"),
         ("- a list\n", "expected a mapping at the top level"),
         ("evaluation_plan: [unclosed\n", "not valid YAML"),
+        (
+            VALID_PLAN + "monitoring: {drift: {share_threshold: 0.8, error_share: 0.5}}\n",
+            "monitoring.drift: Value error, 'error_share' (0.5) is below 'share_threshold' (0.8)",
+        ),
+        (VALID_PLAN + "monitoring: {reference: {source: suite}}\n", "a 'suite' reference needs 'suite'"),
+        (VALID_PLAN + "monitoring: {reference: {start: 2026-02-01}}\n", "give both 'start' and 'end'"),
+        (
+            VALID_PLAN + "monitoring: {reference: {start: 2026-02-01, end: 2026-01-01}}\n",
+            "'start' (2026-02-01) is after 'end' (2026-01-01)",
+        ),
+        (VALID_PLAN + "monitoring: {drift: {methods: {latency_ms: anova}}}\n", "monitoring.drift.methods.latency_ms"),
+        (VALID_PLAN + "monitoring: {trends: {method: arima}}\n", "monitoring.trends.method"),
+        (
+            VALID_PLAN + "monitoring: {traffic: {database: {url_env: DB, table: 'x; drop'}}}\n",
+            "monitoring.traffic.database.table: String should match pattern",
+        ),
+        (VALID_PLAN + "monitoring: {start_date: yesterday}\n", "monitoring.start_date"),
     ],
 )
 def test_bad_policy_names_field_and_reason(text: str, expected: str) -> None:

@@ -1,0 +1,189 @@
+"""The measured child processes of `drift_vs_evidently.py`, and its Evidently side.
+
+This file runs in two interpreters. The project's imports it for `run_child`, which both of the
+project-side children (our `dataset_drift` and the plain scipy loop) use. The benchmark's own
+Evidently virtualenv runs it as a script: the Evidently side,
+
+    <venv-evidently>/bin/python bench/_evidently_side.py DATA_DIR RESULT_JSON
+
+so at module level it imports only the standard library, numpy and pandas; Evidently is imported
+inside `evidently_side`. `DATA_DIR` holds `reference.parquet`, `current.parquet` and
+`features.json` (feature name -> "numerical" or "categorical"), all written by the parent.
+
+Every child does the same: read both Parquet files (timed as loading), a warm-up on the first
+`WARMUP_ROWS` rows of each (untimed: lazy imports and first-call costs), then `prepare` (timed on
+its own: Evidently's `Dataset.from_pandas`, nothing for the others) and the drift computation
+(timed: the figure that is compared), then the per-feature results are written as JSON. Memory is
+read from `/proc/self/status` by the child itself: `VmHWM` before the measured steps (interpreter,
+imports, data, warm-up), then reset through `/proc/self/clear_refs` so that the peak of each
+measured step is known on its own; the process peak is the largest of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+WARMUP_ROWS = 10_000
+"""Rows of each frame in the untimed warm-up: enough for more than 1000 values in every column (feedback
+is 70% missing), so that the warm-up chooses the same tests."""
+NO_TRACKING_ENV = {"DO_NOT_TRACK": "1", "ITERATIVE_DO_NOT_TRACK": "1"}
+"""Evidently's usage telemetry (`evidently.telemetry`, via iterative-telemetry) is off when
+`DO_NOT_TRACK` is set; `ITERATIVE_DO_NOT_TRACK` switches off iterative-telemetry itself."""
+
+Kinds = Mapping[str, str]
+Features = dict[str, dict[str, Any]]
+"""Feature -> {"method": Evidently's test id, "statistic": float, "drifted": bool, ...}."""
+Summary = dict[str, Any]
+"""{"features": Features, "drifted_share": float, "dataset_drifted": bool}."""
+Prepare = Callable[[pd.DataFrame, pd.DataFrame, Kinds], Callable[[], Any]]
+Extract = Callable[[Any], Summary]
+
+
+def status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (`VmHWM`, `VmRSS`), in MiB."""
+    for line in Path("/proc/self/status").read_text("ascii").splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak() -> bool:
+    """Reset this process's `VmHWM` to its current RSS (Linux: `5` into clear_refs); False if refused."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5", "ascii")
+    except OSError:
+        return False
+    return True
+
+
+def versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of `packages` (those installed)."""
+    found = {}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def run_child(side: str, data_dir: Path, result_path: Path, prepare: Prepare, extract: Extract) -> None:
+    """Load the data, warm up, measure `prepare` and the drift computation, write the results as JSON."""
+    start = time.perf_counter()
+    reference = pd.read_parquet(data_dir / "reference.parquet")
+    current = pd.read_parquet(data_dir / "current.parquet")
+    load_seconds = time.perf_counter() - start
+    kinds: dict[str, str] = json.loads((data_dir / "features.json").read_text("utf-8"))
+
+    extract(prepare(reference.head(WARMUP_ROWS), current.head(WARMUP_ROWS), kinds)())
+    peak_before = status_mib("VmHWM")
+
+    resettable = reset_peak()
+    start = time.perf_counter()
+    compute = prepare(reference, current, kinds)
+    prepare_seconds = time.perf_counter() - start
+    peak_prepare = status_mib("VmHWM")
+
+    reset_peak()
+    rss_before_drift = status_mib("VmRSS")
+    start = time.perf_counter()
+    outcome = compute()
+    drift_seconds = time.perf_counter() - start
+    peak_drift = status_mib("VmHWM")
+    start = time.perf_counter()
+    summary = extract(outcome)
+    extract_seconds = time.perf_counter() - start
+
+    report = {
+        "side": side,
+        "rows": {"reference": len(reference), "current": len(current)},
+        "load_seconds": load_seconds,
+        "prepare_seconds": prepare_seconds,
+        "drift_seconds": drift_seconds,
+        "extract_seconds": extract_seconds,
+        "memory_mib": {
+            "peak_process": max(peak_before, peak_prepare, peak_drift),
+            "peak_before_measured_steps": peak_before,
+            "peak_prepare": peak_prepare if resettable else None,
+            "rss_before_drift": rss_before_drift,
+            "peak_drift": peak_drift if resettable else None,
+            "peaks_per_step": resettable,
+        },
+        "python": platform.python_version(),
+        "versions": versions(("evidently", "numpy", "pandas", "scipy", "pyarrow")),
+        **summary,
+    }
+    result_path.write_text(json.dumps(report, indent=2), "utf-8")
+
+
+def evidently_prepare(reference: pd.DataFrame, current: pd.DataFrame, kinds: Kinds) -> Callable[[], Any]:
+    """Evidently `Dataset`s with the column types given (as ours infers them), and a run of the preset."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(
+        numerical_columns=[name for name, kind in kinds.items() if kind == "numerical"],
+        categorical_columns=[name for name, kind in kinds.items() if kind == "categorical"],
+    )
+    reference_data = Dataset.from_pandas(reference, data_definition=definition)
+    current_data = Dataset.from_pandas(current, data_definition=definition)
+
+    def run() -> Any:
+        return Report([DataDriftPreset()], include_tests=True).run(current_data, reference_data)
+
+    return run
+
+
+def evidently_extract(snapshot: Any) -> Summary:
+    """Per column: Evidently's test id, drift score and verdict (its test's status); the dataset's share."""
+    from evidently.legacy.calculations import stattests
+    from evidently.legacy.calculations.stattests.registry import StatTest
+
+    test_ids = {test.display_name: test.name for test in vars(stattests).values() if isinstance(test, StatTest)}
+    result = snapshot.dict()
+    features: Features = {}
+    share: float | None = None
+    for metric in result["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":ValueDrift"):
+            features[config["column"]] = {
+                "method": test_ids.get(config["method"], config["method"]),
+                "method_name": config["method"],
+                "statistic": float(metric["value"]),
+                "threshold": config["threshold"],
+            }
+        elif config["type"].endswith(":DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+    dataset_drifted = None
+    for test in result["tests"]:
+        params = test["metric_config"]["params"]
+        if params["type"].endswith(":ValueDrift"):
+            features[params["column"]]["drifted"] = test["status"] == "FAIL"
+        elif params["type"].endswith(":DriftedColumnsCount"):
+            dataset_drifted = test["status"] == "FAIL"  # the test is "share < drift_share"
+    missing = [name for name, feature in features.items() if "drifted" not in feature]
+    if missing or share is None or dataset_drifted is None:
+        raise RuntimeError(f"incomplete Evidently snapshot: no verdict for {missing or 'the dataset'}")
+    return {"features": features, "drifted_share": share, "dataset_drifted": dataset_drifted}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        raise SystemExit("usage: _evidently_side.py DATA_DIR RESULT_JSON")
+    os.environ.update(NO_TRACKING_ENV)  # the parent sets them too; before Evidently is imported
+    run_child("evidently", Path(argv[0]), Path(argv[1]), evidently_prepare, evidently_extract)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

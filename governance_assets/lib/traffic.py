@@ -50,6 +50,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +61,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -99,8 +101,17 @@ _KINDS: dict[str, Kind] = {
     "feedback": "float",
     "metadata": "metadata",
 }
+_JSON_NUMBERS = tuple(name for name, kind in _KINDS.items() if kind in ("float", "int"))
+_JSON_OPTIONS = pj.ParseOptions(  # the fast JSON Lines reader's, all but metadata (integers as floats: 10.0)
+    explicit_schema=pa.schema(
+        [(name, pa.float64() if name in _JSON_NUMBERS else pa.string()) for name in FIELDS if name != "metadata"]
+    ),
+    unexpected_field_behavior="error",
+)
+_METADATA_MEMBER = r',[ \t\r]*"metadata"[ \t\r]*:'  # after another member (the fast JSON Lines reader)
 _MISSING: Any = object()  # a JSON key that is absent
-_CHUNK_LINES = 100_000
+_BLOCK_BYTES = 16 << 20  # JSON Lines are read in blocks of about this size (whole lines)
+_SPLIT = 16  # a block the fast reader refuses is tried again in this many pieces
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
@@ -109,6 +120,7 @@ _NAIVE = "^\\d{4}-\\d{2}-\\d{2}([T ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?)?$"
 _FLOAT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _INT = r"^[+-]?\d{1,18}(\.0*)?$"
 _US_PER_DAY = 86_400_000_000
+_PANDAS_SAFE = np.array(["1678-01-02", "2261-12-30"], dtype="datetime64[us]")  # within its nanosecond timestamps
 _EPOCH = date(1970, 1, 1)
 
 
@@ -215,24 +227,39 @@ def _timestamps_text(
     field: str, trimmed: pa.Array, blank: np.ndarray[Any, Any], reasons: Reasons
 ) -> tuple[pa.Array, Reasons]:
     aware = _mask(pc.match_substring_regex(trimmed, _AWARE))
-    naive = _mask(pc.match_substring_regex(trimmed, _NAIVE))
     other = ~aware & ~blank
-    shown = trimmed.to_pylist() if other.any() else []
-    _add(reasons, other & naive, lambda i: f"{field}: {_show(shown[i])} has no time zone")
-    _add(reasons, other & ~naive, lambda i: f"{field}: {_show(shown[i])} is not an ISO-8601 timestamp")
+    if other.any():
+        naive = _mask(pc.match_substring_regex(trimmed, _NAIVE))
+        shown = trimmed.to_pylist()
+        _add(reasons, other & naive, lambda i: f"{field}: {_show(shown[i])} has no time zone")
+        _add(reasons, other & ~naive, lambda i: f"{field}: {_show(shown[i])} is not an ISO-8601 timestamp")
     result = np.zeros(len(trimmed), dtype="datetime64[us]")
     if aware.any():
-        subset = trimmed.filter(pa.array(aware)).to_numpy(zero_copy_only=False)
-        parsed = pd.to_datetime(pd.Series(subset, dtype=object), format="ISO8601", utc=True, errors="coerce")
-        invalid = parsed.isna().to_numpy()
+        stamps = _aware_stamps(trimmed.filter(pa.array(aware)))
+        invalid = np.isnat(stamps)
         if invalid.any():
-            where = np.flatnonzero(aware)[invalid]
-            for i in where.tolist():
+            for i in np.flatnonzero(aware)[invalid].tolist():
                 reasons[i] = f"{field}: {_show(trimmed[i].as_py())} is not a valid date and time"
-        stamps = parsed.dt.tz_localize(None).to_numpy().astype("datetime64[us]")
-        stamps[np.isnat(stamps)] = np.datetime64(0, "us")
+            stamps[invalid] = np.datetime64(0, "us")
         result[aware] = stamps
     return pa.array(result, type=pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")), reasons
+
+
+def _aware_stamps(texts: pa.Array) -> np.ndarray[Any, np.dtype[np.datetime64]]:
+    """The UTC times of ISO-8601 texts with a time zone as pandas reads them, NaT where invalid.
+
+    pyarrow reads them the same way, much faster, when it reads them all (no more than six digits
+    after the second, valid dates and times) and they are far from the limits of pandas' nanoseconds."""
+    try:
+        stamps = texts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy().astype("datetime64[us]")
+    except pa.ArrowInvalid:
+        pass
+    else:
+        if stamps.min() >= _PANDAS_SAFE[0] and stamps.max() <= _PANDAS_SAFE[1]:
+            return stamps
+    subset = texts.to_numpy(zero_copy_only=False)
+    parsed = pd.to_datetime(pd.Series(subset, dtype=object), format="ISO8601", utc=True, errors="coerce")
+    return np.asarray(parsed.dt.tz_localize(None).to_numpy().astype("datetime64[us]"))
 
 
 def _metadata_from_text(text: str) -> tuple[str | None, str | None]:
@@ -427,7 +454,7 @@ def _finish(
             good[i] = False
             quarantined.append(QuarantinedRow(source, int(part.rows[i]), "; ".join(reasons), _clip(raw(p, i))))
         table = pa.Table.from_arrays([part.columns[n] for n in FIELDS], schema=_LOOSE)
-        tables.append(table.filter(pa.array(good)))
+        tables.append(table if good.all() else table.filter(pa.array(good)))
         positions = np.flatnonzero(good)
         kept.append((np.full(len(positions), p), positions))
     table = pa.concat_tables(tables) if tables else _LOOSE.empty_table()
@@ -479,26 +506,76 @@ def read_landing_file(path: Path) -> ParsedBatch:
 
 
 def _read_jsonl(path: Path, source: str) -> ParsedBatch:
-    parts: list[_Part] = []
-    offsets_by_part: list[list[int]] = []
-    quarantined: list[QuarantinedRow] = []
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     with path.open("rb") as file:
+        offset = 3 if file.read(3) == b"\xef\xbb\xbf" else 0  # skip a byte order mark
+        file.seek(offset)
+        reader = _JsonLines(source, offset)
+        while block := file.read(_BLOCK_BYTES) + file.readline():  # whole lines
+            error = reader.read(block)
+            if error:
+                return _failed(source, error)
+
+        def raw(p: int, i: int) -> str:
+            file.seek(int(reader.offsets[p][i]))
+            return file.readline().decode("utf-8", "replace").rstrip("\r\n")
+
+        return _finish(source, reader.parts, reader.quarantined, raw)
+
+
+class _JsonLines:
+    """A JSON Lines file read block by block: parts so far, the file offsets of their rows' lines."""
+
+    def __init__(self, source: str, offset: int) -> None:
+        self.source = source
+        self.offset = offset  # in the file, of the next line
+        self.line = 1  # number of the next line
+        self.parts: list[_Part] = []
+        self.offsets: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+        self.quarantined: list[QuarantinedRow] = []
+
+    def read(self, block: bytes) -> str | None:
+        """Read whole lines; the reason if the whole file is unreadable.
+
+        The fast reader takes the block, or else each of `_SPLIT` pieces of it, and the strict
+        reader what it refuses. Text with NUL bytes or not UTF-8 goes to the strict reader, which
+        finds the line that makes the file unreadable."""
+        if b"\x00" in block or not _is_utf8(block):
+            return self._strict(block)
+        if not self._fast(block):
+            for piece in _pieces(block):
+                if not self._fast(piece):
+                    self._strict(piece)  # never unreadable as a whole: no NUL bytes, UTF-8
+        return None
+
+    def _fast(self, block: bytes) -> bool:
+        parsed = _fast_jsonl(block, self.line)
+        if parsed is None:
+            return False
+        part, starts = parsed
+        self.parts.append(part)
+        self.offsets.append(starts + self.offset)
+        self.offset += len(block)
+        self.line += len(starts)
+        return True
+
+    def _strict(self, block: bytes) -> str | None:
+        """Parse line by line with orjson, the reference behaviour; the reason if the file is unreadable."""
         objects: list[dict[str, Any]] = []
         numbers: list[int] = []
         offsets: list[int] = []
-        offset = 3 if file.read(3) == b"\xef\xbb\xbf" else 0  # skip a byte order mark
-        file.seek(offset)
-        for number, line in enumerate(file, 1):
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        for line in io.BytesIO(block):
+            number, offset = self.line, self.offset
+            self.line += 1
+            self.offset += len(line)
             try:
                 obj = loads(line)
             except decode_error as error:
                 whole, reason = _line_problem(line, number, error)
                 if whole:
-                    return _failed(source, reason)
+                    return reason
                 if reason:
-                    quarantined.append(QuarantinedRow(source, number, reason, _clip(line.decode().rstrip("\r\n"))))
-                offset += len(line)
+                    self._quarantine(number, reason, line)
                 continue
             if type(obj) is dict:
                 objects.append(obj)
@@ -506,25 +583,126 @@ def _read_jsonl(path: Path, source: str) -> ParsedBatch:
                 offsets.append(offset)
             else:
                 kind = "array" if isinstance(obj, list) else "string" if isinstance(obj, str) else "number or literal"
-                quarantined.append(
-                    QuarantinedRow(
-                        source, number, f"line is a JSON {kind}, not an object", _clip(line.decode().rstrip("\r\n"))
-                    )
-                )
-            offset += len(line)
-            if len(objects) >= _CHUNK_LINES:
-                parts.append(_json_part(objects, numbers, json_metadata=True))
-                offsets_by_part.append(offsets)
-                objects, numbers, offsets = [], [], []
+                self._quarantine(number, f"line is a JSON {kind}, not an object", line)
         if objects:
-            parts.append(_json_part(objects, numbers, json_metadata=True))
-            offsets_by_part.append(offsets)
+            self.parts.append(_json_part(objects, numbers, json_metadata=True))
+            self.offsets.append(np.asarray(offsets, dtype=np.int64))
+        return None
 
-        def raw(p: int, i: int) -> str:
-            file.seek(offsets_by_part[p][i])
-            return file.readline().decode("utf-8", "replace").rstrip("\r\n")
+    def _quarantine(self, number: int, reason: str, line: bytes) -> None:
+        self.quarantined.append(QuarantinedRow(self.source, number, reason, _clip(line.decode().rstrip("\r\n"))))
 
-        return _finish(source, parts, quarantined, raw)
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        _strings(data, np.array([0, len(data)])).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _pieces(block: bytes) -> list[bytes]:
+    """`block` cut after newlines into about `_SPLIT` pieces."""
+    pieces = []
+    start = 0
+    while start < len(block):
+        end = block.find(b"\n", start + len(block) // _SPLIT) + 1 or len(block)
+        pieces.append(block[start:end])
+        start = end
+    return pieces
+
+
+def _spans(starts: np.ndarray[Any, Any], ends: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The positions start, start + 1 … end - 1 of all the spans, in order."""
+    lengths = ends - starts
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+
+
+def _strings(data: bytes | np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]) -> pa.LargeStringArray:
+    """The texts data[offsets[i]:offsets[i + 1]] (bytes, not validated as UTF-8), without a copy."""
+    return pa.LargeStringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data)
+    )
+
+
+def _fast_jsonl(block: bytes, first: int) -> tuple[_Part, np.ndarray[Any, np.dtype[np.int64]]] | None:
+    """Whole lines of JSON Lines parsed by pyarrow, and the lines' offsets in `block`; None if refused.
+
+    Refused unless each line is one JSON object (``{`` first, ``}`` last) of known fields, the
+    required ones not null, strings and numbers where they belong (no ``NaN``, ``-0`` or number of
+    2**53 or more, which pyarrow and orjson may read differently), and ``metadata`` absent, or null
+    or a flat object in a member after a comma and before a comma or the closing brace. Then the
+    result is the strict reader's: the metadata members are cut out and parsed by orjson, and
+    pyarrow parses the lines with them blanked out by tabs, unknown and repeated fields being
+    errors. A tab is whitespace between tokens but invalid in a string, so both succeed only if the
+    lines are valid JSON, the metadata members among the others."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == ord("\n"))
+    if not block.endswith(b"\n"):
+        ends = np.append(ends, len(block))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    closing = ends - 1 - (data[ends - 1] == ord("\r"))
+    if False:
+        return None  # a blank line, or a value that is not an object, is not alone or spans lines
+    found = pc.find_substring_regex(_strings(block, np.append(starts, len(block))), _METADATA_MEMBER).to_numpy()
+    rows = np.flatnonzero(found >= 0)
+    member = starts[rows] + found[rows]  # the comma before it
+    value = member + len(',"metadata":') + (data[member + 1] == ord(" "))  # also json.dumps' ', "metadata": '
+    value += data[value] == ord(" ")
+    braces = np.flatnonzero(data == ord("}"))
+    after = np.where(data[value] == ord("{"), braces[np.searchsorted(braces, value)] + 1, value + len("null"))
+    after = np.minimum(after, closing[rows])
+    if not np.isin(data[after], (ord(","), ord("}"))).all():
+        return None
+    cut = _spans(member, after)
+    metadata = _fast_metadata(_strings(data[cut], np.concatenate(([0], np.cumsum(after - member)))), rows, len(starts))
+    if metadata is None:
+        return None
+    blanked = data.copy()
+    blanked[cut] = ord("\t")
+    try:
+        table = pj.read_json(pa.BufferReader(pa.py_buffer(blanked)), parse_options=_JSON_OPTIONS)
+    except pa.ArrowInvalid:
+        return None
+    if table.num_rows != len(starts) or any(table.column(name).null_count for name in REQUIRED):
+        return None  # a missing field and a null one are both null here, but not the same mistake
+    columns: dict[str, Callable[[], tuple[pa.Array, Reasons]]] = {"metadata": lambda: (metadata, {})}
+    for name in FIELDS:
+        kind = _KINDS[name]
+        if kind in ("float", "int"):
+            numbers = table.column(name).combine_chunks()
+            x = numbers.drop_null().to_numpy()
+            if not ((np.abs(x) < 2**53) & ~((x == 0) & np.signbit(x))).all():
+                return None
+            if kind == "int":
+                if not (np.trunc(x) == x).all():
+                    return None
+                numbers = numbers.cast(pa.int64())
+            columns[name] = partial(_numeric_checks, name, numbers, {})
+        elif kind != "metadata":  # strings, in pyarrow's chunks
+            columns[name] = partial(_text, name, kind, table.column(name), name not in REQUIRED)
+    return _convert(columns, range(first, first + len(starts)), {}), starts
+
+
+def _fast_metadata(members: pa.LargeStringArray, rows: np.ndarray[Any, Any], count: int) -> pa.Array | None:
+    """Canonical metadata of `count` rows from the members (``,"metadata": …``) of those in `rows`.
+
+    Each distinct member is parsed once. None (refused) unless each is one JSON member and its
+    value an object or null."""
+    encoded = members.dictionary_encode()
+    canonical: list[str | None] = []
+    for text in encoded.dictionary.to_pylist():
+        try:
+            obj = orjson.loads("{" + text[1:] + "}")
+        except orjson.JSONDecodeError:
+            return None
+        value = obj["metadata"] if len(obj) == 1 else 0
+        if not (value is None or isinstance(value, dict)):
+            return None  # not an object: the strict reader quarantines the row
+        canonical.append(None if value is None else canonical_metadata(value))
+    at = np.full(count, -1)
+    at[rows] = encoded.indices.to_numpy()
+    return pa.array(canonical, pa.string()).take(pa.array(at, mask=at < 0))
 
 
 def _line_problem(line: bytes, number: int, error: Exception) -> tuple[bool, str]:

@@ -138,8 +138,8 @@ def test_alerts_are_sent_once_to_the_ledger_and_the_webhook(
         ledger = evaluated["home"] / "alerts" / "alerts.jsonl"
         alerts = [json.loads(line) for line in ledger.read_text().splitlines()]
         titles = {a["title"] for a in alerts}
-        assert "Gate no_regression failed for suite v2" in titles and "Gate em_floor failed for suite v1" in titles
-        assert "Gate no_regression failed for suite v1" in titles  # the WARN "no data" result is a failure too
+        assert "Check no_regression failed for v2" in titles and "Check em_floor failed for v1" in titles
+        assert "Check no_regression failed for v1" in titles  # the WARN "no data" result is a failure too
         assert len(_Webhook.received) == len(alerts) and all("text" in body for body in _Webhook.received)
         # The next tick, and a restart that lost its cursor, send nothing again.
         again = dg.build_sensor_context(

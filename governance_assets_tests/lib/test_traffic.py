@@ -9,13 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from governance_assets.lib import traffic
 from governance_assets.lib.traffic import (
     TRAFFIC_KEY,
     TRAFFIC_SCHEMA,
+    ParsedBatch,
     QuarantinedRow,
     append_to_day,
     read_landing_file,
@@ -242,3 +246,230 @@ def test_generator_drifts_on_the_drift_day_only() -> None:
     again = generate_traffic(START, 8, 2000, date(2026, 11, 25), seed=5)
     pd.testing.assert_frame_equal(frame, again)
     assert not generate_traffic(START, 1, 50, None, seed=6).equals(generate_traffic(START, 1, 50, None, seed=5))
+
+
+# --- the fast JSON Lines reader against the strict one --------------------------------------------
+
+
+def _read_both(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ParsedBatch, ParsedBatch, list[bool]]:
+    """`path` read as usual and by the strict reader alone, and whether the fast one took each block it was given."""
+    taken: list[bool] = []
+    fast = traffic._fast_jsonl
+
+    def spy(block: bytes, first: int) -> Any:
+        parsed = fast(block, first)
+        taken.append(parsed is not None)
+        return parsed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(traffic, "_fast_jsonl", spy)
+        usual = read_landing_file(path)
+    with monkeypatch.context() as patch:
+        patch.setattr(traffic, "_fast_jsonl", lambda block, first: None)
+        strict = read_landing_file(path)
+    return usual, strict, taken
+
+
+def _assert_same(got: ParsedBatch, expected: ParsedBatch) -> None:
+    assert got.error == expected.error
+    assert got.quarantined == expected.quarantined
+    assert got.table.schema == expected.table.schema == TRAFFIC_SCHEMA
+    assert got.table.to_pylist() == expected.table.to_pylist()
+    for name in ("latency_ms", "feedback"):  # 0.0 == -0.0 above
+        signs = [np.signbit(b.table.column(name).to_numpy()) for b in (got, expected)]
+        assert (signs[0] == signs[1]).all()
+
+
+def _line(i: int, **changes: Any) -> bytes:
+    return orjson.dumps(_good(i, **changes))
+
+
+def _raw(i: int, replace: str, by: str, metadata: bool = True) -> bytes:
+    """A good line (json.dumps) with text replaced, for what json.dumps cannot write."""
+    text = json.dumps({k: v for k, v in _good(i).items() if metadata or k != "metadata"})
+    assert replace in text
+    return text.replace(replace, by, 1).encode()
+
+
+_WITHOUT_TOKENS = {k: v for k, v in _good(5).items() if k != "prompt_tokens"}
+_FAST_CASES: dict[str, list[bytes]] = {
+    "compact": [_line(i) for i in range(5)],
+    "json.dumps separators": [json.dumps(_good(i)).encode() for i in range(5)],
+    "sorted keys, metadata amid": [json.dumps(_good(i), sort_keys=True).encode() for i in range(5)],
+    "crlf and no final newline": [_line(1) + b"\r", _line(2) + b"\r", _line(3)],
+    "rows the validation quarantines": [
+        _line(1),
+        _line(2, timestamp="2026-11-27 10:00"),
+        _line(3, timestamp="yesterday"),
+        _line(4, timestamp="2026-02-30T10:00:00Z"),
+        _line(5, timestamp="2026-11-27T10:00:00.123456789+05:30"),
+        _line(6, timestamp=" 2026-11-27T10:00:00z "),
+        _line(7, latency_ms=-3),
+        _line(8, prompt=""),
+        _line(9, model="", request_id=""),
+        _line(10, request_id="r1"),
+        _line(11, feedback=1.5),
+        _line(12, prompt_tokens=-2, completion_tokens=-1.0),
+        _line(13, timestamp="2300-01-01T00:00:00Z"),
+        _line(14, request_id="r10"),
+    ],
+    "valid variations": [
+        _line(1, feedback=None, metadata=None, completion=""),
+        orjson.dumps({k: v for k, v in _good(2).items() if k not in ("feedback", "metadata")}),
+        _line(3, prompt_tokens=7.0, completion_tokens=0, latency_ms=0, feedback=-1),
+        _line(4, timestamp="2026-11-27T15:30:00.5+05:30", latency_ms=1e-300),
+        _line(5, prompt='say "hi"\n\tthen\\ leave\u0000 é 😀', completion="\u2028"),
+        _line(6, metadata={"b": [1, "x", None], "a": [[1], []]}),
+        _line(7, metadata={"zé": "\"q\"\n", "a": 1.5e10, "b": True, "c": None, "d": []}),
+        _line(8, metadata={}),
+        _raw(9, '{"language": "en"}', '{"b": 2, "a": 1, "b": 3}'),
+        _line(10, metadata={"language": "en"}),
+        _line(11, latency_ms=2**53 - 1, prompt_tokens=2**53 - 1),
+    ],
+}
+_STRICT_CASES: dict[str, list[bytes]] = {
+    "string for a number": [_line(1), _line(2, prompt_tokens="10"), _line(3)],
+    "number for a string": [_line(1), _line(2, model=7)],
+    "true for a number": [_line(1, latency_ms=True)],
+    "fractional token count": [_line(1, completion_tokens=10.5)],
+    "huge numbers": [_line(1, latency_ms=2**53), _line(2, prompt_tokens=2**63), _raw(3, "12.5", "1e300")],
+    "negative zero": [_line(1, latency_ms=-0.0), _raw(2, '"feedback": 1', '"feedback": -0')],
+    "not numbers in JSON": [_raw(1, "12.5", "NaN"), _raw(2, "12.5", "Infinity"), _raw(3, "12.5", "-Infinity")],
+    "missing field": [_line(1), orjson.dumps(_WITHOUT_TOKENS)],
+    "null field": [_line(1, model=None), _line(2, timestamp=None)],
+    "unknown fields": [_line(1, foo=1), _line(2, bar=None), _line(3)],
+    "repeated field": [_raw(1, '"model": ', '"model": "x", "model": ')],
+    "not objects": [b"[1, 2]", b'"text"', b"3", b"null", b"true", _line(6)],
+    "invalid JSON": [_line(1)[:-5], _line(2) + b",", b"{'a': 1}", _line(4)],
+    "blank lines": [_line(1), b"", b"   ", b"\t", _line(5)],
+    "odd whitespace": [b" " + _line(1), _line(2) + b"\r\r", _line(3) + b"\x0c", _line(4) + b" "],
+    "two objects in a line": [_line(1) + _line(2)],
+    "object over two lines": [_line(1)[:40], _line(1)[40:]],
+    "values over lines, as many as lines": [_line(1)[:40], _line(1)[40:], _line(2) + _line(3)],
+    "byte order mark amid": [_line(1), b"\xef\xbb\xbf" + _line(2)],
+    "metadata first": [orjson.dumps({"metadata": {"a": 1}} | _good(1))],
+    "metadata not an object": [_line(1, metadata="en"), _line(2, metadata=["en"]), _line(3, metadata=1)],
+    "metadata with braces": [_line(1, metadata={"a": "}"}), _line(2, metadata={"a": "{"}), _line(3, metadata={"a": {}})],
+    "metadata spelt otherwise": [_raw(1, '"metadata"', '"m\\u0065tadata"'), _raw(2, '"metadata": ', '"metadata" : ')],
+    "metadata twice": [_raw(1, '"metadata": ', '"metadata": null, "metadata": ')],
+    "metadata cut where JSON is invalid": [  # valid if the cut were blanked by spaces or anywhere
+        _raw(1, '"prompt": "hello"', '"prompt": "abc,"metadata": {"x": 1},def"', metadata=False),
+        _raw(2, '"latency_ms": 12.5', '"latency_ms":, "metadata": {"x": 1}12.5', metadata=False),
+        _raw(3, '"latency_ms": 12.5', '"latency_ms", "metadata": {"x": 1}: 12.5', metadata=False),
+        b'{, "metadata": {"x": 1}' + _raw(4, "{", "", metadata=False),
+        _raw(5, '"metadata": {"language": "en"}', '"metadata": {"language": "en"}}'),
+    ],
+    "metadata cut short, no final newline": [_line(1), _raw(2, '"metadata": {"language": "en"}', '"metadata": n')],
+    "raw control character": [_raw(1, "hello", "hel\tlo")],
+    "lone surrogate": [_raw(1, "hello", "hel\\ud800lo")],
+    "line longer than a pyarrow block": [_line(1, completion="x" * (3 << 20)), _line(2)],
+}
+_UNREADABLE_CASES: dict[str, list[bytes]] = {
+    "NUL byte": [_line(1), _line(2)[:-1] + b"\x00}"],
+    "not UTF-8": [_line(1), _line(2, prompt="é").replace("é".encode(), b"\xe9")],
+    "not UTF-8 in metadata": [_line(1), _line(2, metadata={"a": "é"}).replace("é".encode(), b"\xff")],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [(n, "fast") for n in _FAST_CASES] + [(n, "strict") for n in _STRICT_CASES] + [(n, None) for n in _UNREADABLE_CASES],
+)
+def test_fast_jsonl_reader_gives_the_strict_readers_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, path: str | None
+) -> None:
+    lines = {**_FAST_CASES, **_STRICT_CASES, **_UNREADABLE_CASES}[name]
+    file = tmp_path / "t.jsonl"
+    file.write_bytes(b"\n".join(lines) + (b"" if name.endswith("no final newline") else b"\n"))
+    usual, strict, taken = _read_both(file, monkeypatch)
+    _assert_same(usual, strict)
+    if path == "fast":
+        assert taken and all(taken), taken
+        assert usual.error is None and usual.table.num_rows + len(usual.quarantined) == len(lines)
+    elif path == "strict":
+        assert False in taken
+    else:
+        assert usual.error is not None and "line 2" in usual.error
+
+
+def test_fast_jsonl_reader_takes_a_byte_order_mark_and_empty_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for content in (b"\xef\xbb\xbf" + _line(1) + b"\n" + _line(2) + b"\n", b"", b"\n", b"\n\n  \n"):
+        file = tmp_path / "t.jsonl"
+        file.write_bytes(content)
+        usual, strict, _ = _read_both(file, monkeypatch)
+        _assert_same(usual, strict)
+    assert usual.table.num_rows == 0 and usual.error is None
+
+
+def test_fast_jsonl_reader_over_many_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    bad = [line for lines in _STRICT_CASES.values() for line in lines if len(line) < 10_000]
+    bad += [line for lines in _FAST_CASES.values() for line in lines]
+    lines = []
+    for i in range(600):
+        if rng.random() < 0.05:
+            lines.append(bad[int(rng.integers(len(bad)))])
+        elif rng.random() < 0.05:
+            lines.append(_line(int(rng.integers(i + 1)), timestamp=f"2026-11-27T10:00:00.{i:06d}Z"))  # a duplicate
+        else:
+            lines.append(_line(i, metadata={"language": ["en", "de"][i % 2], "n": i % 3}))
+    file = tmp_path / "t.jsonl"
+    file.write_bytes(b"\r\n".join(lines))
+    monkeypatch.setattr(traffic, "_BLOCK_BYTES", 4096)
+    usual, strict, taken = _read_both(file, monkeypatch)
+    _assert_same(usual, strict)
+    assert True in taken and False in taken
+    assert usual.error is None and len(usual.quarantined) > 30
+    assert any(q.reason.startswith("request_id: duplicate") for q in usual.quarantined)
+
+
+def test_fast_jsonl_reader_on_a_large_clean_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = generate_traffic(START, 5, 10_000, date(2026, 11, 23), seed=4, models=("a/one", "b/two"))
+    (path,) = write_landing_files(frame, tmp_path, "jsonl", per_day=False)
+    assert path.stat().st_size > traffic._BLOCK_BYTES
+    usual, strict, taken = _read_both(path, monkeypatch)
+    assert len(taken) > 1 and all(taken)
+    assert usual.error is None and usual.quarantined == [] == strict.quarantined
+    assert usual.table.equals(strict.table) and usual.table.schema == TRAFFIC_SCHEMA
+    pd.testing.assert_frame_equal(usual.table.to_pandas(), frame)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-27T10:00:00Z",
+        "2026-11-27 10:00:00.5Z",
+        "2026-11-27T10:00Z",
+        "2026-11-27T10:00:00.123456+05:30",
+        "2026-11-27T10:00:00.1234567Z",
+        "2026-11-27T10:00:00.123456789-01:00",
+        "2026-11-27T10:00:00+0530",
+        "2026-11-27T10:00:00-23",
+        "2026-11-27T10:00:00+24:00",
+        "2026-11-27T10:00:00z",
+        "2026-11-27T24:00:00Z",
+        "2026-11-27T23:59:60Z",
+        "2024-02-29T10:00:00Z",
+        "2026-02-29T10:00:00Z",
+        "2026-13-01T10:00:00Z",
+        "1678-01-02T00:00:00+14:00",
+        "1677-09-21T00:12:43.145226Z",
+        "1677-09-21T00:12:43.145224Z",
+        "2261-12-30T00:00:00-14:00",
+        "2262-04-11T23:47:16.854775Z",
+        "2262-04-11T23:47:16.854776Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+    ],
+)
+def test_timestamps_are_read_as_pandas_reads_them(text: str) -> None:
+    """pyarrow reads most timestamps now; pandas is the reference (microseconds, its nanosecond range)."""
+    values, reasons = traffic._text("timestamp", "timestamp", pa.array([text, text]), False)
+    expected = pd.to_datetime(pd.Series([text], dtype=object), format="ISO8601", utc=True, errors="coerce")[0]
+    if pd.isna(expected):
+        assert reasons == dict.fromkeys([0, 1], f"timestamp: {text!r} is not a valid date and time")
+    else:
+        assert reasons == {}
+        assert values.to_pylist() == [expected.floor("us").to_pydatetime()] * 2

@@ -122,6 +122,7 @@ def run_traffic_demo(
         instance=instance,
         resources=_resources(),
         raise_on_error=False,
+        run_config=QUIET_CONSOLE,
     )
     ok &= reference.success
     backfill = [dg.RunRequest(partition_key=r.partition_key) for r in tick.run_requests or []]

@@ -237,7 +237,7 @@ class TrendSettings(_Strict):
     """Change detection on metric time series (across suites) and traffic KPIs (across days)."""
 
     method: Literal["cusum", "page_hinkley", "ewma"] = "cusum"
-    warmup: Annotated[int, Field(ge=2)] = 5
+    warmup: Annotated[int, Field(ge=2)] = 7
     """Points that estimate the in-control mean and spread (and Page–Hinkley's first possible alarm)."""
     cusum_k: Annotated[float, Field(ge=0)] = 0.5
     cusum_h: Annotated[float, Field(gt=0)] = 5.0

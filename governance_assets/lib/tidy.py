@@ -358,8 +358,9 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Ta
     runs = runs if runs is not None else warehouse.read(RUNS_KEY, suite)
     if runs is None:
         raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
-    manifest: dict[str, str] = warehouse.read_annotation(spec.key, suite, "manifest") or {}
-    digests: dict[str, str] = warehouse.read_annotation(spec.key, suite, "digests") or {}
+    annotations = warehouse.read_annotations(spec.key, suite)
+    manifest: dict[str, str] = annotations.get("manifest") or {}
+    digests: dict[str, str] = annotations.get("digests") or {}
     complete = runs.filter(pc.equal(runs["status"], "complete"))
     current = {
         name: _source_fingerprint(spec, fingerprint)
@@ -381,6 +382,18 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Ta
     return build
 
 
+def write_catalogue(warehouse: Warehouse, suite: str, catalogue: RunCatalogue, previous: pa.Table | None) -> None:
+    """Store the `helm/runs` table, unless it is unchanged since `previous` (the stored one)."""
+    annotations = {"listed_but_missing": catalogue.listed_but_missing}
+    if (
+        previous is not None
+        and previous.equals(catalogue.table)
+        and warehouse.read_annotations(RUNS_KEY, suite) == annotations
+    ):
+        return
+    warehouse.write(RUNS_KEY, suite, catalogue.table, annotations)
+
+
 @dataclass(frozen=True)
 class SuiteIngest:
     """Everything one suite's ingestion produced."""
@@ -391,8 +404,9 @@ class SuiteIngest:
 
 def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteIngest:
     """Catalogue a suite's runs and refresh all three tidy tables (what the helm assets do)."""
-    catalogue = catalogue_runs(suite, suite_dir, warehouse.read(RUNS_KEY, suite))
-    warehouse.write(RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing})
+    previous = warehouse.read(RUNS_KEY, suite)
+    catalogue = catalogue_runs(suite, suite_dir, previous)
+    write_catalogue(warehouse, suite, catalogue, previous)
     builds = {spec.key: refresh_table(spec, suite, warehouse, catalogue.table) for spec in TIDY_TABLES}
     return SuiteIngest(catalogue, builds)
 

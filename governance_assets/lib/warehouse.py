@@ -77,8 +77,15 @@ class Warehouse:
 
     def read_annotation(self, key: Sequence[str], partition: str | None, name: str) -> Any:
         """An annotation stored with the table, or None."""
+        return self.read_annotations(key, partition).get(name)
+
+    def read_annotations(self, key: Sequence[str], partition: str | None) -> dict[str, Any]:
+        """Every annotation stored with the table (only its footer is read); empty when never written."""
         path = self.path(key, partition)
         if not path.exists():
-            return None
-        raw = (pq.read_schema(path).metadata or {}).get(f"{ANNOTATION_PREFIX}{name}".encode())
-        return json.loads(raw) if raw else None
+            return {}
+        metadata = pq.read_schema(path).metadata or {}
+        prefix = ANNOTATION_PREFIX.encode()
+        return {
+            name[len(prefix) :].decode(): json.loads(raw) for name, raw in metadata.items() if name.startswith(prefix)
+        }

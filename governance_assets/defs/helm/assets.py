@@ -28,12 +28,13 @@ def _catalogue_suite(
 ) -> pa.Table:
     """Verify a historical suite, or run the evaluation plan into a planned one."""
     discovery = state.discover()
+    previous = state.warehouse().read(tidy.RUNS_KEY, suite)
     if suite in discovery.problems:
         raise dg.Failure(description=discovery.problems[suite])
     location = discovery.suites.get(suite)
     if location is not None and location.root != state.helm_output_path():
         context.log.info(f"suite {suite}: historical, verifying {location.path} (never written to)")
-        catalogue = tidy.catalogue_runs(suite, location.path, state.warehouse().read(tidy.RUNS_KEY, suite))
+        catalogue = tidy.catalogue_runs(suite, location.path, previous)
     else:
         plan = state.policy().evaluation_plan
         entries = plan.run_entries_with_models()
@@ -42,7 +43,7 @@ def _catalogue_suite(
         failures = [(o.run_name, o.entry, o.error or "") for o in outcomes if o.status == "failed"]
         for *_, error in failures:
             context.log.error(error)
-        catalogue = tidy.catalogue_runs(suite, state.own_suite_dir(suite), state.warehouse().read(tidy.RUNS_KEY, suite))
+        catalogue = tidy.catalogue_runs(suite, state.own_suite_dir(suite), previous)
         catalogue = tidy.RunCatalogue(
             tidy.mark_failed_runs(catalogue.table, failures),
             catalogue.listed_but_missing,
@@ -57,7 +58,7 @@ def _catalogue_suite(
             description=f"suite {suite}: no complete HELM run to ingest",
             metadata={"reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none")},
         )
-    state.warehouse().write(tidy.RUNS_KEY, suite, catalogue.table, {"listed_but_missing": catalogue.listed_but_missing})
+    tidy.write_catalogue(state.warehouse(), suite, catalogue, previous)
     return catalogue.table
 
 

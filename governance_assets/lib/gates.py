@@ -96,34 +96,36 @@ def _arrow(values: pd.Series) -> pa.ChunkedArray:  # type: ignore[type-arg]
     )
 
 
-def _matching(values: pa.ChunkedArray, pattern: str) -> np.ndarray:
-    """Which values match a shell-style pattern (matched once per distinct value)."""
+def _matching(values: pa.ChunkedArray, patterns: Sequence[str]) -> np.ndarray:
+    """Which values match any of the shell-style patterns: the column is dictionary-encoded once
+    and each distinct value matched once, so millions of rows cost one hashing pass."""
+    encoded = pc.dictionary_encode(values).combine_chunks()
     matched = [
-        value for value in pc.unique(values).to_pylist() if value is not None and fnmatchcase(str(value), pattern)
+        code
+        for code, value in enumerate(encoded.dictionary.to_pylist())
+        if value is not None and any(fnmatchcase(str(value), pattern) for pattern in patterns)
     ]
-    mask: np.ndarray = pc.is_in(values, value_set=pa.array(matched, values.type)).to_numpy(zero_copy_only=False)
+    mask: np.ndarray = np.isin(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), matched)
     return mask
 
 
 def _metric_rows(table: pd.DataFrame, gate: ThresholdGate | RegressionGate, run_names: set[str]) -> pd.DataFrame:
-    """Rows of a stats table for the gate's runs, metrics, split and perturbation (the masks
-    are computed in Arrow: these tables have millions of rows)."""
+    """Rows of a stats table for the gate's runs, metrics, split and perturbation. The metric is
+    matched first, on the whole table (millions of rows, in Arrow); the rest on what it kept."""
+    if table.empty:
+        return table
+    table = table[_matching(_arrow(table["metric"]), gate.metrics)]
     if table.empty:
         return table
     names = _arrow(table["run_name"])
     keep = pc.is_in(names, value_set=pa.array(sorted(run_names), names.type)).to_numpy(zero_copy_only=False)
-    metrics = _arrow(table["metric"])
-    metric_ok = np.zeros(len(table), dtype=bool)
-    for pattern in gate.metrics:
-        metric_ok |= _matching(metrics, pattern)
-    keep &= metric_ok
     if gate.split != "*":
-        keep &= _matching(_arrow(table["split"]), gate.split)
+        keep &= _matching(_arrow(table["split"]), [gate.split])
     perturbation = _arrow(table["perturbation"])
     if gate.perturbation is None:
         keep &= pc.is_null(perturbation).to_numpy(zero_copy_only=False)
     else:
-        keep &= _matching(perturbation, gate.perturbation)
+        keep &= _matching(perturbation, [gate.perturbation])
     selected: pd.DataFrame = table[keep]
     return selected
 
@@ -203,19 +205,21 @@ def regression_gates(
     for index, gate in enumerate(gates):
         judged = _metric_rows(candidate, gate, set(selected_runs(runs, gate.runs)["run_name"]))
         paired, chosen = _paired_values(gate, judged, baselines)
-        groups = dict(iter(paired.groupby(STAT_KEY, sort=True))) if len(paired) else {}
+        groups = paired.groupby(STAT_KEY, sort=True).indices if len(paired) else {}
+        candidate_values = paired["value"].to_numpy(float)
+        baseline_values = paired["value_baseline"].to_numpy(float)
         for key in judged[STAT_KEY].fillna("").drop_duplicates().itertuples(index=False, name=None):
             row: dict[str, Any] = {k: (v if v != "" else None) for k, v in zip(STAT_KEY, key, strict=True)}
             row["tolerance"] = gate.tolerance
             if row["run_name"] not in chosen:
                 rows_by_gate[index].append(row | {"status": "no data", "detail": "no baseline suite has this run"})
                 continue
-            group = groups.get(key)
-            row["baseline_suite"], row["n"] = chosen[row["run_name"]], 0 if group is None else len(group)
-            if group is None or len(group) < MIN_PAIRED_INSTANCES:
+            positions = groups.get(key)
+            row["baseline_suite"], row["n"] = chosen[row["run_name"]], 0 if positions is None else len(positions)
+            if positions is None or len(positions) < MIN_PAIRED_INSTANCES:
                 rows_by_gate[index].append(row | {"status": "no data", "detail": f"{row['n']} paired instances"})
                 continue
-            pending.append((index, row, group["value_baseline"].to_numpy(float), group["value"].to_numpy(float)))
+            pending.append((index, row, baseline_values[positions], candidate_values[positions]))
     comparisons = compare_paired_many(
         [p[2] for p in pending],
         [p[3] for p in pending],

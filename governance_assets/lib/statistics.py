@@ -8,6 +8,7 @@ comparisons (Holm or Benjamini–Hochberg). Pure numpy/scipy: no Dagster, no I/O
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, Unpack
@@ -232,6 +233,12 @@ def paired_bootstrap(
     return paired_bootstrap_many([baseline], [candidate], **options)[0]
 
 
+@functools.cache
+def _two_sided_z(confidence: float) -> float:
+    """The standard normal quantile at 1/2 + confidence/2 (computed once per confidence)."""
+    return float(stats.norm.ppf(0.5 + confidence / 2.0))
+
+
 def _agresti_min_interval(b: int, c: int, n: int, confidence: float) -> tuple[float, float]:
     """Agresti–Min (2005) CI of the paired difference in proportions (c - b)/n.
 
@@ -239,7 +246,7 @@ def _agresti_min_interval(b: int, c: int, n: int, confidence: float) -> tuple[fl
     (c - b)/(n + 2), standard error sqrt((b + c + 1) - (c - b)²/(n + 2)) / (n + 2); clipped to
     [-1, 1].
     """
-    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    z = _two_sided_z(confidence)
     centre = (c - b) / (n + 2)
     half_width = z * np.sqrt((b + c + 1) - (c - b) ** 2 / (n + 2)) / (n + 2)
     return max(-1.0, centre - half_width), min(1.0, centre + half_width)

@@ -62,11 +62,16 @@ class RunFolder:
     """One run folder of a suite, with its completeness by HELM's rule."""
 
     run_name: str
-    path: Path
+    location: str
+    """The folder as a plain path string (cheap: a suite may list thousands of runs)."""
     missing_files: tuple[str, ...]
     fingerprint: str
     """Size and modification time of each of the five files present: changes whenever HELM
     rewrites one of them."""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
 
     @property
     def complete(self) -> bool:
@@ -119,7 +124,7 @@ def list_run_folders(suite_dir: Path) -> list[RunFolder]:
                 missing.append(name)
                 continue
             parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
-        runs.append(RunFolder(entry.name, Path(entry.path), tuple(missing), "|".join(parts)))
+        runs.append(RunFolder(entry.name, entry.path, tuple(missing), "|".join(parts)))
     return runs
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -136,11 +137,11 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
             "run_name": run.run_name,
             "missing_files": list(run.missing_files),
             "listed_in_summary": None if listed is None else run.run_name in listed_names,
-            "path": str(run.path),
+            "path": run.location,
         }
         if not run.complete:
             row["status"] = "incomplete"
-            row["error"] = f"{run.path}: missing {', '.join(run.missing_files)}"
+            row["error"] = f"{run.location}: missing {', '.join(run.missing_files)}"
             rows.append(row)
             continue
         fingerprint = run.fingerprint
@@ -313,16 +314,20 @@ def build_table(
     previous: pa.Table | None = None,
     previous_manifest: dict[str, str] | None = None,
     previous_digests: dict[str, str] | None = None,
+    source_fingerprints: Mapping[str, str] | None = None,
 ) -> TableBuild:
     """Build `spec`'s table for the complete runs in `runs` (a `helm/runs` table).
 
     Runs whose fingerprint matches `previous_manifest` are copied from `previous` instead of
-    re-read; a run whose files cannot be read is left out and named in `errors`."""
+    re-read; a run whose files cannot be read is left out and named in `errors`.
+    `source_fingerprints` (per complete run, `_source_fingerprint`) saves computing them again."""
     previous_manifest = previous_manifest or {}
     build = TableBuild(table=None, rows=0, manifest={})
     pending: Pending = []
     complete = runs.filter(pc.equal(runs["status"], "complete")).to_pylist()
-    fingerprints = {run["run_name"]: _source_fingerprint(spec, run["fingerprint"]) for run in complete}
+    fingerprints = source_fingerprints or {
+        run["run_name"]: _source_fingerprint(spec, run["fingerprint"]) for run in complete
+    }
     for run in complete:
         name = run["run_name"]
         if previous is not None and previous_manifest.get(name) == fingerprints[name]:
@@ -371,7 +376,7 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Ta
         rows = pq.read_metadata(path).num_rows
         return TableBuild(table=None, rows=rows, manifest=manifest, digests=digests, reused=sorted(manifest))
     previous = warehouse.read_cached(spec.key, suite) if manifest else None
-    build = build_table(spec, runs, previous, manifest, digests)
+    build = build_table(spec, runs, previous, manifest, digests, current)
     warehouse.write(
         spec.key,
         suite,
@@ -407,7 +412,9 @@ def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteInge
     previous = warehouse.read(RUNS_KEY, suite)
     catalogue = catalogue_runs(suite, suite_dir, previous)
     write_catalogue(warehouse, suite, catalogue, previous)
-    builds = {spec.key: refresh_table(spec, suite, warehouse, catalogue.table) for spec in TIDY_TABLES}
+    with ThreadPoolExecutor(max_workers=len(TIDY_TABLES)) as pool:  # as Dagster runs the three table steps
+        refreshed = pool.map(lambda spec: refresh_table(spec, suite, warehouse, catalogue.table), TIDY_TABLES)
+        builds = {spec.key: build for spec, build in zip(TIDY_TABLES, refreshed, strict=True)}
     return SuiteIngest(catalogue, builds)
 
 

@@ -236,3 +236,29 @@ def test_eval_drift_names_the_flipped_instances_of_a_silently_changed_model(
     assert event.materialization.metadata["source"].value == "suite a"
     features = warehouse.read(REFERENCE_KEY)
     assert features is not None and features.num_rows == event.materialization.metadata["rows"].value > 0
+
+
+@pytest.mark.parametrize(
+    ("drifted", "outcome", "severity"),
+    [(0, "pass", None), (3, "pass", None), (4, "fail", "WARN"), (5, "fail", "WARN"), (6, "fail", "ERROR")],
+)
+def test_drift_check_warns_at_the_share_and_errs_past_the_harder_limit(
+    drifted: int, outcome: str, severity: str | None
+) -> None:
+    """8 tested features, share_threshold 0.5 (4 drifted), error_share 0.75 (6 drifted); an
+    embedding row never counts towards the share."""
+    from governance_assets.defs.monitoring.checks import judge_drift
+    from governance_assets.lib.policy import DriftSettings
+
+    rows = [
+        {"feature": f"f{i}", "kind": "numerical", "method": "ks", "statistic": 0.0, "threshold": 0.05}
+        | {"detail": "", "drifted": i < drifted, "reference_size": 100, "current_size": 100}
+        for i in range(8)
+    ]
+    rows.append(rows[0] | {"feature": "prompt_embedding", "kind": "embedding", "drifted": True})
+    judgement = judge_drift(rows, drifted / 8, DriftSettings())
+    assert judgement.outcome == outcome and judgement.actual == drifted / 8
+    if severity is not None:
+        assert judgement.severity.value == severity
+    assert len(judgement.evidence) == drifted + 1  # the drifted features and the embedding row
+    assert judge_drift([], None, DriftSettings()).outcome == "no data"

@@ -37,9 +37,13 @@ but counted), the data record number in CSV and Parquet (the header is not count
 primary key ``id`` for database rows. ``raw`` is the original line for JSON Lines, the record
 re-encoded as CSV for CSV, and the row as JSON for Parquet and database rows (clipped to 2 kB).
 
-Validation is columnar (pyarrow compute and pandas); only JSON decoding and the ``metadata``
-objects are handled per row. Landing files should be written atomically (temporary file and
-rename, see `traffic_generator.write_landing_files`); readers should skip names starting with ``.``.
+Validation is columnar (pyarrow compute and pandas). JSON Lines are read in blocks of lines, a
+few at once: pyarrow parses a block whose lines are all plainly objects of the known fields with
+the expected JSON types (``metadata`` absent, or null or a flat object that is not the first
+member; orjson parses each distinct one). Other blocks are decoded line by line by orjson, the
+reference; both ways give the same rows, reasons and ``raw`` texts.
+Landing files should be written atomically (temporary file and rename, see
+`traffic_generator.write_landing_files`); readers should skip names starting with ``.``.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from datetime import date, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import orjson
@@ -102,16 +108,17 @@ _KINDS: dict[str, Kind] = {
     "metadata": "metadata",
 }
 _JSON_NUMBERS = tuple(name for name, kind in _KINDS.items() if kind in ("float", "int"))
-_JSON_OPTIONS = pj.ParseOptions(  # the fast JSON Lines reader's, all but metadata (integers as floats: 10.0)
+_JSON_OPTIONS = pj.ParseOptions(  # the fast JSON Lines reader's: all but metadata, token counts as floats (10.0)
     explicit_schema=pa.schema(
         [(name, pa.float64() if name in _JSON_NUMBERS else pa.string()) for name in FIELDS if name != "metadata"]
     ),
     unexpected_field_behavior="error",
 )
-_METADATA_MEMBER = r',[ \t\r]*"metadata"[ \t\r]*:'  # after another member (the fast JSON Lines reader)
+_METADATA_MEMBER = r',[ \t\r]*"metadata"[ \t\r]*:'  # one after another member, for the fast JSON Lines reader
 _MISSING: Any = object()  # a JSON key that is absent
-_BLOCK_BYTES = 16 << 20  # JSON Lines are read in blocks of about this size (whole lines)
-_SPLIT = 16  # a block the fast reader refuses is tried again in this many pieces
+_BLOCK_BYTES = 4 << 20  # JSON Lines are read in blocks of about this size (whole lines)
+_WORKERS = 2  # blocks the fast reader parses at once (mostly in pyarrow and numpy, without the GIL)
+_BACKOFF = 16  # most blocks the fast reader skips after refusing one
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
@@ -120,7 +127,7 @@ _NAIVE = "^\\d{4}-\\d{2}-\\d{2}([T ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?)?$"
 _FLOAT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _INT = r"^[+-]?\d{1,18}(\.0*)?$"
 _US_PER_DAY = 86_400_000_000
-_PANDAS_SAFE = np.array(["1678-01-02", "2261-12-30"], dtype="datetime64[us]")  # within its nanosecond timestamps
+_PANDAS_SAFE = np.array(["1678-01-02", "2261-12-30"], dtype="datetime64[us]")  # well in pandas' nanosecond range
 _EPOCH = date(1970, 1, 1)
 
 
@@ -251,10 +258,11 @@ def _aware_stamps(texts: pa.Array) -> np.ndarray[Any, np.dtype[np.datetime64]]:
     pyarrow reads them the same way, much faster, when it reads them all (no more than six digits
     after the second, valid dates and times) and they are far from the limits of pandas' nanoseconds."""
     try:
-        stamps = texts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy().astype("datetime64[us]")
+        micros = texts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
     except pa.ArrowInvalid:
         pass
     else:
+        stamps = np.asarray(micros, dtype=np.int64).astype("datetime64[us]")
         if stamps.min() >= _PANDAS_SAFE[0] and stamps.max() <= _PANDAS_SAFE[1]:
             return stamps
     subset = texts.to_numpy(zero_copy_only=False)
@@ -310,6 +318,8 @@ def _python(field: str, kind: Kind, values: list[Any], nullable: bool, json_meta
         inferred = pa.array(values)
         if inferred.type not in accepted or (not nullable and inferred.null_count):
             raise pa.ArrowInvalid("needs a closer look")
+        if inferred.type == pa.float64() and any(type(v) is bool for v in values):
+            raise pa.ArrowInvalid("booleans after a float became numbers")
         return _numeric_checks(field, inferred.cast(target), {})
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         pass
@@ -506,12 +516,12 @@ def read_landing_file(path: Path) -> ParsedBatch:
 
 
 def _read_jsonl(path: Path, source: str) -> ParsedBatch:
-    with path.open("rb") as file:
+    with path.open("rb") as file, ThreadPoolExecutor(_WORKERS) as pool:
         offset = 3 if file.read(3) == b"\xef\xbb\xbf" else 0  # skip a byte order mark
         file.seek(offset)
         reader = _JsonLines(source, offset)
-        while block := file.read(_BLOCK_BYTES) + file.readline():  # whole lines
-            error = reader.read(block)
+        for block, fast in reader.blocks(file, pool):
+            error = reader.read(block, fast)
             if error:
                 return _failed(source, error)
 
@@ -520,6 +530,9 @@ def _read_jsonl(path: Path, source: str) -> ParsedBatch:
             return file.readline().decode("utf-8", "replace").rstrip("\r\n")
 
         return _finish(source, reader.parts, reader.quarantined, raw)
+
+
+_Fast = tuple[_Part, np.ndarray[Any, np.dtype[np.int64]]]  # rows numbered from 1, and their lines' offsets
 
 
 class _JsonLines:
@@ -532,31 +545,38 @@ class _JsonLines:
         self.parts: list[_Part] = []
         self.offsets: list[np.ndarray[Any, np.dtype[np.int64]]] = []
         self.quarantined: list[QuarantinedRow] = []
+        self.skip = 0  # blocks the fast reader is not to try, as it refused the last ones
+        self.backoff = 1  # blocks to skip after its next refusal
 
-    def read(self, block: bytes) -> str | None:
-        """Read whole lines; the reason if the whole file is unreadable.
+    def blocks(self, file: BinaryIO, pool: ThreadPoolExecutor) -> Iterator[tuple[bytes, Future[_Fast | None] | None]]:
+        """Blocks of whole lines in order, each with the fast reader's work on it (if tried), `_WORKERS` ahead."""
+        ahead: deque[tuple[bytes, Future[_Fast | None] | None]] = deque()
+        while block := file.read(_BLOCK_BYTES) + file.readline():
+            ahead.append((block, None if self.skip else pool.submit(_fast_jsonl, block)))
+            self.skip = max(self.skip - 1, 0)
+            if len(ahead) > _WORKERS:
+                yield ahead.popleft()
+        yield from ahead
 
-        The fast reader takes the block, or else each of `_SPLIT` pieces of it, and the strict
-        reader what it refuses. Text with NUL bytes or not UTF-8 goes to the strict reader, which
-        finds the line that makes the file unreadable."""
-        if b"\x00" in block or not _is_utf8(block):
-            return self._strict(block)
-        if not self._fast(block):
-            for piece in _pieces(block):
-                if not self._fast(piece):
-                    self._strict(piece)  # never unreadable as a whole: no NUL bytes, UTF-8
-        return None
+    def read(self, block: bytes, fast: Future[_Fast | None] | None) -> str | None:
+        """Take a block of whole lines as the fast reader parsed it, or else parse it strictly; the reason
+        if the whole file is unreadable.
 
-    def _fast(self, block: bytes) -> bool:
-        parsed = _fast_jsonl(block, self.line)
+        After a refusal the fast reader skips the next 1, 2, 4 … `_BACKOFF` blocks, until it takes one
+        (sparing its work where many blocks have a line it refuses)."""
+        parsed = None if fast is None else fast.result()
         if parsed is None:
-            return False
+            if fast is not None:
+                self.skip, self.backoff = self.backoff, min(2 * self.backoff, _BACKOFF)
+            return self._strict(block)
+        self.backoff = 1
         part, starts = parsed
+        part.rows += self.line - 1
         self.parts.append(part)
         self.offsets.append(starts + self.offset)
         self.offset += len(block)
         self.line += len(starts)
-        return True
+        return None
 
     def _strict(self, block: bytes) -> str | None:
         """Parse line by line with orjson, the reference behaviour; the reason if the file is unreadable."""
@@ -593,23 +613,13 @@ class _JsonLines:
         self.quarantined.append(QuarantinedRow(self.source, number, reason, _clip(line.decode().rstrip("\r\n"))))
 
 
-def _is_utf8(data: bytes) -> bool:
+def _clean(data: bytes) -> bool:
+    """Whether `data` is UTF-8 without NUL bytes (else the strict reader fails the file)."""
     try:
         _strings(data, np.array([0, len(data)])).validate(full=True)
     except pa.ArrowInvalid:
         return False
-    return True
-
-
-def _pieces(block: bytes) -> list[bytes]:
-    """`block` cut after newlines into about `_SPLIT` pieces."""
-    pieces = []
-    start = 0
-    while start < len(block):
-        end = block.find(b"\n", start + len(block) // _SPLIT) + 1 or len(block)
-        pieces.append(block[start:end])
-        start = end
-    return pieces
+    return b"\x00" not in data
 
 
 def _spans(starts: np.ndarray[Any, Any], ends: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -625,24 +635,27 @@ def _strings(data: bytes | np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]) 
     )
 
 
-def _fast_jsonl(block: bytes, first: int) -> tuple[_Part, np.ndarray[Any, np.dtype[np.int64]]] | None:
+def _fast_jsonl(block: bytes) -> _Fast | None:
     """Whole lines of JSON Lines parsed by pyarrow, and the lines' offsets in `block`; None if refused.
 
-    Refused unless each line is one JSON object (``{`` first, ``}`` last) of known fields, the
-    required ones not null, strings and numbers where they belong (no ``NaN``, ``-0`` or number of
-    2**53 or more, which pyarrow and orjson may read differently), and ``metadata`` absent, or null
-    or a flat object in a member after a comma and before a comma or the closing brace. Then the
-    result is the strict reader's: the metadata members are cut out and parsed by orjson, and
-    pyarrow parses the lines with them blanked out by tabs, unknown and repeated fields being
-    errors. A tab is whitespace between tokens but invalid in a string, so both succeed only if the
-    lines are valid JSON, the metadata members among the others."""
+    Refused unless the text is UTF-8 without NUL bytes and each line one JSON object (``{`` first,
+    ``}`` last) of known fields, the required ones not null, strings and numbers where they belong
+    (integral token counts; no ``NaN``, ``-0`` or number of 2**53 or more, which pyarrow and orjson
+    may read differently), and ``metadata`` absent, or null or a flat object in a member after a
+    comma and before a comma or the closing brace. Then the result is the strict reader's: the
+    metadata members are cut out and parsed by orjson, and pyarrow parses the lines with them
+    blanked out by tabs, unknown and repeated fields being errors. A tab is whitespace between
+    tokens but invalid in a string, so both succeed only if the lines are valid JSON, with the
+    metadata members among the others."""
+    if not _clean(block):
+        return None
     data = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(data == ord("\n"))
     if not block.endswith(b"\n"):
         ends = np.append(ends, len(block))
     starts = np.concatenate(([0], ends[:-1] + 1))
     closing = ends - 1 - (data[ends - 1] == ord("\r"))
-    if False:
+    if not ((data[starts] == ord("{")) & (data[closing] == ord("}"))).all():
         return None  # a blank line, or a value that is not an object, is not alone or spans lines
     found = pc.find_substring_regex(_strings(block, np.append(starts, len(block))), _METADATA_MEMBER).to_numpy()
     rows = np.flatnonzero(found >= 0)
@@ -653,7 +666,7 @@ def _fast_jsonl(block: bytes, first: int) -> tuple[_Part, np.ndarray[Any, np.dty
     after = np.where(data[value] == ord("{"), braces[np.searchsorted(braces, value)] + 1, value + len("null"))
     after = np.minimum(after, closing[rows])
     if not np.isin(data[after], (ord(","), ord("}"))).all():
-        return None
+        return None  # else the lines could be invalid where the blanked ones are not: the cut must follow a member
     cut = _spans(member, after)
     metadata = _fast_metadata(_strings(data[cut], np.concatenate(([0], np.cumsum(after - member)))), rows, len(starts))
     if metadata is None:
@@ -681,22 +694,22 @@ def _fast_jsonl(block: bytes, first: int) -> tuple[_Part, np.ndarray[Any, np.dty
             columns[name] = partial(_numeric_checks, name, numbers, {})
         elif kind != "metadata":  # strings, in pyarrow's chunks
             columns[name] = partial(_text, name, kind, table.column(name), name not in REQUIRED)
-    return _convert(columns, range(first, first + len(starts)), {}), starts
+    return _convert(columns, range(1, len(starts) + 1), {}), starts
 
 
 def _fast_metadata(members: pa.LargeStringArray, rows: np.ndarray[Any, Any], count: int) -> pa.Array | None:
     """Canonical metadata of `count` rows from the members (``,"metadata": …``) of those in `rows`.
 
-    Each distinct member is parsed once. None (refused) unless each is one JSON member and its
-    value an object or null."""
+    Each distinct member is parsed once, in braces. None (refused) unless each is valid and its
+    value an object or null. A member holds no other: it ends at the first ``}`` after a ``{``
+    that starts its value, or four characters after the value's start (``null``)."""
     encoded = members.dictionary_encode()
     canonical: list[str | None] = []
     for text in encoded.dictionary.to_pylist():
         try:
-            obj = orjson.loads("{" + text[1:] + "}")
+            value = orjson.loads("{" + text[1:] + "}")["metadata"]
         except orjson.JSONDecodeError:
             return None
-        value = obj["metadata"] if len(obj) == 1 else 0
         if not (value is None or isinstance(value, dict)):
             return None  # not an object: the strict reader quarantines the row
         canonical.append(None if value is None else canonical_metadata(value))

@@ -35,7 +35,7 @@ START = date(2026, 11, 20)
 
 def _good(i: int, **changes: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "timestamp": f"2026-11-27T10:00:{i:02d}Z",
+        "timestamp": f"2026-11-27T10:{i // 60:02d}:{i % 60:02d}Z",
         "model": "simple/model1",
         "request_id": f"r{i}",
         "prompt": "hello",
@@ -252,12 +252,12 @@ def test_generator_drifts_on_the_drift_day_only() -> None:
 
 
 def _read_both(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ParsedBatch, ParsedBatch, list[bool]]:
-    """`path` read as usual and by the strict reader alone, and whether the fast one took each block it was given."""
+    """`path` read as usual and by the strict reader alone, and whether the fast one took each block."""
     taken: list[bool] = []
     fast = traffic._fast_jsonl
 
-    def spy(block: bytes, first: int) -> Any:
-        parsed = fast(block, first)
+    def spy(block: bytes) -> Any:
+        parsed = fast(block)
         taken.append(parsed is not None)
         return parsed
 
@@ -265,7 +265,7 @@ def _read_both(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ParsedBatch
         patch.setattr(traffic, "_fast_jsonl", spy)
         usual = read_landing_file(path)
     with monkeypatch.context() as patch:
-        patch.setattr(traffic, "_fast_jsonl", lambda block, first: None)
+        patch.setattr(traffic, "_fast_jsonl", lambda block: None)
         strict = read_landing_file(path)
     return usual, strict, taken
 
@@ -284,8 +284,8 @@ def _line(i: int, **changes: Any) -> bytes:
     return orjson.dumps(_good(i, **changes))
 
 
-def _raw(i: int, replace: str, by: str, metadata: bool = True) -> bytes:
-    """A good line (json.dumps) with text replaced, for what json.dumps cannot write."""
+def _raw(i: int, replace: str = "", by: str = "", metadata: bool = True) -> bytes:
+    """A good line by json.dumps (``", "`` and ``": "``), text replaced to write what it cannot."""
     text = json.dumps({k: v for k, v in _good(i).items() if metadata or k != "metadata"})
     assert replace in text
     return text.replace(replace, by, 1).encode()
@@ -320,52 +320,85 @@ _FAST_CASES: dict[str, list[bytes]] = {
         _line(4, timestamp="2026-11-27T15:30:00.5+05:30", latency_ms=1e-300),
         _line(5, prompt='say "hi"\n\tthen\\ leave\u0000 é 😀', completion="\u2028"),
         _line(6, metadata={"b": [1, "x", None], "a": [[1], []]}),
-        _line(7, metadata={"zé": "\"q\"\n", "a": 1.5e10, "b": True, "c": None, "d": []}),
+        _line(7, metadata={"zé": '"q"\n', "a": 1.5e10, "b": True, "c": None, "d": []}),
         _line(8, metadata={}),
         _raw(9, '{"language": "en"}', '{"b": 2, "a": 1, "b": 3}'),
         _line(10, metadata={"language": "en"}),
         _line(11, latency_ms=2**53 - 1, prompt_tokens=2**53 - 1),
+        _line(12, metadata={"a": "{", "b": "["}),
+    ],
+    "decimal texts": [  # pyarrow and orjson read them to the same doubles
+        _raw(i, '"latency_ms": 12.5', f'"latency_ms": {text}')
+        for i, text in enumerate(
+            text
+            for x in np.random.default_rng(2).lognormal(3, 4, 100).tolist()
+            for text in (repr(x), f"{x:.3e}", f"{x:.25f}", f"{x:.40g}", f"{int(x)}")
+        )
     ],
 }
-_STRICT_CASES: dict[str, list[bytes]] = {
-    "string for a number": [_line(1), _line(2, prompt_tokens="10"), _line(3)],
-    "number for a string": [_line(1), _line(2, model=7)],
+_STRICT_CASES: dict[str, list[bytes]] = {  # each refused alone, among good lines
+    "string for a number": [_line(2, prompt_tokens="10")],
+    "number for a string": [_line(2, model=7)],
     "true for a number": [_line(1, latency_ms=True)],
+    "false for feedback": [_line(3, feedback=False)],
     "fractional token count": [_line(1, completion_tokens=10.5)],
-    "huge numbers": [_line(1, latency_ms=2**53), _line(2, prompt_tokens=2**63), _raw(3, "12.5", "1e300")],
-    "negative zero": [_line(1, latency_ms=-0.0), _raw(2, '"feedback": 1', '"feedback": -0')],
-    "not numbers in JSON": [_raw(1, "12.5", "NaN"), _raw(2, "12.5", "Infinity"), _raw(3, "12.5", "-Infinity")],
-    "missing field": [_line(1), orjson.dumps(_WITHOUT_TOKENS)],
-    "null field": [_line(1, model=None), _line(2, timestamp=None)],
-    "unknown fields": [_line(1, foo=1), _line(2, bar=None), _line(3)],
+    "2**53": [_line(1, latency_ms=2**53)],
+    "2**63 tokens": [_line(2, prompt_tokens=2**63)],
+    "1e300": [_raw(3, "12.5", "1e300")],
+    "negative zero": [_line(1, latency_ms=-0.0)],
+    "negative integer zero": [_raw(2, '"feedback": 1', '"feedback": -0')],
+    "NaN": [_raw(1, "12.5", "NaN")],
+    "Infinity": [_raw(2, "12.5", "Infinity")],
+    "-Infinity": [_raw(3, "12.5", "-Infinity")],
+    "missing field": [orjson.dumps(_WITHOUT_TOKENS)],
+    "null field": [_line(1, model=None)],
+    "null timestamp": [_line(2, timestamp=None)],
+    "unknown field": [_line(1, foo=1)],
+    "unknown null field": [_line(2, bar=None)],
     "repeated field": [_raw(1, '"model": ', '"model": "x", "model": ')],
-    "not objects": [b"[1, 2]", b'"text"', b"3", b"null", b"true", _line(6)],
-    "invalid JSON": [_line(1)[:-5], _line(2) + b",", b"{'a': 1}", _line(4)],
-    "blank lines": [_line(1), b"", b"   ", b"\t", _line(5)],
-    "odd whitespace": [b" " + _line(1), _line(2) + b"\r\r", _line(3) + b"\x0c", _line(4) + b" "],
-    "two objects in a line": [_line(1) + _line(2)],
+    "array": [b"[1, 2]"],
+    "string": [b'"text"'],
+    "number": [b"3"],
+    "null": [b"null"],
+    "true": [b"true"],
+    "truncated": [_line(1)[:-5]],
+    "trailing comma": [_line(2) + b","],
+    "single quotes": [b"{'a': 1}"],
+    "blank line": [b""],
+    "spaces": [b"   "],
+    "tab": [b"\t"],
+    "leading space": [b" " + _line(1)],
+    "two carriage returns": [_line(2) + b"\r\r"],
+    "form feed": [_line(3) + b"\x0c"],
+    "trailing space": [_line(4) + b" "],
+    "two objects in a line": [_raw(1, metadata=False) + _raw(2, metadata=False)],
     "object over two lines": [_line(1)[:40], _line(1)[40:]],
-    "values over lines, as many as lines": [_line(1)[:40], _line(1)[40:], _line(2) + _line(3)],
-    "byte order mark amid": [_line(1), b"\xef\xbb\xbf" + _line(2)],
+    "objects over lines, as many as lines": [_line(1)[:40], _line(1)[40:], _line(2) + _line(3)],
+    "byte order mark amid": [b"\xef\xbb\xbf" + _line(2)],
     "metadata first": [orjson.dumps({"metadata": {"a": 1}} | _good(1))],
-    "metadata not an object": [_line(1, metadata="en"), _line(2, metadata=["en"]), _line(3, metadata=1)],
-    "metadata with braces": [_line(1, metadata={"a": "}"}), _line(2, metadata={"a": "{"}), _line(3, metadata={"a": {}})],
-    "metadata spelt otherwise": [_raw(1, '"metadata"', '"m\\u0065tadata"'), _raw(2, '"metadata": ', '"metadata" : ')],
+    "metadata a string": [_line(1, metadata="en")],
+    "metadata an array": [_line(2, metadata=["en"])],
+    "metadata a number": [_line(3, metadata=1)],
+    "metadata with }": [_line(1, metadata={"a": "}"})],
+    "metadata nested": [_line(3, metadata={"a": {}})],
+    "metadata escaped": [_raw(1, '"metadata"', '"m\\u0065tadata"')],
+    "metadata, space before colon": [_raw(2, '"metadata": ', '"metadata" : ')],
     "metadata twice": [_raw(1, '"metadata": ', '"metadata": null, "metadata": ')],
-    "metadata cut where JSON is invalid": [  # valid if the cut were blanked by spaces or anywhere
-        _raw(1, '"prompt": "hello"', '"prompt": "abc,"metadata": {"x": 1},def"', metadata=False),
-        _raw(2, '"latency_ms": 12.5', '"latency_ms":, "metadata": {"x": 1}12.5', metadata=False),
-        _raw(3, '"latency_ms": 12.5', '"latency_ms", "metadata": {"x": 1}: 12.5', metadata=False),
-        b'{, "metadata": {"x": 1}' + _raw(4, "{", "", metadata=False),
-        _raw(5, '"metadata": {"language": "en"}', '"metadata": {"language": "en"}}'),
-    ],
-    "metadata cut short, no final newline": [_line(1), _raw(2, '"metadata": {"language": "en"}', '"metadata": n')],
+    # the next are invalid JSON, though valid with the metadata member cut out (were the cut blanked by spaces)
+    "metadata cut in a string": [_raw(1, '"prompt": "hello"', '"prompt": "abc,"metadata": {"x": 1},def"', False)],
+    "metadata cut after a colon": [_raw(2, '"latency_ms": 12.5', '"latency_ms":, "metadata": {"x": 1}12.5', False)],
+    "metadata cut after a key": [_raw(3, '"latency_ms": 12.5', '"latency_ms", "metadata": {"x": 1}: 12.5', False)],
+    "metadata cut after the brace": [b'{, "metadata": {"x": 1}' + _raw(4, "{", "", metadata=False)],
+    "metadata, a brace more": [_raw(5, '"metadata": {"language": "en"}', '"metadata": {"language": "en"}}')],
+    "metadata cut short, no final newline": [_raw(2, '"metadata": {"language": "en"}', '"metadata": n')],
     "raw control character": [_raw(1, "hello", "hel\tlo")],
     "lone surrogate": [_raw(1, "hello", "hel\\ud800lo")],
-    "line longer than a pyarrow block": [_line(1, completion="x" * (3 << 20)), _line(2)],
+    "line longer than a pyarrow block": [_line(1, completion="x" * (3 << 20))],
 }
 _UNREADABLE_CASES: dict[str, list[bytes]] = {
     "NUL byte": [_line(1), _line(2)[:-1] + b"\x00}"],
+    "NUL byte in a string": [_line(1), _line(2, prompt="\x00").replace(b"\\u0000", b"\x00")],
+    "NUL byte in metadata": [_line(1), _line(2, metadata={"a": "\x00"}).replace(b"\\u0000", b"\x00")],
     "not UTF-8": [_line(1), _line(2, prompt="é").replace("é".encode(), b"\xe9")],
     "not UTF-8 in metadata": [_line(1), _line(2, metadata={"a": "é"}).replace("é".encode(), b"\xff")],
 }
@@ -373,21 +406,28 @@ _UNREADABLE_CASES: dict[str, list[bytes]] = {
 
 @pytest.mark.parametrize(
     ("name", "path"),
-    [(n, "fast") for n in _FAST_CASES] + [(n, "strict") for n in _STRICT_CASES] + [(n, None) for n in _UNREADABLE_CASES],
+    [(n, "fast") for n in _FAST_CASES]
+    + [(n, "strict") for n in _STRICT_CASES]
+    + [(n, None) for n in _UNREADABLE_CASES],
 )
 def test_fast_jsonl_reader_gives_the_strict_readers_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, path: str | None
 ) -> None:
-    lines = {**_FAST_CASES, **_STRICT_CASES, **_UNREADABLE_CASES}[name]
+    """The fast reader takes the lines or refuses them, never giving other results than the strict one."""
+    last = name.endswith("no final newline")
+    if name in _STRICT_CASES:
+        lines = [_line(100), *_STRICT_CASES[name], *[_line(101)][last:]]
+    else:
+        lines = {**_FAST_CASES, **_UNREADABLE_CASES}[name]
     file = tmp_path / "t.jsonl"
-    file.write_bytes(b"\n".join(lines) + (b"" if name.endswith("no final newline") else b"\n"))
+    file.write_bytes(b"\n".join(lines) + b"\n"[last:])
     usual, strict, taken = _read_both(file, monkeypatch)
     _assert_same(usual, strict)
     if path == "fast":
         assert taken and all(taken), taken
         assert usual.error is None and usual.table.num_rows + len(usual.quarantined) == len(lines)
     elif path == "strict":
-        assert False in taken
+        assert taken == [False]
     else:
         assert usual.error is not None and "line 2" in usual.error
 
@@ -395,12 +435,27 @@ def test_fast_jsonl_reader_gives_the_strict_readers_results(
 def test_fast_jsonl_reader_takes_a_byte_order_mark_and_empty_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for content in (b"\xef\xbb\xbf" + _line(1) + b"\n" + _line(2) + b"\n", b"", b"\n", b"\n\n  \n"):
-        file = tmp_path / "t.jsonl"
+    file = tmp_path / "t.jsonl"
+    file.write_bytes(b"\xef\xbb\xbf" + _line(1) + b"\n" + _line(2) + b"\n")
+    usual, strict, taken = _read_both(file, monkeypatch)
+    _assert_same(usual, strict)
+    assert taken == [True] and usual.table.num_rows == 2
+    for content in (b"", b"\n", b"\n\n  \n"):
         file.write_bytes(content)
         usual, strict, _ = _read_both(file, monkeypatch)
         _assert_same(usual, strict)
-    assert usual.table.num_rows == 0 and usual.error is None
+        assert usual.table.num_rows == 0 and usual.quarantined == [] and usual.error is None
+
+
+def test_booleans_are_not_numbers_even_after_floats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow, inferring a type from Python values, reads True as 1.0 after a float; the strict reader must not."""
+    file = tmp_path / "t.jsonl"
+    file.write_bytes(b"\n".join([_line(1), _line(2, latency_ms=True, feedback=False), _line(3)]))
+    monkeypatch.setattr(traffic, "_fast_jsonl", lambda block: None)
+    batch = read_landing_file(file)
+    assert [(q.row, q.reason) for q in batch.quarantined] == [
+        (2, "latency_ms: True is not a number; feedback: False is not a number")
+    ]
 
 
 def test_fast_jsonl_reader_over_many_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -421,8 +476,22 @@ def test_fast_jsonl_reader_over_many_blocks(tmp_path: Path, monkeypatch: pytest.
     usual, strict, taken = _read_both(file, monkeypatch)
     _assert_same(usual, strict)
     assert True in taken and False in taken
-    assert usual.error is None and len(usual.quarantined) > 30
+    assert usual.error is None and len(usual.quarantined) > 30 and usual.table.num_rows > 450
     assert any(q.reason.startswith("request_id: duplicate") for q in usual.quarantined)
+
+
+def test_fast_jsonl_reader_backs_off_where_it_refuses_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [_line(i, prompt_tokens="10" if i < 400 and i % 5 == 0 else 10) for i in range(1500)]
+    file = tmp_path / "t.jsonl"
+    file.write_bytes(b"\n".join(lines) + b"\n")
+    monkeypatch.setattr(traffic, "_BLOCK_BYTES", 2048)
+    with file.open("rb") as read:
+        blocks = sum(1 for _ in iter(lambda: read.read(2048) + read.readline(), b""))
+    usual, strict, taken = _read_both(file, monkeypatch)
+    _assert_same(usual, strict)
+    assert len(usual.quarantined) == 80
+    assert blocks == 150 and taken.count(False) < 15  # 40 blocks have the first 400 lines, 9 tried
+    assert taken.count(True) > 90 and len(taken) < 125  # and after them up to 16 are not tried
 
 
 def test_fast_jsonl_reader_on_a_large_clean_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -203,6 +203,15 @@ def run_demo(suites: list[str]) -> int:
     print(f"\nTables (Parquet, readable with pandas or DuckDB) under {warehouse}:")
     for path in sorted(p for suite in suites for p in warehouse.rglob(f"{suite}.parquet")):
         print(f"  {path.relative_to(warehouse)}: {pq.read_metadata(path).num_rows} rows")
+    for daily in ("traffic", "traffic_drift"):
+        days = sorted((warehouse / "monitoring" / daily).glob("*.parquet"))
+        rows = sum(pq.read_metadata(path).num_rows for path in days)
+        print(f"  monitoring/{daily}/<day>.parquet: {len(days)} days, {rows} rows")
+    for single in ("reference", "trends"):
+        path = warehouse / "monitoring" / f"{single}.parquet"
+        if path.exists():
+            print(f"  monitoring/{single}.parquet: {pq.read_metadata(path).num_rows} rows")
+    print(f"Trend plots: {home / 'monitoring' / 'trends'}")
     mlflow_db = home / "mlflow" / "mlflow.db"
     print(f"\nMLflow UI:  .venv/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///{mlflow_db}")
     print("Dagster UI: make dev   (then open http://127.0.0.1:3000)")

@@ -72,7 +72,6 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from governance_assets.lib.storage import atomic_path
-from governance_assets.lib.warehouse import Warehouse
 
 TRAFFIC_SCHEMA = pa.schema(
     [
@@ -120,7 +119,6 @@ _BLOCK_BYTES = 4 << 20  # JSON Lines are read in blocks of about this size (whol
 _WORKERS = 2  # blocks the fast reader parses at once (mostly in pyarrow and numpy, without the GIL)
 _BACKOFF = 16  # most blocks the fast reader skips after refusing one
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
 _AWARE = f"^{_TIME}(Z|z|[+-]\\d{{2}}(:?\\d{{2}})?)$"
 _NAIVE = "^\\d{4}-\\d{2}-\\d{2}([T ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?)?$"
@@ -892,30 +890,6 @@ def _days(table: pa.Table) -> np.ndarray[Any, np.dtype[np.int64]]:
     """Days since 1970-01-01 (UTC) of each row's timestamp."""
     micros = table.column("timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
     return np.asarray(micros // _US_PER_DAY, dtype=np.int64)
-
-
-def append_to_day(warehouse: Warehouse, key: Sequence[str], day: str, rows: pa.Table) -> int:
-    """Merge `rows` (all on UTC `day`) into that day's Parquet file, atomically; returns rows added.
-
-    A row whose `request_id` is already in the file (or earlier in `rows`) is not added, so that
-    ingesting the same source twice adds nothing. Callers must not append to one day concurrently."""
-    if not _DAY.fullmatch(day):
-        raise ValueError(f"day {day!r} is not YYYY-MM-DD")
-    rows = rows.select(list(FIELDS)).cast(TRAFFIC_SCHEMA)
-    if rows.num_rows and not (_days(rows) == (date.fromisoformat(day) - _EPOCH).days).all():
-        raise ValueError(f"rows of other days than {day} given to append_to_day")
-    existing = warehouse.read(key, day)
-    ids = pd.Series(rows.column("request_id").to_numpy(zero_copy_only=False), dtype=object)
-    new = ~ids.duplicated(keep="first").to_numpy()
-    if existing is not None:
-        existing = existing.select(list(FIELDS)).cast(TRAFFIC_SCHEMA)
-        new &= ~_mask(pc.is_in(rows.column("request_id"), value_set=existing.column("request_id").combine_chunks()))
-    added = rows.filter(pa.array(new))
-    if added.num_rows == 0:
-        return 0
-    merged = added if existing is None else pa.concat_tables([existing, added])
-    warehouse.write(key, day, merged)
-    return int(added.num_rows)
 
 
 def write_quarantine(path: Path, rows: Sequence[QuarantinedRow]) -> None:

@@ -12,23 +12,19 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from governance_assets.lib import traffic
 from governance_assets.lib.traffic import (
-    TRAFFIC_KEY,
     TRAFFIC_SCHEMA,
     ParsedBatch,
     QuarantinedRow,
-    append_to_day,
     read_landing_file,
     read_table_rows,
     split_by_day,
     write_quarantine,
 )
 from governance_assets.lib.traffic_generator import generate_traffic, write_landing_files
-from governance_assets.lib.warehouse import Warehouse
 
 START = date(2026, 11, 20)
 
@@ -192,27 +188,14 @@ def test_read_table_rows_reads_each_row_once(tmp_path: Path) -> None:
     assert unchanged == 7 and missing.error is not None
 
 
-def test_split_and_append_to_day_is_idempotent(tmp_path: Path) -> None:
+def test_split_by_day_keeps_row_order_per_utc_day(tmp_path: Path) -> None:
     frame = generate_traffic(START, 2, 30, None)
     (path,) = write_landing_files(frame, tmp_path / "landing", "jsonl", per_day=False)
     batch = read_landing_file(path)
     days = split_by_day(batch.table)
     assert list(days) == ["2026-11-20", "2026-11-21"] and all(t.num_rows == 30 for t in days.values())
-    warehouse = Warehouse(tmp_path / "warehouse")
-    assert append_to_day(warehouse, TRAFFIC_KEY, "2026-11-20", days["2026-11-20"]) == 30
-    assert append_to_day(warehouse, TRAFFIC_KEY, "2026-11-20", days["2026-11-20"]) == 0
-    more = generate_traffic(START, 1, 40, None, seed=9)  # same request ids 0..29, ten new
-    assert (
-        append_to_day(
-            warehouse, TRAFFIC_KEY, "2026-11-20", read_landing_file(write_landing_files(more, tmp_path / "m")[0]).table
-        )
-        == 10
-    )
-    stored = pd.read_parquet(warehouse.path(TRAFFIC_KEY, "2026-11-20"))
-    assert len(stored) == 40 and stored["request_id"].is_unique
-    assert pq.read_schema(warehouse.path(TRAFFIC_KEY, "2026-11-20")).remove_metadata() == TRAFFIC_SCHEMA
-    with pytest.raises(ValueError, match="other days"):
-        append_to_day(warehouse, TRAFFIC_KEY, "2026-11-20", days["2026-11-21"])
+    in_order = [rid for table in days.values() for rid in table.column("request_id").to_pylist()]
+    assert in_order == batch.table.column("request_id").to_pylist()
 
 
 def test_write_quarantine_appends(tmp_path: Path) -> None:

@@ -17,42 +17,46 @@ newer HELM), flips are expected and reported without being called silent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from governance_assets.lib.gates import choose_baselines
+from governance_assets.lib.gates import choose_baselines, pattern_mask
 from governance_assets.lib.policy import EvalDriftSettings
 from governance_assets.lib.statistics import adjust_p_values, is_binary, mcnemar_exact
 
 PAIR_KEY = ["metric", "split", "sub_split", "instance_id", "train_trial_index"]
-COLUMNS = [
-    "suite",
-    "baseline_suite",
-    "run_name",
-    "model",
-    "metric",
-    "split",
-    "n_paired",
-    "flipped_to_fail",
-    "flipped_to_pass",
-    "baseline_mean",
-    "candidate_mean",
-    "p_value",
-    "p_adjusted",
-    "changed",
-    "same_run_spec",
-    "silent_change",
-    "flipped_instances",
-]
+SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("baseline_suite", pa.string()),
+        ("run_name", pa.string()),
+        ("model", pa.string()),
+        ("metric", pa.string()),
+        ("split", pa.string()),
+        ("n_paired", pa.int64()),
+        ("flipped_to_fail", pa.int64()),
+        ("flipped_to_pass", pa.int64()),
+        ("baseline_mean", pa.float64()),
+        ("candidate_mean", pa.float64()),
+        ("p_value", pa.float64()),
+        ("p_adjusted", pa.float64()),
+        ("changed", pa.bool_()),
+        ("same_run_spec", pa.bool_()),
+        ("silent_change", pa.bool_()),
+        ("flipped_instances", pa.list_(pa.string())),
+    ]
+)
+"""The `monitoring/eval_drift` table: one row per compared (run, metric, split)."""
+COLUMNS: list[str] = SCHEMA.names
 
 
 def _outcomes(table: pd.DataFrame, patterns: Sequence[str], run_names: set[str]) -> pd.DataFrame:
     """Unperturbed rows of `run_names` whose metric matches a pattern, with missing splits as ""."""
-    metrics = [m for m in table["metric"].unique() if any(fnmatchcase(str(m), p) for p in patterns)]
-    rows = table[table["metric"].isin(metrics) & table["run_name"].isin(run_names) & table["perturbation"].isna()]
+    rows = table[pattern_mask(table["metric"], patterns)]
+    rows = rows[rows["run_name"].isin(run_names) & rows["perturbation"].isna()]
     return rows.fillna({"split": "", "sub_split": ""})[["run_name", "model", *PAIR_KEY, "value"]].dropna(
         subset=["value"]
     )

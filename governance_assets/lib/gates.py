@@ -96,10 +96,11 @@ def _arrow(values: pd.Series) -> pa.ChunkedArray:  # type: ignore[type-arg]
     )
 
 
-def _matching(values: pa.ChunkedArray, patterns: Sequence[str]) -> np.ndarray:
-    """Which values match any of the shell-style patterns: the column is dictionary-encoded once
-    and each distinct value matched once, so millions of rows cost one hashing pass."""
-    encoded = pc.dictionary_encode(values).combine_chunks()
+def pattern_mask(values: pd.Series, patterns: Sequence[str]) -> np.ndarray:  # type: ignore[type-arg]
+    """Which values of a column match any of the shell-style patterns: the column is
+    dictionary-encoded once and each distinct value matched once, so millions of rows cost one
+    hashing pass."""
+    encoded = pc.dictionary_encode(_arrow(values)).combine_chunks()
     matched = [
         code
         for code, value in enumerate(encoded.dictionary.to_pylist())
@@ -114,18 +115,18 @@ def _metric_rows(table: pd.DataFrame, gate: ThresholdGate | RegressionGate, run_
     matched first, on the whole table (millions of rows, in Arrow); the rest on what it kept."""
     if table.empty:
         return table
-    table = table[_matching(_arrow(table["metric"]), gate.metrics)]
+    table = table[pattern_mask(table["metric"], gate.metrics)]
     if table.empty:
         return table
     names = _arrow(table["run_name"])
     keep = pc.is_in(names, value_set=pa.array(sorted(run_names), names.type)).to_numpy(zero_copy_only=False)
     if gate.split != "*":
-        keep &= _matching(_arrow(table["split"]), [gate.split])
+        keep &= pattern_mask(table["split"], [gate.split])
     perturbation = _arrow(table["perturbation"])
     if gate.perturbation is None:
         keep &= pc.is_null(perturbation).to_numpy(zero_copy_only=False)
     else:
-        keep &= _matching(perturbation, [gate.perturbation])
+        keep &= pattern_mask(table["perturbation"], [gate.perturbation])
     selected: pd.DataFrame = table[keep]
     return selected
 

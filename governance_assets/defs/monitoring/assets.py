@@ -19,7 +19,7 @@ from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_as
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib import tidy
 from governance_assets.lib.drift import SMALL_REFERENCE_MAX, DatasetDrift, FeatureDrift, dataset_drift
-from governance_assets.lib.eval_drift import COLUMNS as EVAL_DRIFT_COLUMNS
+from governance_assets.lib.eval_drift import SCHEMA as EVAL_DRIFT_SCHEMA
 from governance_assets.lib.eval_drift import evaluation_flips
 from governance_assets.lib.gates import read_frame
 from governance_assets.lib.mlflow_record import log_report, run_url
@@ -363,30 +363,6 @@ def traffic_drift(
 
 
 # --- evaluation drift ---------------------------------------------------------------------------
-
-
-EVAL_DRIFT_SCHEMA = pa.schema(
-    [
-        ("suite", pa.string()),
-        ("baseline_suite", pa.string()),
-        ("run_name", pa.string()),
-        ("model", pa.string()),
-        ("metric", pa.string()),
-        ("split", pa.string()),
-        ("n_paired", pa.int64()),
-        ("flipped_to_fail", pa.int64()),
-        ("flipped_to_pass", pa.int64()),
-        ("baseline_mean", pa.float64()),
-        ("candidate_mean", pa.float64()),
-        ("p_value", pa.float64()),
-        ("p_adjusted", pa.float64()),
-        ("changed", pa.bool_()),
-        ("same_run_spec", pa.bool_()),
-        ("silent_change", pa.bool_()),
-        ("flipped_instances", pa.list_(pa.string())),
-    ]
-)
-assert EVAL_DRIFT_SCHEMA.names == EVAL_DRIFT_COLUMNS
 
 
 def _runs(warehouse: Warehouse, suite: str) -> pd.DataFrame:

@@ -319,6 +319,22 @@ def _not_tested(
     )
 
 
+def _observed(values: Data) -> tuple[FloatArray, NDArray[np.intp], FloatArray]:
+    """The series as floats, the positions of its finite values, and those values."""
+    series = _series(values)
+    observed_at = np.flatnonzero(np.isfinite(series))
+    return series, observed_at, series[observed_at]
+
+
+def _baseline_options(warmup: int, target: float | None, sigma: float | None) -> tuple[int, float | None, float | None]:
+    """`warmup`, `target` and `sigma` validated (CUSUM and EWMA estimate μ0 and σ the same way)."""
+    return (
+        _count("warmup", warmup, 2),
+        None if target is None else _number("target", target),
+        None if sigma is None else _positive("sigma", sigma),
+    )
+
+
 # --- detectors -----------------------------------------------------------------------------------
 
 
@@ -333,12 +349,8 @@ def cusum(
 ) -> ChangeDetection:
     """Two-sided tabular CUSUM with reference value kσ and decision interval hσ, restarting after each alarm."""
     k, h = _non_negative("k", k), _positive("h", h)
-    warmup = _count("warmup", warmup, 2)
-    target = None if target is None else _number("target", target)
-    sigma = None if sigma is None else _positive("sigma", sigma)
-    series = _series(values)
-    observed_at = np.flatnonzero(np.isfinite(series))
-    observed = series[observed_at]
+    warmup, target, sigma = _baseline_options(warmup, target, sigma)
+    series, observed_at, observed = _observed(values)
     head = f"tabular CUSUM k={k:g} h={h:g}"
     baseline = _baseline(observed, warmup, target, sigma)
     if baseline is None:
@@ -385,9 +397,7 @@ def page_hinkley(
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     min_instances = _count("min_instances", min_instances, 1)
-    series = _series(values)
-    observed_at = np.flatnonzero(np.isfinite(series))
-    observed = series[observed_at]
+    series, observed_at, observed = _observed(values)
     head = f"Page–Hinkley δ={delta:g} λ={threshold:g} α={alpha:g} {direction}"
     if observed.size < min_instances:
         return _not_tested("page_hinkley", series, observed.size, min_instances, head)
@@ -435,12 +445,8 @@ def ewma_chart(
 ) -> ChangeDetection:
     """EWMA control chart with smoothing `lam` (λ) and exact time-varying limits μ0 ± L·σ_z(i)."""
     lam, L = _fraction("lam", lam), _positive("L", L)
-    warmup = _count("warmup", warmup, 2)
-    target = None if target is None else _number("target", target)
-    sigma = None if sigma is None else _positive("sigma", sigma)
-    series = _series(values)
-    observed_at = np.flatnonzero(np.isfinite(series))
-    observed = series[observed_at]
+    warmup, target, sigma = _baseline_options(warmup, target, sigma)
+    series, observed_at, observed = _observed(values)
     head = f"EWMA λ={lam:g} L={L:g}"
     baseline = _baseline(observed, warmup, target, sigma)
     if baseline is None:

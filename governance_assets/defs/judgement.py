@@ -41,9 +41,9 @@ def check_result(judgement: Judgement) -> dg.AssetCheckResult:
     )
 
 
-def judge_suites(context: dg.AssetCheckExecutionContext, judge: Callable[[str], Judgement]) -> dg.AssetCheckResult:
-    """Judge the run's suite; a run over a range of suites gets one result that fails if any
-    suite fails (Dagster records it without a partition) and lists every suite's outcome."""
+def judge_partitions(context: dg.AssetCheckExecutionContext, judge: Callable[[str], Judgement]) -> dg.AssetCheckResult:
+    """Judge the run's partition (a suite or a day); a run over a range of partitions gets one
+    result that fails if any fails (Dagster records it without a partition) and lists each outcome."""
     judgements = {suite: judge(suite) for suite in context.partition_keys}
     if len(judgements) == 1:
         return check_result(next(iter(judgements.values())))

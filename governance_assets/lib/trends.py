@@ -326,6 +326,18 @@ def _observed(values: Data) -> tuple[FloatArray, NDArray[np.intp], FloatArray]:
     return series, observed_at, series[observed_at]
 
 
+def standardised(values: Data, warmup: int) -> FloatArray:
+    """The series in units of its warm-up: minus the mean of the finite values among its first
+    `warmup` points, divided by their standard deviation (ddof=1; by 1 when that is 0 or there
+    are fewer than two). Lets one Page–Hinkley δ and λ, given in σ, serve series of any scale."""
+    series = _series(values)
+    warm = series[:warmup][np.isfinite(series[:warmup])]
+    spread = float(warm.std(ddof=BASELINE_DDOF)) if warm.size > 1 else 0.0
+    centred = series - (float(warm.mean()) if warm.size else 0.0)
+    scaled: FloatArray = centred / (spread if spread > 0 else 1.0)
+    return scaled
+
+
 def _baseline_options(warmup: int, target: float | None, sigma: float | None) -> tuple[int, float | None, float | None]:
     """`warmup`, `target` and `sigma` validated (CUSUM and EWMA estimate μ0 and σ the same way)."""
     return (

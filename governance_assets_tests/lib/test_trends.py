@@ -481,3 +481,11 @@ def test_plot_trend_returns_a_png_without_touching_pyplot_or_rcparams(
 def test_plot_trend_needs_one_label_per_value() -> None:
     with pytest.raises(ValueError, match="labels has 2 entries for 3 values"):
         tr.plot_trend("x", ["a", "b"], tr.cusum([1.0, 2.0, 3.0]))
+
+
+def test_standardised_uses_the_warm_up_mean_and_sample_deviation() -> None:
+    values = [2.0, float("nan"), 4.0, 9.0, 1.0, 7.0]
+    warm = [2.0, 4.0, 9.0]  # the finite values among the first four points
+    expected = [(v - statistics.fmean(warm)) / statistics.stdev(warm) for v in values]
+    np.testing.assert_allclose(tr.standardised(values, 4), expected, equal_nan=True)
+    np.testing.assert_array_equal(tr.standardised([3.0, 3.0, 5.0], 2), [0.0, 0.0, 2.0])  # no spread: not scaled

@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 
 from governance_assets.defs.gates.inputs import earlier_instance_stats, suite_tables
-from governance_assets.defs.judgement import Judgement, judge_suites
+from governance_assets.defs.judgement import Judgement, judge_partitions
 from governance_assets.defs.partitions import helm_suites
 from governance_assets.defs.resources import POLICY, GovernanceState
 from governance_assets.lib import tidy
@@ -90,7 +90,7 @@ def build_gate_check(gate: Gate, policy: Policy) -> dg.AssetChecksDefinition:
                 gate_metadata(result),
             )
 
-        return judge_suites(context, judge)
+        return judge_partitions(context, judge)
 
     return _check
 

@@ -4,7 +4,7 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from governance_assets.defs.helm.assets import RUNS_KEY
-from governance_assets.defs.judgement import Judgement, Outcome, judge_suites
+from governance_assets.defs.judgement import Judgement, Outcome, judge_partitions
 from governance_assets.defs.partitions import helm_suites
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib import tidy
@@ -25,7 +25,7 @@ def all_runs_complete(context: dg.AssetCheckExecutionContext, state: GovernanceS
         bad = runs.filter(pc.not_equal(runs["status"], "complete")).select(["run_name", "status", "error"]).to_pylist()
         return Judgement("fail" if bad else "pass", len(bad), 0, bad, metadata={"runs": runs.num_rows})
 
-    return judge_suites(context, judge)
+    return judge_partitions(context, judge)
 
 
 def _all_runs_ingested_check(spec: tidy.TidyTable) -> dg.AssetChecksDefinition:
@@ -42,7 +42,7 @@ def _all_runs_ingested_check(spec: tidy.TidyTable) -> dg.AssetChecksDefinition:
                 return NO_TABLE
             return Judgement("fail" if errors else "pass", len(errors), 0, errors)
 
-        return judge_suites(context, judge)
+        return judge_partitions(context, judge)
 
     return _check
 
@@ -69,4 +69,4 @@ def agrees_with_helm_summary(context: dg.AssetCheckExecutionContext, state: Gove
         outcome: Outcome = "pass" if compared and not mismatches else "fail"
         return Judgement(outcome, len(mismatches), 0, mismatches[:50], metadata={"compared": compared})
 
-    return judge_suites(context, judge)
+    return judge_partitions(context, judge)

@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow.compute as pc
 
-from governance_assets.defs.judgement import Judgement, judge_suites
+from governance_assets.defs.judgement import Judgement, judge_partitions
 from governance_assets.defs.lineage.assets import REPRODUCIBILITY_KEY
 from governance_assets.defs.partitions import helm_suites
 from governance_assets.defs.resources import GovernanceState
@@ -28,4 +28,4 @@ def deterministic_runs_reproduce(context: dg.AssetCheckExecutionContext, state: 
             "fail" if differing else "pass", len(differing), 0, differing, metadata={"checked": checked.num_rows}
         )
 
-    return judge_suites(context, judge)
+    return judge_partitions(context, judge)

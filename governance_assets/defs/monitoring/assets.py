@@ -33,7 +33,7 @@ from governance_assets.lib.traffic_features import (
     traffic_features,
 )
 from governance_assets.lib.traffic_intake import assemble_day, quarantined_rows
-from governance_assets.lib.trends import ChangeDetection, detect, plot_trend
+from governance_assets.lib.trends import ChangeDetection, detect, plot_trend, standardised
 from governance_assets.lib.warehouse import Warehouse
 
 REFERENCE_KEY = ("monitoring", "reference")
@@ -132,7 +132,8 @@ def _reference_days(settings: ReferenceSettings, available: list[str]) -> list[s
     if settings.start is not None and settings.end is not None:
         start, end = settings.start, settings.end
         wanted = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-        return [day for day in wanted if day in set(available)]
+        have = set(available)
+        return [day for day in wanted if day in have]
     return available[: settings.days]
 
 
@@ -507,12 +508,9 @@ def run_detection(values: list[float], settings: TrendSettings) -> ChangeDetecti
         return detect("cusum", data, k=settings.cusum_k, h=settings.cusum_h, warmup=settings.warmup)
     if settings.method == "ewma":
         return detect("ewma", data, lam=settings.ewma_lambda, L=settings.ewma_l, warmup=settings.warmup)
-    warm = data[: settings.warmup][np.isfinite(data[: settings.warmup])]
-    spread = float(warm.std(ddof=1)) if warm.size > 1 else 0.0
-    standardised = (data - (warm.mean() if warm.size else 0.0)) / (spread if spread > 0 else 1.0)
     detection = detect(
         "page_hinkley",
-        standardised,
+        standardised(data, settings.warmup),
         delta=settings.ph_delta,
         threshold=settings.ph_threshold,
         min_instances=settings.warmup,

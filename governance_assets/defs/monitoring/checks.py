@@ -3,7 +3,7 @@ reach the alert sinks through the `check_failure_alerts` sensor."""
 
 import dagster as dg
 
-from governance_assets.defs.judgement import Judgement, check_result, judge_suites
+from governance_assets.defs.judgement import Judgement, check_result, judge_partitions
 from governance_assets.defs.monitoring.assets import EVAL_DRIFT_KEY, TRAFFIC_DRIFT_KEY, TRENDS_KEY
 from governance_assets.defs.partitions import TRAFFIC_DAYS, helm_suites
 from governance_assets.defs.resources import GovernanceState
@@ -39,7 +39,7 @@ def traffic_drift_share(context: dg.AssetCheckExecutionContext, state: Governanc
         share = warehouse.read_annotation(TRAFFIC_DRIFT_KEY, day, "drifted_share")
         return judge_drift([] if table is None else table.to_pylist(), share, settings)
 
-    return judge_suites(context, judge)
+    return judge_partitions(context, judge)
 
 
 @dg.asset_check(
@@ -68,7 +68,7 @@ def no_silent_model_change(context: dg.AssetCheckExecutionContext, state: Govern
         ]
         return Judgement("fail" if silent else "pass", len(silent), threshold, silent)
 
-    return judge_suites(context, judge)
+    return judge_partitions(context, judge)
 
 
 @dg.asset_check(

@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import pstats
 import shutil
 import subprocess
@@ -52,7 +51,7 @@ from governance_assets.lib.storage import write_text_atomic
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 import _evidently_side as side  # noqa: E402  (the child protocol, shared with the Evidently side)
-import ingest_vs_summarize as ivs  # noqa: E402  (run_measured, tail, Target)
+import ingest_vs_summarize as ivs  # noqa: E402  (run_measured, tail, Target, machine)
 
 DEFAULT_RESULTS = BENCH_DIR / "results" / "drift_vs_evidently.json"
 REQUIREMENTS = BENCH_DIR / "evidently-requirements.txt"
@@ -447,12 +446,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ratios["evidently_over_scipy_loop"] = sides["evidently"]["drift_seconds"] / sides["scipy_loop"]["drift_seconds"]
     results: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_1_5_15_min": {"before": load_before, "after": load_after},
-        },
+        "machine": ivs.machine() | {"load_average_1_5_15_min": {"before": load_before, "after": load_after}},
         "versions": side.versions(("numpy", "pandas", "scipy", "pyarrow")),
         "evidently": evidently,
         "data": data,

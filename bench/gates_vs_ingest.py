@@ -19,7 +19,6 @@ import cProfile
 import importlib
 import json
 import os
-import platform
 import pstats
 import shutil
 import sys
@@ -246,7 +245,7 @@ def benchmark(shared: Path, workdir: Path, runs: int, instances: int, profile: b
     with_reading = gates_seconds + reading_seconds
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": ivs.machine(),
         "versions": {
             package: metadata.version(package)
             for package in ("crfm-helm", "pandas", "pyarrow", "numpy", "scipy", "great-expectations")

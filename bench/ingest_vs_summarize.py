@@ -185,6 +185,11 @@ def run_measured(command: Sequence[str], log: Path, env: Mapping[str, str], cwd:
     return Measured(process.returncode, seconds, usage.ru_maxrss / 1024, log)  # ru_maxrss is KiB
 
 
+def machine() -> dict[str, Any]:
+    """What the benchmarks ran on, for their results files."""
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
 def tail(log: Path, lines: int = 30) -> str:
     """The last lines of a log file."""
     return "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-lines:])
@@ -434,11 +439,7 @@ def benchmark(shared: Path, workdir: Path, runs: int) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "versions": {package: metadata.version(package) for package in ("crfm-helm", "pyarrow", "orjson")},
         "suite": SUITE,
         "runs": runs,

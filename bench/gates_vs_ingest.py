@@ -221,7 +221,7 @@ def benchmark(shared: Path, workdir: Path, runs: int, instances: int, profile: b
         tidy.INSTANCE_STATS.key,
         BASELINE_SUITE,
         pa.Table.from_pandas(baseline, schema=tidy.INSTANCE_STATS_SCHEMA, preserve_index=False),
-        cache=tidy.INSTANCE_STATS.arrow_cache,  # stored as an ingested suite's table is
+        cache=True,  # stored as an ingested suite's table is
     )
     del candidate, baseline
 

@@ -78,11 +78,6 @@ class RunFolder:
         return not self.missing_files
 
 
-def files_fingerprint(fingerprint: str, files: Sequence[str]) -> str:
-    """The part of a run's fingerprint that covers `files` only."""
-    return "|".join(part for part in fingerprint.split("|") if part.split(":", 1)[0] in files)
-
-
 def discover_suites(roots: Sequence[Path]) -> SuiteDiscovery:
     """Find `runs/<suite>` folders under each root; a suite name found in two roots is refused."""
     found: dict[str, list[SuiteLocation]] = {}
@@ -119,7 +114,7 @@ def list_run_folders(suite_dir: Path) -> list[RunFolder]:
         missing, parts = [], []
         for name in REQUIRED_RUN_FILES:  # the hot path of a re-ingest: plain os calls
             try:
-                st = os.stat(os.path.join(entry.path, name))  # noqa: PTH116, PTH118
+                st = os.stat(f"{entry.path}/{name}")  # noqa: PTH116
             except FileNotFoundError:
                 missing.append(name)
                 continue

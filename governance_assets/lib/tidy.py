@@ -181,9 +181,6 @@ class TidyTable:
     read_columns: Callable[[Path, bool], ho.RunFile]
     run_columns: tuple[str, ...]
     """Columns taken from the run (suite, run_name, …) before the row's own fields."""
-    arrow_cache: bool
-    """Keep an Arrow copy for incremental rebuilds: pays off for many small rows (stats), not
-    for few rows of long text (predictions), whose Parquet file decodes quickly."""
 
 
 RUN_STATS = TidyTable(
@@ -192,7 +189,6 @@ RUN_STATS = TidyTable(
     "stats.json",
     ho.read_stats,
     ("suite", "run_name", "model", "scenario"),
-    arrow_cache=True,
 )
 INSTANCE_STATS = TidyTable(
     ("helm", "instance_stats"),
@@ -200,7 +196,6 @@ INSTANCE_STATS = TidyTable(
     "per_instance_stats.json",
     ho.read_instance_stats,
     ("suite", "run_name", "model"),
-    arrow_cache=True,
 )
 PREDICTIONS = TidyTable(
     ("helm", "predictions"),
@@ -208,7 +203,6 @@ PREDICTIONS = TidyTable(
     "scenario_state.json",
     ho.read_predictions,
     ("suite", "run_name", "model"),
-    arrow_cache=False,
 )
 TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 
@@ -273,15 +267,41 @@ def _convert(spec: TidyTable, pending: Pending, errors: dict[str, str]) -> tuple
     return _to_table(spec, survivors), survivors
 
 
-def _only_runs(table: pa.Table, keep: set[str]) -> pa.Table:
-    """The rows of `table` whose run is in `keep`, as zero-copy slices of the kept spans
-    (cheaper than a filter, which copies every column)."""
-    encoded = pc.dictionary_encode(table["run_name"]).combine_chunks()
-    kept_codes = [code for code, name in enumerate(encoded.dictionary.to_pylist()) if name in keep]
-    kept = np.isin(encoded.indices.to_numpy(zero_copy_only=False), kept_codes)
-    edges = np.diff(np.concatenate([[False], kept, [False]]).astype(np.int8))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return pa.concat_tables([table.slice(start, end - start) for start, end in zip(starts, ends, strict=True)])
+Stretches = dict[str, list[tuple[int, int]]]
+
+
+def _run_stretches(table: pa.Table) -> Stretches:
+    """Where each run's rows sit in `table`: the (offset, length) of each contiguous stretch."""
+    stretches: Stretches = {}
+    offset = 0
+    for chunk in pc.run_end_encode(table["run_name"]).chunks:
+        ends = chunk.run_ends.to_numpy()
+        starts = np.concatenate([[0], ends[:-1]])
+        for name, start, end in zip(chunk.values.to_pylist(), starts.tolist(), ends.tolist(), strict=True):
+            stretches.setdefault(name, []).append((offset + start, end - start))
+        offset += len(chunk)
+    return stretches
+
+
+def _in_run_order(
+    schema: pa.Schema, order: Sequence[str], located: Mapping[str, tuple[pa.Table, Stretches]]
+) -> pa.Table:
+    """The rows of each run in `order`, taken from the table `located` names for it, as
+    zero-copy slices (adjacent rows of one table form one slice)."""
+    slices: list[list[Any]] = []  # [table, offset, length]
+    for name in order:
+        if name not in located:
+            continue
+        table, stretches = located[name]
+        for offset, length in stretches.get(name, ()):
+            last = slices[-1] if slices else None
+            if last is not None and last[0] is table and last[1] + last[2] == offset:
+                last[2] += length
+            else:
+                slices.append([table, offset, length])
+    if not slices:
+        return schema.empty_table()
+    return pa.concat_tables([table.slice(offset, length) for table, offset, length in slices])
 
 
 def data_version(
@@ -303,9 +323,17 @@ def data_version(
     return content_hash({"runs": contents, "errors": dict(errors or {})})[:32]
 
 
-def _source_fingerprint(spec: TidyTable, run_fingerprint: str) -> str:
-    """Only the files a table is read from decide whether a run must be re-read for it."""
-    return ho.files_fingerprint(run_fingerprint, ("run_spec.json", spec.source_file))
+def source_fingerprints(runs: pa.Table, specs: Sequence[TidyTable]) -> dict[tuple[str, ...], dict[str, str]]:
+    """For each table in `specs`, each complete run's fingerprint of `run_spec.json` and the
+    table's source file: only those decide whether the run is re-read for that table."""
+    complete = runs.filter(pc.equal(runs["status"], "complete"))
+    found: dict[tuple[str, ...], dict[str, str]] = {spec.key: {} for spec in specs}
+    for name, fingerprint in zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True):
+        files = dict(part.split(":", 1) for part in fingerprint.split("|"))
+        for spec in specs:
+            source = spec.source_file
+            found[spec.key][name] = f"run_spec.json:{files['run_spec.json']}|{source}:{files[source]}"
+    return found
 
 
 def build_table(
@@ -314,42 +342,45 @@ def build_table(
     previous: pa.Table | None = None,
     previous_manifest: dict[str, str] | None = None,
     previous_digests: dict[str, str] | None = None,
-    source_fingerprints: Mapping[str, str] | None = None,
+    fingerprints: Mapping[str, str] | None = None,
 ) -> TableBuild:
     """Build `spec`'s table for the complete runs in `runs` (a `helm/runs` table).
 
     Runs whose fingerprint matches `previous_manifest` are copied from `previous` instead of
     re-read; a run whose files cannot be read is left out and named in `errors`.
-    `source_fingerprints` (per complete run, `_source_fingerprint`) saves computing them again."""
+    `fingerprints` (this table's `source_fingerprints`) saves computing them again."""
     previous_manifest = previous_manifest or {}
     build = TableBuild(table=None, rows=0, manifest={})
-    pending: Pending = []
-    complete = runs.filter(pc.equal(runs["status"], "complete")).to_pylist()
-    fingerprints = source_fingerprints or {
-        run["run_name"]: _source_fingerprint(spec, run["fingerprint"]) for run in complete
-    }
-    for run in complete:
-        name = run["run_name"]
+    complete = runs.filter(pc.equal(runs["status"], "complete"))
+    names = complete["run_name"].to_pylist()
+    fingerprints = fingerprints or source_fingerprints(runs, [spec])[spec.key]
+    to_read = []
+    for index, name in enumerate(names):
         if previous is not None and previous_manifest.get(name) == fingerprints[name]:
             build.reused.append(name)
-            continue
+        else:
+            to_read.append(index)
+    pending: Pending = []
+    for run in complete.take(to_read).to_pylist():
         try:
             pending.append((run, spec.read_columns(Path(run["path"]), False)))
         except ho.HelmOutputError as error:
-            build.errors[name] = str(error)
-    pieces: list[pa.Table] = []
+            build.errors[run["run_name"]] = str(error)
+    located: dict[str, tuple[pa.Table, Stretches]] = {}
     if build.reused and previous is not None:
-        pieces.append(_only_runs(previous, set(build.reused)).cast(spec.schema))
+        previous = previous.cast(spec.schema)
+        previous_stretches = _run_stretches(previous)
+        located = dict.fromkeys(build.reused, (previous, previous_stretches))
     if pending:
         table, converted = _convert(spec, pending, build.errors)
-        pieces.append(table)
         build.parsed = [run["run_name"] for run, _ in converted]
+        located.update(dict.fromkeys(build.parsed, (table, _run_stretches(table))))
     build.manifest = {name: fingerprints[name] for name in build.reused + build.parsed}
     parsed_digests = {run["run_name"]: file.digest for run, file in pending}
     build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {
         name: parsed_digests[name] for name in build.parsed
     }
-    table = pa.concat_tables(pieces) if pieces else spec.schema.empty_table()
+    table = _in_run_order(spec.schema, names, located)
     build.table, build.rows = table, table.num_rows
     return build
 
@@ -357,20 +388,23 @@ def build_table(
 RUNS_KEY = ("helm", "runs")
 
 
-def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Table | None = None) -> TableBuild:
+def refresh_table(
+    spec: TidyTable,
+    suite: str,
+    warehouse: Warehouse,
+    runs: pa.Table | None = None,
+    fingerprints: Mapping[str, str] | None = None,
+) -> TableBuild:
     """Rebuild `spec`'s table of `suite` from the stored `helm/runs` table, re-reading only
-    changed runs; an unchanged suite is not rewritten. `runs` saves reading it again."""
+    changed runs; an unchanged suite is not rewritten. `runs` saves reading it again, and
+    `fingerprints` (this table's `source_fingerprints`) computing them again."""
     runs = runs if runs is not None else warehouse.read(RUNS_KEY, suite)
     if runs is None:
         raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
     annotations = warehouse.read_annotations(spec.key, suite)
     manifest: dict[str, str] = annotations.get("manifest") or {}
     digests: dict[str, str] = annotations.get("digests") or {}
-    complete = runs.filter(pc.equal(runs["status"], "complete"))
-    current = {
-        name: _source_fingerprint(spec, fingerprint)
-        for name, fingerprint in zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True)
-    }
+    current = fingerprints or source_fingerprints(runs, [spec])[spec.key]
     path = warehouse.path(spec.key, suite)
     if manifest and manifest == current and path.exists():
         rows = pq.read_metadata(path).num_rows
@@ -382,7 +416,7 @@ def refresh_table(spec: TidyTable, suite: str, warehouse: Warehouse, runs: pa.Ta
         suite,
         build.table,
         {"manifest": build.manifest, "digests": build.digests, "errors": build.errors},
-        cache=spec.arrow_cache,
+        cache=True,  # an incremental rebuild maps it instead of decoding the Parquet file
     )
     return build
 
@@ -412,8 +446,11 @@ def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteInge
     previous = warehouse.read(RUNS_KEY, suite)
     catalogue = catalogue_runs(suite, suite_dir, previous)
     write_catalogue(warehouse, suite, catalogue, previous)
+    fingerprints = source_fingerprints(catalogue.table, TIDY_TABLES)
     with ThreadPoolExecutor(max_workers=len(TIDY_TABLES)) as pool:  # as Dagster runs the three table steps
-        refreshed = pool.map(lambda spec: refresh_table(spec, suite, warehouse, catalogue.table), TIDY_TABLES)
+        refreshed = pool.map(
+            lambda spec: refresh_table(spec, suite, warehouse, catalogue.table, fingerprints[spec.key]), TIDY_TABLES
+        )
         builds = {spec.key: build for spec, build in zip(TIDY_TABLES, refreshed, strict=True)}
     return SuiteIngest(catalogue, builds)
 

@@ -73,7 +73,7 @@ class Warehouse:
     def read(self, key: Sequence[str], partition: str | None = None) -> pa.Table | None:
         """The table, or None when it was never written."""
         path = self.path(key, partition)
-        return pq.read_table(path) if path.exists() else None
+        return pq.ParquetFile(path).read() if path.exists() else None  # read_table would import pyarrow.dataset
 
     def read_annotation(self, key: Sequence[str], partition: str | None, name: str) -> Any:
         """An annotation stored with the table, or None."""

@@ -1,6 +1,7 @@
 """Reading real HELM suites (0.5.x safety suite with runs.json; MMLU suite without) into tidy tables."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -142,6 +143,33 @@ def test_reingest_reparses_only_the_changed_run(tmp_path: Path, warehouse: Wareh
     ]
     assert row["mean"].tolist() == [0.123]
     assert len(run_stats) == 5 * 162
+
+
+def test_incremental_rebuild_equals_a_cold_build(tmp_path: Path, warehouse: Warehouse) -> None:
+    """Reused rows are stitched back in run order: after changes, removals and additions the
+    tables are exactly what ingesting the suite from scratch gives."""
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=6)
+    runs = sorted(p for p in suite_dir.iterdir() if p.is_dir())
+    held_back = tmp_path / runs[4].name
+    runs[4].rename(held_back)
+    tidy.ingest_suite("v1", suite_dir, warehouse)
+    held_back.rename(runs[4])  # a run added in the middle
+    for changed in (runs[1], runs[5]):  # one run changed in every table, one in run_stats only
+        for name in ("stats.json", "per_instance_stats.json", "scenario_state.json")[: 3 if changed == runs[1] else 1]:
+            data = (changed / name).read_bytes()
+            (changed / name).unlink()
+            (changed / name).write_bytes(data.replace(b'"mean": 1.0', b'"mean": 0.5', 1))
+    shutil.rmtree(runs[3])  # a run removed
+    incremental = tidy.ingest_suite("v1", suite_dir, warehouse)
+    assert incremental.builds[tidy.PREDICTIONS.key].parsed == [runs[1].name, runs[4].name]
+    assert incremental.builds[tidy.RUN_STATS.key].parsed == [runs[1].name, runs[4].name, runs[5].name]
+    cold = Warehouse(tmp_path / "cold")
+    tidy.ingest_suite("v1", suite_dir, cold)
+    for spec in tidy.TIDY_TABLES:
+        rebuilt, scratch = warehouse.read(spec.key, "v1"), cold.read(spec.key, "v1")
+        assert rebuilt is not None and scratch is not None
+        assert rebuilt.num_rows > 0
+        assert rebuilt.replace_schema_metadata(None).equals(scratch.replace_schema_metadata(None)), spec.key
 
 
 def test_data_versions_follow_content_not_timestamps(tmp_path: Path, warehouse: Warehouse) -> None:

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from governance_assets.lib import helm_output as ho
-from governance_assets.lib.warehouse import Warehouse
+from governance_assets.lib.warehouse import Piece, Warehouse, joined
 
 RUNS_SCHEMA = pa.schema(
     [
@@ -220,6 +220,8 @@ class TableBuild:
     errors: dict[str, str] = field(default_factory=dict)
     parsed: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    pieces: list[Piece] = field(default_factory=list)
+    """Where the rows of `table` come from: the previous table, or the runs read this time."""
 
 
 Pending = list[tuple[dict[str, Any], ho.RunFile]]
@@ -285,23 +287,20 @@ def _run_stretches(table: pa.Table) -> Stretches:
 
 def _in_run_order(
     schema: pa.Schema, order: Sequence[str], located: Mapping[str, tuple[pa.Table, Stretches]]
-) -> pa.Table:
-    """The rows of each run in `order`, taken from the table `located` names for it, as
-    zero-copy slices (adjacent rows of one table form one slice)."""
-    slices: list[list[Any]] = []  # [table, offset, length]
+) -> list[Piece]:
+    """The rows of each run in `order`, taken from the table `located` names for it, as pieces
+    (adjacent rows of one table form one piece); one empty piece when there are no rows."""
+    pieces: list[Piece] = []
     for name in order:
         if name not in located:
             continue
         table, stretches = located[name]
         for offset, length in stretches.get(name, ()):
-            last = slices[-1] if slices else None
-            if last is not None and last[0] is table and last[1] + last[2] == offset:
-                last[2] += length
+            if pieces and pieces[-1][0] is table and pieces[-1][1] + pieces[-1][2] == offset:
+                pieces[-1] = (table, pieces[-1][1], pieces[-1][2] + length)
             else:
-                slices.append([table, offset, length])
-    if not slices:
-        return schema.empty_table()
-    return pa.concat_tables([table.slice(offset, length) for table, offset, length in slices])
+                pieces.append((table, offset, length))
+    return pieces or [(schema.empty_table(), 0, 0)]
 
 
 def data_version(
@@ -368,7 +367,6 @@ def build_table(
             build.errors[run["run_name"]] = str(error)
     located: dict[str, tuple[pa.Table, Stretches]] = {}
     if build.reused and previous is not None:
-        previous = previous.cast(spec.schema)
         previous_stretches = _run_stretches(previous)
         located = dict.fromkeys(build.reused, (previous, previous_stretches))
     if pending:
@@ -380,8 +378,9 @@ def build_table(
     build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {
         name: parsed_digests[name] for name in build.parsed
     }
-    table = _in_run_order(spec.schema, names, located)
-    build.table, build.rows = table, table.num_rows
+    build.pieces = _in_run_order(spec.schema, names, located)
+    build.table = joined(build.pieces)
+    build.rows = build.table.num_rows
     return build
 
 
@@ -409,15 +408,13 @@ def refresh_table(
     if manifest and manifest == current and path.exists():
         rows = pq.read_metadata(path).num_rows
         return TableBuild(table=None, rows=rows, manifest=manifest, digests=digests, reused=sorted(manifest))
-    previous = warehouse.read_cached(spec.key, suite) if manifest else None
+    cached = warehouse.read_cache(spec.key, suite) if manifest else None
+    previous = cached.table if cached is not None else warehouse.read(spec.key, suite) if manifest else None
+    if previous is not None and not previous.schema.equals(spec.schema):
+        previous = cached = None  # written by an older version of the table: read every run again
     build = build_table(spec, runs, previous, manifest, digests, current)
-    warehouse.write(
-        spec.key,
-        suite,
-        build.table,
-        {"manifest": build.manifest, "digests": build.digests, "errors": build.errors},
-        cache=True,  # an incremental rebuild maps it instead of decoding the Parquet file
-    )
+    annotations = {"manifest": build.manifest, "digests": build.digests, "errors": build.errors}
+    warehouse.write_rebuilt(spec.key, suite, build.pieces, cached, annotations)
     return build
 
 

@@ -1,8 +1,17 @@
-"""The Parquet warehouse: `warehouse/<asset key path>/<partition>.parquet`, readable without Dagster."""
+"""The Parquet warehouse: `warehouse/<asset key path>/<partition>.parquet`, readable without Dagster.
+
+A table written with its Arrow cache also has a memory-mappable copy in
+`.arrow_cache/<asset key path>/<partition>/`: Arrow IPC segment files and `layout.json`, which
+lists the stretches of segment rows that make up the table. A rebuild that reuses most rows of
+the cached table (`write_rebuilt`) writes only its new rows as a new segment; the segments are
+compacted into one when they hold more dead rows than live ones, or become too many."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +25,62 @@ from governance_assets.lib.storage import (
     safe_component,
     write_arrow_atomic,
     write_parquet_atomic,
+    write_text_atomic,
 )
 
 ANNOTATION_PREFIX = "governance."
+MAX_CACHE_SEGMENTS = 8
+
+Piece = tuple[pa.Table, int, int]
+"""Rows `offset : offset + length` of a table."""
+Stretch = tuple[str, int, int]
+"""Rows `offset : offset + length` of one cache segment file."""
+
+
+@dataclass(frozen=True)
+class CachedTable:
+    """A table read through its Arrow cache, and the segment stretches its rows come from."""
+
+    table: pa.Table
+    stretches: tuple[Stretch, ...]
+    segment_rows: Mapping[str, int]
+    """Rows in each segment file, live or not."""
+
+    def locate(self, offset: int, length: int) -> list[Stretch]:
+        """The segment stretches that hold rows `offset : offset + length` of `table`."""
+        starts = list(itertools.accumulate((rows for _, _, rows in self.stretches), initial=0))
+        found = []
+        index = bisect.bisect_right(starts, offset) - 1
+        end = offset + length
+        while offset < end:
+            segment, segment_offset, rows = self.stretches[index]
+            taken = min(end, starts[index] + rows) - offset
+            found.append((segment, segment_offset + offset - starts[index], taken))
+            offset += taken
+            index += 1
+        return found
+
+
+def joined(pieces: Sequence[Piece]) -> pa.Table:
+    """One table of the rows of `pieces`, in order (zero-copy)."""
+    return pa.concat_tables([table.slice(offset, rows) for table, offset, rows in pieces])
+
+
+def _merged(stretches: Sequence[Stretch]) -> list[Stretch]:
+    """Adjacent stretches of one segment joined into one."""
+    merged: list[Stretch] = []
+    for segment, offset, rows in stretches:
+        if merged and merged[-1][0] == segment and merged[-1][1] + merged[-1][2] == offset:
+            merged[-1] = (segment, merged[-1][1], merged[-1][2] + rows)
+        elif rows:
+            merged.append((segment, offset, rows))
+    return merged
+
+
+def _file_identity(path: Path) -> list[int]:
+    """What changes whenever the file is replaced or rewritten."""
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 @dataclass(frozen=True)
@@ -45,8 +107,31 @@ class Warehouse:
     ) -> Path:
         """Write atomically; `annotations` (JSON-able, e.g. run fingerprints) travel in the file.
 
-        With `cache`, an uncompressed Arrow copy is kept beside it (in `.arrow_cache/`) so the
-        next incremental rebuild can map it instead of decoding the Parquet file."""
+        With `cache`, the Arrow copy is written too, so that the next incremental rebuild can
+        map it instead of decoding the Parquet file."""
+        path = self._write_parquet(key, partition, table, annotations)
+        if cache:
+            self._write_cache(key, partition, [(table, 0, table.num_rows)], None, path)
+        return path
+
+    def write_rebuilt(
+        self,
+        key: Sequence[str],
+        partition: str | None,
+        pieces: Sequence[Piece],
+        reused: CachedTable | None,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write the table made of `pieces`, with its Arrow cache. Pieces of `reused.table` (the
+        cached table read for this rebuild) keep their cache segments: only other rows are written
+        to the cache. `pieces` holds at least one piece, which may be empty, to give the schema."""
+        path = self._write_parquet(key, partition, joined(pieces), annotations)
+        self._write_cache(key, partition, pieces, reused, path)
+        return path
+
+    def _write_parquet(
+        self, key: Sequence[str], partition: str | None, table: pa.Table, annotations: Mapping[str, Any] | None
+    ) -> Path:
         path = self.path(key, partition)
         if annotations:
             metadata = dict(table.schema.metadata or {})
@@ -54,21 +139,74 @@ class Warehouse:
                 metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
             table = table.replace_schema_metadata(metadata)
         write_parquet_atomic(path, table)
-        if cache:
-            write_arrow_atomic(self._cache_path(key, partition), table)
         return path
 
-    def _cache_path(self, key: Sequence[str], partition: str | None) -> Path:
-        return self.root / ".arrow_cache" / self.path(key, partition).relative_to(self.root).with_suffix(".arrow")
+    def _cache_folder(self, key: Sequence[str], partition: str | None) -> Path:
+        return self.root / ".arrow_cache" / self.path(key, partition).relative_to(self.root).with_suffix("")
+
+    def _write_cache(
+        self, key: Sequence[str], partition: str | None, pieces: Sequence[Piece], reused: CachedTable | None, path: Path
+    ) -> None:
+        """Write the new rows as one segment and the layout that points at `path`'s version;
+        then remove the segments no longer used."""
+        folder = self._cache_folder(key, partition)
+        segment = f"{uuid.uuid4().hex}.arrow"
+        stretches: list[Stretch] = []
+        new_rows: list[Piece] = []
+        written = 0
+        for table, offset, rows in pieces:
+            if reused is not None and table is reused.table:
+                stretches.extend(reused.locate(offset, rows))
+            else:
+                stretches.append((segment, written, rows))
+                new_rows.append((table, offset, rows))
+                written += rows
+        stretches = _merged(stretches)
+        kept = {name for name, _, _ in stretches} - {segment}
+        segment_rows = {name: reused.segment_rows[name] for name in kept} if reused is not None else {}
+        segment_rows |= {segment: written} if written else {}
+        live_rows = sum(rows for _, _, rows in stretches)
+        if not live_rows or len(segment_rows) > MAX_CACHE_SEGMENTS or sum(segment_rows.values()) > 2 * live_rows:
+            new_rows = list(pieces)  # compact into one segment (an empty table too: it gives the schema)
+            segment_rows = {segment: live_rows}
+            stretches = [(segment, 0, live_rows)] if live_rows else []
+        if segment in segment_rows:
+            write_arrow_atomic(folder / segment, joined(new_rows))
+        layout = {"parquet": _file_identity(path), "segments": segment_rows, "stretches": stretches}
+        write_text_atomic(folder / "layout.json", json.dumps(layout))
+        for stale in folder.glob("*.arrow"):
+            if stale.name not in segment_rows:
+                stale.unlink(missing_ok=True)
+
+    def read_cache(self, key: Sequence[str], partition: str | None) -> CachedTable | None:
+        """The table through its Arrow cache; None when there is none or it does not belong to
+        the current Parquet file (written since, or segments missing)."""
+        folder = self._cache_folder(key, partition)
+        try:
+            layout = json.loads((folder / "layout.json").read_bytes())
+            if layout["parquet"] != _file_identity(self.path(key, partition)):
+                return None
+            segments = {
+                name: pa.ipc.open_file(pa.memory_map(str(folder / safe_component(name, "cache segment")))).read_all()
+                for name in layout["segments"]
+            }
+            stretches = tuple((name, offset, rows) for name, offset, rows in layout["stretches"])
+            if any(segments[name].num_rows != rows for name, rows in layout["segments"].items()) or any(
+                offset < 0 or rows < 0 or offset + rows > segments[name].num_rows for name, offset, rows in stretches
+            ):
+                return None
+            slices = [segments[name].slice(offset, rows) for name, offset, rows in stretches]
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+            return None  # missing, half-removed or unreadable: the Parquet file is the truth
+        if not segments:
+            return None
+        table = pa.concat_tables(slices) if slices else next(iter(segments.values())).slice(0, 0)
+        return CachedTable(table, stretches, dict(layout["segments"]))
 
     def read_cached(self, key: Sequence[str], partition: str | None) -> pa.Table | None:
         """The table through its Arrow cache when the cache matches the Parquet file, else from Parquet."""
-        path, cache = self.path(key, partition), self._cache_path(key, partition)
-        if cache.exists() and path.exists():
-            cached = pa.ipc.open_file(pa.memory_map(str(cache))).read_all()
-            if cached.schema.metadata == pq.read_schema(path).metadata:
-                return cached
-        return self.read(key, partition)
+        cached = self.read_cache(key, partition)
+        return cached.table if cached is not None else self.read(key, partition)
 
     def read(self, key: Sequence[str], partition: str | None = None) -> pa.Table | None:
         """The table, or None when it was never written."""

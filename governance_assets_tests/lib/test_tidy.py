@@ -172,6 +172,24 @@ def test_incremental_rebuild_equals_a_cold_build(tmp_path: Path, warehouse: Ware
         assert rebuilt.replace_schema_metadata(None).equals(scratch.replace_schema_metadata(None)), spec.key
 
 
+def test_a_table_stored_by_an_older_schema_is_rebuilt_from_every_run(tmp_path: Path, warehouse: Warehouse) -> None:
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=3)
+    tidy.ingest_suite("v1", suite_dir, warehouse)
+    stored = warehouse.read(tidy.RUN_STATS.key, "v1")
+    assert stored is not None
+    older = stored.drop_columns(["stddev"])  # as a version without the column wrote it, manifest and all
+    warehouse.write(tidy.RUN_STATS.key, "v1", older, warehouse.read_annotations(tidy.RUN_STATS.key, "v1"))
+    changed = sorted(p for p in suite_dir.iterdir() if p.is_dir())[0] / "stats.json"
+    changed.write_bytes(changed.read_bytes())
+    build = tidy.ingest_suite("v1", suite_dir, warehouse).builds[tidy.RUN_STATS.key]
+    assert len(build.parsed) == 3 and build.reused == []
+    assert (
+        warehouse.read(tidy.RUN_STATS.key, "v1")
+        .replace_schema_metadata(None)
+        .equals(stored.replace_schema_metadata(None))
+    )  # type: ignore[union-attr]
+
+
 def test_data_versions_follow_content_not_timestamps(tmp_path: Path, warehouse: Warehouse) -> None:
     suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=3)
 

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,15 @@ def _run_stretches(table: pa.Table) -> Stretches:
     return stretches
 
 
+def _parsed_stretches(spec: TidyTable, converted: Pending) -> Stretches:
+    """Where each run's rows sit in the table `_to_table` made of `converted`."""
+    counts = [len(file.columns[spec.schema.names[len(spec.run_columns)]]) for _, file in converted]
+    offsets = list(accumulate(counts, initial=0))[:-1]
+    return {
+        run["run_name"]: [(offset, count)] for (run, _), offset, count in zip(converted, offsets, counts, strict=True)
+    }
+
+
 def _in_run_order(
     schema: pa.Schema, order: Sequence[str], located: Mapping[str, tuple[pa.Table, Stretches]]
 ) -> list[Piece]:
@@ -372,7 +381,7 @@ def build_table(
     if pending:
         table, converted = _convert(spec, pending, build.errors)
         build.parsed = [run["run_name"] for run, _ in converted]
-        located.update(dict.fromkeys(build.parsed, (table, _run_stretches(table))))
+        located.update(dict.fromkeys(build.parsed, (table, _parsed_stretches(spec, converted))))
     build.manifest = {name: fingerprints[name] for name in build.reused + build.parsed}
     parsed_digests = {run["run_name"]: file.digest for run, file in pending}
     build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {

@@ -15,7 +15,6 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from governance_assets.lib import helm_output as ho
 from governance_assets.lib.warehouse import Piece, Warehouse, joined
@@ -409,21 +408,20 @@ def refresh_table(
     runs = runs if runs is not None else warehouse.read(RUNS_KEY, suite)
     if runs is None:
         raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
-    annotations = warehouse.read_annotations(spec.key, suite)
+    footer = warehouse.read_footer(spec.key, suite)
+    annotations = footer.annotations if footer is not None else {}
     manifest: dict[str, str] = annotations.get("manifest") or {}
     digests: dict[str, str] = annotations.get("digests") or {}
     current = fingerprints or source_fingerprints(runs, [spec])[spec.key]
-    path = warehouse.path(spec.key, suite)
-    if manifest and manifest == current and path.exists():
-        rows = pq.read_metadata(path).num_rows
-        return TableBuild(table=None, rows=rows, manifest=manifest, digests=digests, reused=sorted(manifest))
+    if footer is not None and manifest and manifest == current:
+        return TableBuild(table=None, rows=footer.rows, manifest=manifest, digests=digests, reused=sorted(manifest))
     cached = warehouse.read_cache(spec.key, suite) if manifest else None
     previous = cached.table if cached is not None else warehouse.read(spec.key, suite) if manifest else None
     if previous is not None and not previous.schema.equals(spec.schema):
         previous = cached = None  # written by an older version of the table: read every run again
     build = build_table(spec, runs, previous, manifest, digests, current)
-    annotations = {"manifest": build.manifest, "digests": build.digests, "errors": build.errors}
-    warehouse.write_rebuilt(spec.key, suite, build.pieces, cached, annotations)
+    written = {"manifest": build.manifest, "digests": build.digests, "errors": build.errors}
+    warehouse.write_rebuilt(spec.key, suite, build.pieces, cached, written)
     return build
 
 

@@ -38,6 +38,14 @@ Stretch = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
+class Footer:
+    """What a table's Parquet footer says without reading its rows."""
+
+    annotations: dict[str, Any]
+    rows: int
+
+
+@dataclass(frozen=True)
 class CachedTable:
     """A table read through its Arrow cache, and the segment stretches its rows come from."""
 
@@ -218,12 +226,20 @@ class Warehouse:
         return self.read_annotations(key, partition).get(name)
 
     def read_annotations(self, key: Sequence[str], partition: str | None) -> dict[str, Any]:
-        """Every annotation stored with the table (only its footer is read); empty when never written."""
+        """Every annotation stored with the table; empty when never written."""
+        footer = self.read_footer(key, partition)
+        return footer.annotations if footer is not None else {}
+
+    def read_footer(self, key: Sequence[str], partition: str | None) -> Footer | None:
+        """The table's annotations and row count (only the Parquet footer is read), or None."""
         path = self.path(key, partition)
         if not path.exists():
-            return {}
-        metadata = pq.read_schema(path).metadata or {}
+            return None
+        metadata = pq.read_metadata(path)
         prefix = ANNOTATION_PREFIX.encode()
-        return {
-            name[len(prefix) :].decode(): json.loads(raw) for name, raw in metadata.items() if name.startswith(prefix)
+        annotations = {
+            name[len(prefix) :].decode(): json.loads(raw)
+            for name, raw in (metadata.metadata or {}).items()
+            if name.startswith(prefix)
         }
+        return Footer(annotations, metadata.num_rows)

@@ -51,6 +51,9 @@ def test_a_rebuild_writes_only_its_new_rows_to_the_cache(warehouse: Warehouse) -
     assert cached(warehouse).table.equals(expected)
     assert warehouse.read(KEY, "s").equals(expected)  # type: ignore[union-attr]
     assert warehouse.read_annotation(KEY, "s", "manifest") == {"a": "2"}
+    footer = warehouse.read_footer(KEY, "s")
+    assert footer is not None and footer.rows == 10 and footer.annotations == {"manifest": {"a": "2"}}
+    assert warehouse.read_footer(KEY, "never_written") is None
 
 
 def test_random_rebuilds_match_a_plain_model_and_compaction_bounds_the_segments(warehouse: Warehouse) -> None:

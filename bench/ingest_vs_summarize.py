@@ -5,7 +5,7 @@ The suite is built by replicating the real run folders under `../shared/helm_run
 read). Each measured step runs in its own subprocess, so its wall time and peak RSS
 (`ru_maxrss` from `os.wait4`; Linux) belong to that step alone. Usage:
 
-    .venv/bin/python bench/ingest_vs_summarize.py [--runs 1000] [--cold-repeats 3] [--rounds 5]
+    .venv/bin/python bench/ingest_vs_summarize.py [--runs 1000] [--repeats 3] [--rounds 5]
         [--workdir DIR] [--shared DIR]
 
 Results go to `bench/results/ingest_vs_summarize.json`. Once the measurements are made the
@@ -268,7 +268,9 @@ def summarize_env() -> dict[str, str]:
     return env
 
 
-def run_summarize(workdir: Path, output_path: Path, schema: Path, local_path: Path, names: Sequence[str]) -> Measured:
+def run_summarize(
+    workdir: Path, output_path: Path, schema: Path, local_path: Path, names: Sequence[str], label: str
+) -> Measured:
     """Run `helm-summarize` on the suite; stop unless it summarised every run."""
     command = [
         str(Path(sys.executable).with_name("helm-summarize")),
@@ -283,7 +285,7 @@ def run_summarize(workdir: Path, output_path: Path, schema: Path, local_path: Pa
         "--local-path",
         str(local_path),
     ]
-    measured = run_measured(command, workdir / "helm_summarize.log", summarize_env(), workdir)
+    measured = run_measured(command, workdir / f"{label}.log", summarize_env(), workdir)
     if measured.returncode != 0:
         raise SystemExit(f"helm-summarize failed (exit {measured.returncode}):\n{tail(measured.log)}")
     suite_dir = output_path / "runs" / SUITE
@@ -366,7 +368,7 @@ def evaluate(results: Mapping[str, Any]) -> list[Target]:
             "speed-up (summarize / cold ingest)",
             f">= {MIN_SPEEDUP:g}",
             speedup,
-            "process wall times (median cold)",
+            "medians of process wall times",
             speedup >= MIN_SPEEDUP,
         ),
         Target(
@@ -404,7 +406,7 @@ def summary(measured: Sequence[tuple[Measured, Mapping[str, Any]]]) -> dict[str,
     }
 
 
-def benchmark(shared: Path, workdir: Path, runs: int, cold_repeats: int, rounds: int) -> dict[str, Any]:
+def benchmark(shared: Path, workdir: Path, runs: int, repeats: int, rounds: int) -> dict[str, Any]:
     """Build the suite, measure each step, check the results agree; return the figures."""
     output_path = workdir / "benchmark_output"
     suite_dir = output_path / "runs" / SUITE
@@ -421,11 +423,14 @@ def benchmark(shared: Path, workdir: Path, runs: int, cold_repeats: int, rounds:
     print(f"built {len(names)} runs in {suite_dir} ({time.perf_counter() - start:.1f} s)", flush=True)
 
     # helm-summarize first, so that every ingest sees the suite as HELM leaves it (with runs.json).
-    summarize = run_summarize(workdir, output_path, schema, local_path, names)
-    print(f"helm-summarize: {summarize.seconds:.1f} s", flush=True)
+    summarizes = []
+    for repeat in range(repeats):
+        summarize = run_summarize(workdir, output_path, schema, local_path, names, f"helm_summarize_{repeat}")
+        print(f"helm-summarize {repeat + 1}: {summarize.seconds:.1f} s", flush=True)
+        summarizes.append(summarize)
 
     colds = []
-    for repeat in range(cold_repeats):  # each into an empty warehouse; the first one's is kept
+    for repeat in range(repeats):  # each into an empty warehouse; the first one's is kept
         target = warehouse if repeat == 0 else workdir / f"warehouse_cold_{repeat}"
         cold, cold_report = measure_ingest(f"cold_ingest_{repeat}", workdir, suite_dir, target)
         check_counts("cold ingest", cold_report, runs, parsed=dict.fromkeys(TABLES, runs))
@@ -471,13 +476,17 @@ def benchmark(shared: Path, workdir: Path, runs: int, cold_repeats: int, rounds:
         "suite": SUITE,
         "runs": runs,
         "source_runs": len({spec["name"].rsplit(",replica=", 1)[0] for spec in specs}),
-        "cold_repeats": cold_repeats,
+        "repeats": repeats,
         "rounds": rounds,
-        "helm_summarize": {"seconds": summarize.seconds, "peak_rss_mib": summarize.peak_rss_mib},
+        "helm_summarize": {
+            "seconds": statistics.median(m.seconds for m in summarizes),
+            "all_seconds": [m.seconds for m in summarizes],
+            "peak_rss_mib": max(m.peak_rss_mib for m in summarizes),
+        },
         "cold_ingest": cold_summary,
         "warm_ingest": warm_summary,
         "rerun_ingest": rerun_summary,
-        "speedup": summarize.seconds / cold_summary["seconds"],
+        "speedup": statistics.median(m.seconds for m in summarizes) / cold_summary["seconds"],
         "warm_cold_ratio": warm_summary["ingest_suite_seconds"] / cold_seconds,
         "warm_cold_ratios": [seconds / cold_seconds for seconds in warm_summary["all_ingest_suite_seconds"]],
         "warm_cold_ratio_process": warm_summary["seconds"] / cold_summary["seconds"],
@@ -502,11 +511,11 @@ def print_report(results: Mapping[str, Any]) -> None:
     rows = [
         ("runs", f"{results['runs']} ({results['source_runs']} real runs replicated)"),
         (
-            "helm-summarize -n 1",
+            f"helm-summarize -n 1 (median of {results['repeats']})",
             f"{summarize['seconds']:.2f} s, peak RSS {summarize['peak_rss_mib']:.0f} MiB",
         ),
         (
-            f"cold ingest (median of {results['cold_repeats']})",
+            f"cold ingest (median of {results['repeats']})",
             f"{cold['seconds']:.2f} s (ingest_suite {cold['ingest_suite_seconds']:.2f} s), "
             f"peak RSS {cold['peak_rss_mib']:.0f} MiB",
         ),
@@ -544,7 +553,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options (`--ingest-child` is internal: the measured ingestion process)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000, help="runs in the built suite (default 1000)")
-    parser.add_argument("--cold-repeats", type=int, default=3, help="cold ingests, each in a fresh process (default 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of helm-summarize and cold ingests, each side (default 3)"
+    )
     parser.add_argument(
         "--rounds", type=int, default=5, help="rounds of one-run changes, each kind measured once per round (default 5)"
     )
@@ -570,8 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ingest_child:
         ingest_child(*args.ingest_child)
         return 0
-    if args.runs < 1 or args.cold_repeats < 1 or args.rounds < 1:
-        raise SystemExit("--runs, --cold-repeats and --rounds must be at least 1")
+    if args.runs < 1 or args.repeats < 1 or args.rounds < 1:
+        raise SystemExit("--runs, --repeats and --rounds must be at least 1")
     if args.workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="bench_ingest_vs_summarize_"))
     elif args.workdir.exists() and any(args.workdir.iterdir()):
@@ -580,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = args.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
     try:
-        results = benchmark(args.shared.resolve(), workdir, args.runs, args.cold_repeats, args.rounds)
+        results = benchmark(args.shared.resolve(), workdir, args.runs, args.repeats, args.rounds)
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir)

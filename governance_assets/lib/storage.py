@@ -64,9 +64,24 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_parquet_atomic(path: Path, table: pa.Table) -> None:
-    """Write a Parquet file atomically (temporary file, then rename)."""
+    """Write a Parquet file atomically (temporary file, then rename).
+
+    Dictionary-encoded columns (a few values repeated, such as a run's name on each of its
+    rows) are written as such, without hashing every value again and without min/max
+    statistics, which cost more than the rest of their writing; they read back as plain
+    columns: the file then keeps its schema metadata but not Arrow's own schema, whose
+    dictionary types readers would otherwise restore."""
+    dictionaries = {field.name for field in table.schema if pa.types.is_dictionary(field.type)}
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="snappy")
+        if not dictionaries:
+            pq.write_table(table, tmp, compression="snappy")
+            return
+        statistics = [name for name in table.schema.names if name not in dictionaries]
+        with pq.ParquetWriter(
+            tmp, table.schema, compression="snappy", store_schema=False, write_statistics=statistics
+        ) as writer:
+            writer.write_table(table.unify_dictionaries())
+            writer.add_key_value_metadata(table.schema.metadata or {})
 
 
 def write_arrow_atomic(path: Path, table: pa.Table) -> None:

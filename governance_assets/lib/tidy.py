@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,27 @@ class TidyTable:
     run_columns: tuple[str, ...]
     """Columns taken from the run (suite, run_name, …) before the row's own fields."""
 
+    @property
+    def build_schema(self) -> pa.Schema:
+        """`schema` as tables are built in memory and cached: the run's columns, one value per
+        run, dictionary-encoded (Parquet stores them as plain strings)."""
+        schema = self.schema
+        for name in self.run_columns:
+            index = schema.get_field_index(name)
+            schema = schema.set(index, schema.field(index).with_type(pa.dictionary(pa.int32(), pa.string())))
+        return schema
+
+    def as_built(self, table: pa.Table) -> pa.Table | None:
+        """`table` (e.g. read from Parquet) with `build_schema`; None when its columns differ
+        (written by an older version of the table)."""
+        if not table.schema.equals(self.schema) and not table.schema.equals(self.build_schema):
+            return None
+        for name in self.run_columns:
+            column = table[name]
+            if not pa.types.is_dictionary(column.type):
+                table = table.set_column(table.schema.get_field_index(name), name, pc.dictionary_encode(column))
+        return table
+
 
 RUN_STATS = TidyTable(
     ("helm", "run_stats"),
@@ -237,11 +259,12 @@ def _to_table(spec: TidyTable, pending: Pending) -> pa.Table:
         for name in own_fields
     ]
     rows_per_run = [len(file.columns[own_fields[0]]) for _, file in pending]
-    run_index = pa.array(np.repeat(np.arange(len(pending)), rows_per_run))
-    constants = [
-        pc.take(pa.array([run[name] for run, _ in pending], pa.string()), run_index) for name in spec.run_columns
-    ]
-    return pa.Table.from_arrays(constants + arrays, schema=spec.schema)
+    run_index = pa.array(np.repeat(np.arange(len(pending), dtype=np.int32), rows_per_run))
+    constants = []
+    for name in spec.run_columns:
+        per_run = pc.dictionary_encode(pa.array([run[name] for run, _ in pending], pa.string()))
+        constants.append(pa.DictionaryArray.from_arrays(per_run.indices.take(run_index), per_run.dictionary))
+    return pa.Table.from_arrays(constants + arrays, schema=spec.build_schema)
 
 
 def _convert(spec: TidyTable, pending: Pending, errors: dict[str, str]) -> tuple[pa.Table, Pending]:
@@ -272,13 +295,16 @@ Stretches = dict[str, list[tuple[int, int]]]
 
 
 def _run_stretches(table: pa.Table) -> Stretches:
-    """Where each run's rows sit in `table`: the (offset, length) of each contiguous stretch."""
+    """Where each run's rows sit in `table` (built: `run_name` dictionary-encoded): the
+    (offset, length) of each contiguous stretch."""
     stretches: Stretches = {}
     offset = 0
-    for chunk in pc.run_end_encode(table["run_name"]).chunks:
-        ends = chunk.run_ends.to_numpy()
+    for chunk in table["run_name"].chunks:
+        runs = pc.run_end_encode(chunk.indices)
+        ends = runs.run_ends.to_numpy()
         starts = np.concatenate([[0], ends[:-1]])
-        for name, start, end in zip(chunk.values.to_pylist(), starts.tolist(), ends.tolist(), strict=True):
+        names = chunk.dictionary.take(runs.values).to_pylist()
+        for name, start, end in zip(names, starts.tolist(), ends.tolist(), strict=True):
             stretches.setdefault(name, []).append((offset + start, end - start))
         offset += len(chunk)
     return stretches
@@ -386,7 +412,7 @@ def build_table(
     build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {
         name: parsed_digests[name] for name in build.parsed
     }
-    build.pieces = _in_run_order(spec.schema, names, located)
+    build.pieces = _in_run_order(spec.build_schema, names, located)
     build.table = joined(build.pieces)
     build.rows = build.table.num_rows
     return build
@@ -405,6 +431,20 @@ def refresh_table(
     """Rebuild `spec`'s table of `suite` from the stored `helm/runs` table, re-reading only
     changed runs; an unchanged suite is not rewritten. `runs` saves reading it again, and
     `fingerprints` (this table's `source_fingerprints`) computing them again."""
+    build, store = _rebuild(spec, suite, warehouse, runs, fingerprints)
+    if store is not None:
+        store()
+    return build
+
+
+def _rebuild(
+    spec: TidyTable,
+    suite: str,
+    warehouse: Warehouse,
+    runs: pa.Table | None,
+    fingerprints: Mapping[str, str] | None,
+) -> tuple[TableBuild, Callable[[], Any] | None]:
+    """`refresh_table`'s build, and what writes it (None when the stored table is unchanged)."""
     runs = runs if runs is not None else warehouse.read(RUNS_KEY, suite)
     if runs is None:
         raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
@@ -414,15 +454,18 @@ def refresh_table(
     digests: dict[str, str] = annotations.get("digests") or {}
     current = fingerprints or source_fingerprints(runs, [spec])[spec.key]
     if footer is not None and manifest and manifest == current:
-        return TableBuild(table=None, rows=footer.rows, manifest=manifest, digests=digests, reused=sorted(manifest))
+        unchanged = TableBuild(
+            table=None, rows=footer.rows, manifest=manifest, digests=digests, reused=sorted(manifest)
+        )
+        return unchanged, None
     cached = warehouse.read_cache(spec.key, suite) if manifest else None
-    previous = cached.table if cached is not None else warehouse.read(spec.key, suite) if manifest else None
-    if previous is not None and not previous.schema.equals(spec.schema):
-        previous = cached = None  # written by an older version of the table: read every run again
+    stored = cached.table if cached is not None else warehouse.read(spec.key, suite) if manifest else None
+    previous = spec.as_built(stored) if stored is not None else None  # None: an older version's columns
+    if cached is not None and previous is not cached.table:
+        cached = None  # its rows were re-encoded: they go to a new cache segment
     build = build_table(spec, runs, previous, manifest, digests, current)
     written = {"manifest": build.manifest, "digests": build.digests, "errors": build.errors}
-    warehouse.write_rebuilt(spec.key, suite, build.pieces, cached, written)
-    return build
+    return build, partial(warehouse.write_rebuilt, spec.key, suite, build.pieces, cached, written)
 
 
 def write_catalogue(warehouse: Warehouse, suite: str, catalogue: RunCatalogue, previous: pa.Table | None) -> None:
@@ -446,16 +489,23 @@ class SuiteIngest:
 
 
 def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteIngest:
-    """Catalogue a suite's runs and refresh all three tidy tables (what the helm assets do)."""
+    """Catalogue a suite's runs and refresh all three tidy tables (what the helm assets do).
+
+    Reading HELM's JSON holds the GIL, so the tables are read one after another (threads
+    reading side by side are slower); each is written in the background while the next is read."""
     previous = warehouse.read(RUNS_KEY, suite)
     catalogue = catalogue_runs(suite, suite_dir, previous)
     write_catalogue(warehouse, suite, catalogue, previous)
     fingerprints = source_fingerprints(catalogue.table, TIDY_TABLES)
-    with ThreadPoolExecutor(max_workers=len(TIDY_TABLES)) as pool:  # as Dagster runs the three table steps
-        refreshed = pool.map(
-            lambda spec: refresh_table(spec, suite, warehouse, catalogue.table, fingerprints[spec.key]), TIDY_TABLES
-        )
-        builds = {spec.key: build for spec, build in zip(TIDY_TABLES, refreshed, strict=True)}
+    builds = {}
+    with ThreadPoolExecutor(max_workers=len(TIDY_TABLES)) as writers:
+        writes = []
+        for spec in TIDY_TABLES:
+            builds[spec.key], store = _rebuild(spec, suite, warehouse, catalogue.table, fingerprints[spec.key])
+            if store is not None:
+                writes.append(writers.submit(store))
+        for write in writes:
+            write.result()
     return SuiteIngest(catalogue, builds)
 
 

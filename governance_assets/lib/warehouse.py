@@ -74,6 +74,14 @@ def joined(pieces: Sequence[Piece]) -> pa.Table:
     return pa.concat_tables([table.slice(offset, rows) for table, offset, rows in pieces])
 
 
+def decoded(table: pa.Table) -> pa.Table:
+    """`table` with its dictionary-encoded columns as plain columns of their values."""
+    for index, column in enumerate(table.columns):
+        if pa.types.is_dictionary(column.type):
+            table = table.set_column(index, table.field(index).name, column.cast(column.type.value_type))
+    return table
+
+
 def _merged(stretches: Sequence[Stretch]) -> list[Stretch]:
     """Adjacent stretches of one segment joined into one."""
     merged: list[Stretch] = []
@@ -141,12 +149,10 @@ class Warehouse:
         self, key: Sequence[str], partition: str | None, table: pa.Table, annotations: Mapping[str, Any] | None
     ) -> Path:
         path = self.path(key, partition)
-        if annotations:
-            metadata = dict(table.schema.metadata or {})
-            for name, value in annotations.items():
-                metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
-            table = table.replace_schema_metadata(metadata)
-        write_parquet_atomic(path, table)
+        metadata = dict(table.schema.metadata or {})
+        for name, value in (annotations or {}).items():
+            metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
+        write_parquet_atomic(path, table.replace_schema_metadata(metadata or None))
         return path
 
     def _cache_folder(self, key: Sequence[str], partition: str | None) -> Path:
@@ -179,7 +185,7 @@ class Warehouse:
             segment_rows = {segment: live_rows}
             stretches = [(segment, 0, live_rows)] if live_rows else []
         if segment in segment_rows:
-            write_arrow_atomic(folder / segment, joined(new_rows))
+            write_arrow_atomic(folder / segment, joined(new_rows).unify_dictionaries())
         layout = {"parquet": _file_identity(path), "segments": segment_rows, "stretches": stretches}
         write_text_atomic(folder / "layout.json", json.dumps(layout))
         for stale in folder.glob("*.arrow"):
@@ -212,9 +218,10 @@ class Warehouse:
         return CachedTable(table, stretches, dict(layout["segments"]))
 
     def read_cached(self, key: Sequence[str], partition: str | None) -> pa.Table | None:
-        """The table through its Arrow cache when the cache matches the Parquet file, else from Parquet."""
+        """The table through its Arrow cache when the cache matches the Parquet file, else from
+        Parquet; either way with the Parquet file's column types (dictionaries decoded)."""
         cached = self.read_cache(key, partition)
-        return cached.table if cached is not None else self.read(key, partition)
+        return decoded(cached.table) if cached is not None else self.read(key, partition)
 
     def read(self, key: Sequence[str], partition: str | None = None) -> pa.Table | None:
         """The table, or None when it was never written."""

@@ -170,6 +170,8 @@ def test_incremental_rebuild_equals_a_cold_build(tmp_path: Path, warehouse: Ware
         assert rebuilt is not None and scratch is not None
         assert rebuilt.num_rows > 0
         assert rebuilt.replace_schema_metadata(None).equals(scratch.replace_schema_metadata(None)), spec.key
+        # Built with dictionary-encoded run columns, stored and read back with the published types.
+        assert rebuilt.schema.equals(spec.schema) and warehouse.read_cached(spec.key, "v1").equals(rebuilt)  # type: ignore[union-attr]
 
 
 def test_a_table_stored_by_an_older_schema_is_rebuilt_from_every_run(tmp_path: Path, warehouse: Warehouse) -> None:

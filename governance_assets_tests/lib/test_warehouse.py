@@ -6,7 +6,9 @@ import random
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 import pytest
 
 from governance_assets.lib.warehouse import MAX_CACHE_SEGMENTS, CachedTable, Piece, Warehouse
@@ -156,3 +158,14 @@ def test_a_cache_that_does_not_belong_to_the_parquet_file_is_not_used(warehouse:
     layout_path.write_text(good)
     next(folder.glob("*.arrow")).unlink()  # a segment removed under the layout
     assert warehouse.read_cache(KEY, "s") is None
+
+
+def test_dictionary_columns_are_stored_as_plain_columns_with_the_annotations(warehouse: Warehouse) -> None:
+    plain = pa.concat_tables([rows_of("a", 3), rows_of("b", 2)])
+    encoded = plain.set_column(0, "run_name", pc.dictionary_encode(plain["run_name"]))
+    warehouse.write(KEY, "s", encoded, {"manifest": {"a": "1"}}, cache=True)
+    stored = pq.read_table(warehouse.path(KEY, "s"))
+    assert stored.schema.equals(SCHEMA) and stored.replace_schema_metadata(None).equals(plain)
+    assert warehouse.read_annotation(KEY, "s", "manifest") == {"a": "1"}
+    assert pa.types.is_dictionary(cached(warehouse).table["run_name"].type)  # the cache keeps the encoding
+    assert warehouse.read_cached(KEY, "s").equals(plain)  # type: ignore[union-attr]

@@ -125,35 +125,41 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
     folders = ho.list_run_folders(suite_dir)
     if not folders:
         suite_errors.append(f"{suite_dir}: suite {suite!r} has no run folders")
-    known = {
-        row["run_name"]: row
-        for row in (previous.to_pylist() if previous is not None else [])
-        if row["status"] == "complete"
-    }
+    known: dict[str, int] = {}  # run name -> its row in `previous`, reused while its files are unchanged
+    stored: dict[str, list[Any]] = {}
+    if previous is not None and previous.schema.equals(RUNS_SCHEMA):
+        stored = previous.select(["run_name", "status", "fingerprint", "path"]).to_pydict()
+        known = {name: index for index, name in enumerate(stored["run_name"]) if stored["status"][index] == "complete"}
+    reused: list[int] = []
     rows: list[dict[str, Any]] = []
+    order: list[tuple[bool, int]] = []  # per folder: (reused?, its index in `reused` or `rows`)
     for run in folders:
+        index = known.get(run.run_name)
+        if (
+            index is not None
+            and run.complete
+            and stored["fingerprint"][index] == run.fingerprint
+            and stored["path"][index] == run.location
+        ):
+            order.append((True, len(reused)))
+            reused.append(index)
+            continue
         row: dict[str, Any] = {
             "suite": suite,
             "run_name": run.run_name,
             "missing_files": list(run.missing_files),
-            "listed_in_summary": None if listed is None else run.run_name in listed_names,
             "path": run.location,
         }
+        order.append((False, len(rows)))
+        rows.append(row)
         if not run.complete:
             row["status"] = "incomplete"
             row["error"] = f"{run.location}: missing {', '.join(run.missing_files)}"
-            rows.append(row)
-            continue
-        fingerprint = run.fingerprint
-        reusable = known.get(run.run_name)
-        if reusable is not None and reusable["fingerprint"] == fingerprint and reusable["path"] == row["path"]:
-            rows.append({**reusable, "listed_in_summary": row["listed_in_summary"]})
             continue
         try:
             spec = ho.read_run_spec(run.path)
         except ho.HelmOutputError as error:
             row.update(status="invalid", error=str(error))
-            rows.append(row)
             continue
         row.update(
             status="complete",
@@ -164,11 +170,24 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
             groups=list(spec.groups),
             max_eval_instances=spec.adapter_spec.get("max_eval_instances"),
             run_spec_hash=content_hash(spec.raw),
-            fingerprint=fingerprint,
+            fingerprint=run.fingerprint,
         )
-        rows.append(row)
+    kept = (
+        previous.take(pa.array(reused, pa.int64())).cast(RUNS_SCHEMA)
+        if previous is not None
+        else RUNS_SCHEMA.empty_table()
+    )
+    table = pa.concat_tables([kept, pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)])
+    positions = [index if was_reused else len(reused) + index for was_reused, index in order]
+    table = table.take(pa.array(positions, pa.int64()))
+    listed_flags = [None if listed is None else name in listed_names for name in table["run_name"].to_pylist()]
+    table = table.set_column(
+        RUNS_SCHEMA.get_field_index("listed_in_summary"),
+        RUNS_SCHEMA.field("listed_in_summary"),
+        pa.array(listed_flags, pa.bool_()),
+    )
     missing = sorted(listed_names - {run.run_name for run in folders})
-    return RunCatalogue(pa.Table.from_pylist(rows, schema=RUNS_SCHEMA), missing, suite_errors)
+    return RunCatalogue(table, missing, suite_errors)
 
 
 @dataclass(frozen=True)
@@ -477,7 +496,7 @@ def write_catalogue(warehouse: Warehouse, suite: str, catalogue: RunCatalogue, p
         and warehouse.read_annotations(RUNS_KEY, suite) == annotations
     ):
         return
-    warehouse.write(RUNS_KEY, suite, catalogue.table, annotations)
+    warehouse.write(RUNS_KEY, suite, catalogue.table, annotations, cache=True)
 
 
 @dataclass(frozen=True)
@@ -493,7 +512,7 @@ def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteInge
 
     Reading HELM's JSON holds the GIL, so the tables are read one after another (threads
     reading side by side are slower); each is written in the background while the next is read."""
-    previous = warehouse.read(RUNS_KEY, suite)
+    previous = warehouse.read_cached(RUNS_KEY, suite)
     catalogue = catalogue_runs(suite, suite_dir, previous)
     write_catalogue(warehouse, suite, catalogue, previous)
     fingerprints = source_fingerprints(catalogue.table, TIDY_TABLES)

@@ -112,10 +112,15 @@ def test_instance_stats_and_predictions_shapes(warehouse: Warehouse) -> None:
 
 def test_runs_json_listing_runs_without_folders(tmp_path: Path, warehouse: Warehouse) -> None:
     suite_dir = copy_suite(SAFETY_ROOT / "runs" / "v3", tmp_path / "out", "v3", runs=4)
+    before = tidy.ingest_suite("v3", suite_dir, warehouse).catalogue.table
+    assert before["listed_in_summary"].to_pylist() == [None] * 4
     (suite_dir / "runs.json").write_bytes((SAFETY_ROOT / "runs" / "v3" / "runs.json").read_bytes())
     result = tidy.ingest_suite("v3", suite_dir, warehouse)
     assert result.catalogue.table.num_rows == 4
     assert len(result.catalogue.listed_but_missing) == 32
+    # The runs' rows are reused (their files did not change) with the summary's listing updated.
+    assert result.catalogue.table["listed_in_summary"].to_pylist() == [True] * 4
+    assert result.catalogue.table.drop_columns(["listed_in_summary"]).equals(before.drop_columns(["listed_in_summary"]))
 
 
 def test_reingest_reparses_only_the_changed_run(tmp_path: Path, warehouse: Warehouse) -> None:
@@ -164,7 +169,7 @@ def test_incremental_rebuild_equals_a_cold_build(tmp_path: Path, warehouse: Ware
     assert incremental.builds[tidy.PREDICTIONS.key].parsed == [runs[1].name, runs[4].name]
     assert incremental.builds[tidy.RUN_STATS.key].parsed == [runs[1].name, runs[4].name, runs[5].name]
     cold = Warehouse(tmp_path / "cold")
-    tidy.ingest_suite("v1", suite_dir, cold)
+    assert tidy.ingest_suite("v1", suite_dir, cold).catalogue.table.equals(incremental.catalogue.table)
     for spec in tidy.TIDY_TABLES:
         rebuilt, scratch = warehouse.read(spec.key, "v1"), cold.read(spec.key, "v1")
         assert rebuilt is not None and scratch is not None

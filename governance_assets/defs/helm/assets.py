@@ -28,7 +28,7 @@ def _catalogue_suite(
 ) -> pa.Table:
     """Verify a historical suite, or run the evaluation plan into a planned one."""
     discovery = state.discover()
-    previous = state.warehouse().read(tidy.RUNS_KEY, suite)
+    previous = state.warehouse().read_cached(tidy.RUNS_KEY, suite)
     if suite in discovery.problems:
         raise dg.Failure(description=discovery.problems[suite])
     location = discovery.suites.get(suite)

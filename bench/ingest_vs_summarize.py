@@ -5,7 +5,7 @@ The suite is built by replicating the real run folders under `../shared/helm_run
 read). Each measured step runs in its own subprocess, so its wall time and peak RSS
 (`ru_maxrss` from `os.wait4`; Linux) belong to that step alone. Usage:
 
-    .venv/bin/python bench/ingest_vs_summarize.py [--runs 1000] [--repeats 3] [--rounds 5]
+    .venv/bin/python bench/ingest_vs_summarize.py [--runs 1000] [--repeats 3] [--rounds 9]
         [--workdir DIR] [--shared DIR]
 
 Results go to `bench/results/ingest_vs_summarize.json`. Once the measurements are made the
@@ -557,7 +557,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeats", type=int, default=3, help="runs of helm-summarize and cold ingests, each side (default 3)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=5, help="rounds of one-run changes, each kind measured once per round (default 5)"
+        "--rounds", type=int, default=9, help="rounds of one-run changes, each kind measured once per round (default 9)"
     )
     parser.add_argument(
         "--shared",

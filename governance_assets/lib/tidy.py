@@ -413,7 +413,7 @@ def build_table(
         else:
             to_read.append(index)
     pending: Pending = []
-    for run in complete.take(to_read).to_pylist():
+    for run in complete.take(pa.array(to_read, pa.int64())).to_pylist():
         try:
             pending.append((run, spec.read_columns(Path(run["path"]), False)))
         except ho.HelmOutputError as error:

@@ -179,6 +179,20 @@ def test_incremental_rebuild_equals_a_cold_build(tmp_path: Path, warehouse: Ware
         assert rebuilt.schema.equals(spec.schema) and warehouse.read_cached(spec.key, "v1").equals(rebuilt)  # type: ignore[union-attr]
 
 
+def test_a_removed_run_leaves_the_tables_and_nothing_is_read_again(tmp_path: Path, warehouse: Warehouse) -> None:
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=4)
+    tidy.ingest_suite("v1", suite_dir, warehouse)
+    removed = sorted(p for p in suite_dir.iterdir() if p.is_dir())[1]
+    shutil.rmtree(removed)
+    result = tidy.ingest_suite("v1", suite_dir, warehouse)
+    for spec in tidy.TIDY_TABLES:
+        build = result.builds[spec.key]
+        assert build.parsed == [] and len(build.reused) == 3
+        table = warehouse.read(spec.key, "v1")
+        assert table is not None and removed.name not in set(table["run_name"].to_pylist())
+        assert len(set(table["run_name"].to_pylist())) == 3
+
+
 def test_a_table_stored_by_an_older_schema_is_rebuilt_from_every_run(tmp_path: Path, warehouse: Warehouse) -> None:
     suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=3)
     tidy.ingest_suite("v1", suite_dir, warehouse)

@@ -319,6 +319,8 @@ def _run_stretches(table: pa.Table) -> Stretches:
     stretches: Stretches = {}
     offset = 0
     for chunk in table["run_name"].chunks:
+        if not len(chunk):
+            continue
         runs = pc.run_end_encode(chunk.indices)
         ends = runs.run_ends.to_numpy()
         starts = np.concatenate([[0], ends[:-1]])

@@ -193,6 +193,20 @@ def test_a_removed_run_leaves_the_tables_and_nothing_is_read_again(tmp_path: Pat
         assert len(set(table["run_name"].to_pylist())) == 3
 
 
+def test_a_table_without_rows_is_rebuilt_incrementally(tmp_path: Path, warehouse: Warehouse) -> None:
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=3)
+    runs = sorted(p for p in suite_dir.iterdir() if p.is_dir())
+    for run in runs:
+        (run / "per_instance_stats.json").write_text("[]")
+    tidy.ingest_suite("v1", suite_dir, warehouse)
+    (runs[1] / "per_instance_stats.json").unlink()
+    (runs[1] / "per_instance_stats.json").write_text("[]")  # re-run, still without per-instance stats
+    shutil.rmtree(warehouse.root / ".arrow_cache")  # safe to delete: the Parquet files are read instead
+    build = tidy.ingest_suite("v1", suite_dir, warehouse).builds[tidy.INSTANCE_STATS.key]
+    assert build.parsed == [runs[1].name] and len(build.reused) == 2 and build.rows == 0
+    assert warehouse.read_cached(tidy.INSTANCE_STATS.key, "v1").schema.equals(tidy.INSTANCE_STATS.schema)  # type: ignore[union-attr]
+
+
 def test_a_table_stored_by_an_older_schema_is_rebuilt_from_every_run(tmp_path: Path, warehouse: Warehouse) -> None:
     suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=3)
     tidy.ingest_suite("v1", suite_dir, warehouse)

@@ -4,7 +4,9 @@ A table written with its Arrow cache also has a memory-mappable copy in
 `.arrow_cache/<asset key path>/<partition>/`: Arrow IPC segment files and `layout.json`, which
 lists the stretches of segment rows that make up the table. A rebuild that reuses most rows of
 the cached table (`write_rebuilt`) writes only its new rows as a new segment; the segments are
-compacted into one when they hold more dead rows than live ones, or become too many."""
+compacted into one when they hold more dead rows than live ones, or become too many. A
+dictionary-encoded column is cached twice: decoded, which readers map without copying, and
+encoded (`<name>#dictionary`), which rebuilds reuse."""
 
 from __future__ import annotations
 
@@ -74,12 +76,31 @@ def joined(pieces: Sequence[Piece]) -> pa.Table:
     return pa.concat_tables([table.slice(offset, rows) for table, offset, rows in pieces])
 
 
-def decoded(table: pa.Table) -> pa.Table:
-    """`table` with its dictionary-encoded columns as plain columns of their values."""
-    for index, column in enumerate(table.columns):
-        if pa.types.is_dictionary(column.type):
-            table = table.set_column(index, table.field(index).name, column.cast(column.type.value_type))
-    return table
+ENCODED_SUFFIX = "#dictionary"
+
+
+def _for_cache(table: pa.Table, encoded_columns: Sequence[str]) -> pa.Table:
+    """`table` as cached: its dictionary-encoded `encoded_columns` decoded in place, each
+    encoding appended as `<name>#dictionary`."""
+    if not encoded_columns:
+        return table
+    table = table.unify_dictionaries()  # the IPC file format allows one dictionary per column
+    cached = table
+    for name in encoded_columns:
+        column = table[name]
+        cached = cached.set_column(cached.schema.get_field_index(name), name, column.cast(column.type.value_type))
+        cached = cached.append_column(f"{name}{ENCODED_SUFFIX}", column)
+    return cached
+
+
+def _from_cache(table: pa.Table, encoded_columns: Sequence[str], encoded: bool) -> pa.Table:
+    """A cached table with its `encoded_columns` dictionary-encoded, as written, or decoded
+    (zero-copy either way)."""
+    extras = [f"{name}{ENCODED_SUFFIX}" for name in encoded_columns]
+    if encoded:
+        for name, extra in zip(encoded_columns, extras, strict=True):
+            table = table.set_column(table.schema.get_field_index(name), name, table[extra])
+    return table.drop_columns(extras)
 
 
 def _merged(stretches: Sequence[Stretch]) -> list[Stretch]:
@@ -184,17 +205,41 @@ class Warehouse:
             new_rows = list(pieces)  # compact into one segment (an empty table too: it gives the schema)
             segment_rows = {segment: live_rows}
             stretches = [(segment, 0, live_rows)] if live_rows else []
+        encoded = [field.name for field in pieces[0][0].schema if pa.types.is_dictionary(field.type)]
         if segment in segment_rows:
-            write_arrow_atomic(folder / segment, joined(new_rows).unify_dictionaries())
-        layout = {"parquet": _file_identity(path), "segments": segment_rows, "stretches": stretches}
+            write_arrow_atomic(folder / segment, _for_cache(joined(new_rows), encoded))
+        layout = {
+            "parquet": _file_identity(path),
+            "segments": segment_rows,
+            "stretches": stretches,
+            "encoded_columns": encoded,
+        }
         write_text_atomic(folder / "layout.json", json.dumps(layout))
         for stale in folder.glob("*.arrow"):
             if stale.name not in segment_rows:
                 stale.unlink(missing_ok=True)
 
     def read_cache(self, key: Sequence[str], partition: str | None) -> CachedTable | None:
-        """The table through its Arrow cache; None when there is none or it does not belong to
-        the current Parquet file (written since, or segments missing)."""
+        """The table through its Arrow cache, dictionary columns encoded as they were written;
+        None when there is none or it does not belong to the current Parquet file (written
+        since, or segments missing)."""
+        found = self._read_segments(key, partition)
+        if found is None:
+            return None
+        table, stretches, segment_rows, encoded_columns = found
+        return CachedTable(_from_cache(table, encoded_columns, encoded=True), stretches, segment_rows)
+
+    def read_cached(self, key: Sequence[str], partition: str | None) -> pa.Table | None:
+        """The table through its Arrow cache when the cache matches the Parquet file (mapped, not
+        copied), else from Parquet; either way with the Parquet file's column types."""
+        found = self._read_segments(key, partition)
+        return _from_cache(found[0], found[3], encoded=False) if found is not None else self.read(key, partition)
+
+    def _read_segments(
+        self, key: Sequence[str], partition: str | None
+    ) -> tuple[pa.Table, tuple[Stretch, ...], dict[str, int], list[str]] | None:
+        """The cached table as stored, its stretches, segment sizes and dictionary-encoded
+        columns; None if it cannot be used."""
         folder = self._cache_folder(key, partition)
         try:
             layout = json.loads((folder / "layout.json").read_bytes())
@@ -210,18 +255,16 @@ class Warehouse:
             ):
                 return None
             slices = [segments[name].slice(offset, rows) for name, offset, rows in stretches]
+            encoded_columns = [str(name) for name in layout["encoded_columns"]]
+            stored = set(next(iter(segments.values())).schema.names) if segments else set()
+            if not stored.issuperset(encoded_columns + [f"{name}{ENCODED_SUFFIX}" for name in encoded_columns]):
+                return None
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None  # missing, half-removed or unreadable: the Parquet file is the truth
         if not segments:
             return None
         table = pa.concat_tables(slices) if slices else next(iter(segments.values())).slice(0, 0)
-        return CachedTable(table, stretches, dict(layout["segments"]))
-
-    def read_cached(self, key: Sequence[str], partition: str | None) -> pa.Table | None:
-        """The table through its Arrow cache when the cache matches the Parquet file, else from
-        Parquet; either way with the Parquet file's column types (dictionaries decoded)."""
-        cached = self.read_cache(key, partition)
-        return decoded(cached.table) if cached is not None else self.read(key, partition)
+        return table, stretches, dict(layout["segments"]), encoded_columns
 
     def read(self, key: Sequence[str], partition: str | None = None) -> pa.Table | None:
         """The table, or None when it was never written."""

@@ -147,6 +147,7 @@ def test_a_cache_that_does_not_belong_to_the_parquet_file_is_not_used(warehouse:
         "segment outside the folder": json.dumps(
             {**json.loads(good), "segments": {"../../../s.parquet": 4}, "stretches": [["../../../s.parquet", 0, 4]]}
         ),
+        "encoded column not in the segments": json.dumps({**json.loads(good), "encoded_columns": ["run_name"]}),
         "stretch past a segment's end": json.dumps(
             {**json.loads(good), "stretches": [[*json.loads(good)["segments"], 0, 99]]}
         ),
@@ -167,5 +168,7 @@ def test_dictionary_columns_are_stored_as_plain_columns_with_the_annotations(war
     stored = pq.read_table(warehouse.path(KEY, "s"))
     assert stored.schema.equals(SCHEMA) and stored.replace_schema_metadata(None).equals(plain)
     assert warehouse.read_annotation(KEY, "s", "manifest") == {"a": "1"}
-    assert pa.types.is_dictionary(cached(warehouse).table["run_name"].type)  # the cache keeps the encoding
-    assert warehouse.read_cached(KEY, "s").equals(plain)  # type: ignore[union-attr]
+    assert pa.types.is_dictionary(cached(warehouse).table["run_name"].type)  # rebuilds get the encoding back
+    assert cached(warehouse).table.schema.names == SCHEMA.names
+    read = warehouse.read_cached(KEY, "s")  # readers get the decoded copy stored beside it
+    assert read is not None and read.schema.equals(SCHEMA) and read.equals(plain)

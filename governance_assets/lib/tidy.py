@@ -200,13 +200,19 @@ class TidyTable:
     read_columns: Callable[[Path, bool], ho.RunFile]
     run_columns: tuple[str, ...]
     """Columns taken from the run (suite, run_name, …) before the row's own fields."""
+    repeated_columns: tuple[str, ...]
+    """The row's own string columns with few distinct values (metric, split, …)."""
+
+    @property
+    def encoded_columns(self) -> tuple[str, ...]:
+        return self.run_columns + self.repeated_columns
 
     @property
     def build_schema(self) -> pa.Schema:
-        """`schema` as tables are built in memory and cached: the run's columns, one value per
-        run, dictionary-encoded (Parquet stores them as plain strings)."""
+        """`schema` as tables are built in memory and cached: the run's columns and the
+        repeated ones dictionary-encoded (Parquet stores them as plain strings)."""
         schema = self.schema
-        for name in self.run_columns:
+        for name in self.encoded_columns:
             index = schema.get_field_index(name)
             schema = schema.set(index, schema.field(index).with_type(pa.dictionary(pa.int32(), pa.string())))
         return schema
@@ -216,7 +222,7 @@ class TidyTable:
         (written by an older version of the table)."""
         if not table.schema.equals(self.schema) and not table.schema.equals(self.build_schema):
             return None
-        for name in self.run_columns:
+        for name in self.encoded_columns:
             column = table[name]
             if not pa.types.is_dictionary(column.type):
                 table = table.set_column(table.schema.get_field_index(name), name, pc.dictionary_encode(column))
@@ -229,6 +235,7 @@ RUN_STATS = TidyTable(
     "stats.json",
     ho.read_stats,
     ("suite", "run_name", "model", "scenario"),
+    ("metric", "split", "sub_split", "perturbation"),
 )
 INSTANCE_STATS = TidyTable(
     ("helm", "instance_stats"),
@@ -236,6 +243,7 @@ INSTANCE_STATS = TidyTable(
     "per_instance_stats.json",
     ho.read_instance_stats,
     ("suite", "run_name", "model"),
+    ("instance_id", "perturbation", "metric", "split", "sub_split"),
 )
 PREDICTIONS = TidyTable(
     ("helm", "predictions"),
@@ -243,6 +251,7 @@ PREDICTIONS = TidyTable(
     "scenario_state.json",
     ho.read_predictions,
     ("suite", "run_name", "model"),
+    ("perturbation", "split", "sub_split"),
 )
 TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 
@@ -270,13 +279,12 @@ Pending = list[tuple[dict[str, Any], ho.RunFile]]
 def _to_table(spec: TidyTable, pending: Pending) -> pa.Table:
     """One Arrow table from the columns read from several runs (one conversion per column)."""
     own_fields = spec.schema.names[len(spec.run_columns) :]
-    arrays = [
-        pa.array(
-            list(chain.from_iterable(file.columns[name] for _, file in pending)),
-            spec.schema.field(name).type,
+    arrays = []
+    for name in own_fields:
+        array = pa.array(
+            list(chain.from_iterable(file.columns[name] for _, file in pending)), spec.schema.field(name).type
         )
-        for name in own_fields
-    ]
+        arrays.append(pc.dictionary_encode(array) if name in spec.repeated_columns else array)
     rows_per_run = [len(file.columns[own_fields[0]]) for _, file in pending]
     run_index = pa.array(np.repeat(np.arange(len(pending), dtype=np.int32), rows_per_run))
     constants = []

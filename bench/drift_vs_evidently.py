@@ -51,7 +51,7 @@ from governance_assets.lib.storage import write_text_atomic
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 import _evidently_side as side  # noqa: E402  (the child protocol, shared with the Evidently side)
-import ingest_vs_summarize as ivs  # noqa: E402  (run_measured, tail, Target, machine)
+import ingest_vs_summarize as ivs  # noqa: E402  (run_measured, tail, Target, machine, print_targets)
 
 DEFAULT_RESULTS = BENCH_DIR / "results" / "drift_vs_evidently.json"
 REQUIREMENTS = BENCH_DIR / "evidently-requirements.txt"
@@ -528,13 +528,7 @@ def print_report(results: Mapping[str, Any]) -> None:
     if "evidently_over_scipy_loop" in ratios:
         print(f"Evidently / scipy loop: {ratios['evidently_over_scipy_loop']:.1f}×")
     print()
-    targets = results["targets"]
-    width = max(len(target["name"]) for target in targets)
-    for target in targets:
-        verdict = "met   " if target["met"] else "MISSED"
-        print(
-            f"{target['name']:<{width}}  {target['actual']:8.2f}  target {target['rule']:<7}  {verdict}  ({target['basis']})"
-        )
+    ivs.print_targets(results["targets"], decimals=2)
     if results["problems"]:
         print("\nDISAGREEMENTS:", *results["problems"], sep="\n  ")
     print()

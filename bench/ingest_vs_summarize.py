@@ -498,6 +498,15 @@ def benchmark(shared: Path, workdir: Path, runs: int, repeats: int, rounds: int)
     return results
 
 
+def print_targets(targets: Sequence[Mapping[str, Any]], decimals: int) -> None:
+    """One line per target: its figure, rule and verdict (the benchmarks' closing table)."""
+    width = max(len(target["name"]) for target in targets)
+    for target in targets:
+        verdict = "met   " if target["met"] else "MISSED"
+        figure = f"{target['name']:<{width}}  {target['actual']:8.{decimals}f}  target {target['rule']:<7}"
+        print(f"{figure}  {verdict}  ({target['basis']})")
+
+
 def print_report(results: Mapping[str, Any]) -> None:
     """A small table of the figures and the verdict on each target."""
     summarize = results["helm_summarize"]
@@ -538,12 +547,7 @@ def print_report(results: Mapping[str, Any]) -> None:
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     print()
-    targets = results["targets"]
-    width = max(len(target["name"]) for target in targets)
-    for target in targets:
-        verdict = "met   " if target["met"] else "MISSED"
-        figure = f"{target['name']:<{width}}  {target['actual']:8.3f}  target {target['rule']:<7}"
-        print(f"{figure}  {verdict}  ({target['basis']})")
+    print_targets(results["targets"], decimals=3)
     if agreement["mismatches"]:
         print("mismatches, e.g.:", *agreement["examples"], sep="\n  ")
     print()

@@ -77,10 +77,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Any, Literal, TypeAlias, TypeVar, get_args
 
 import numpy as np
 import pandas as pd
@@ -92,6 +92,8 @@ Method = Literal["ks", "wasserstein", "chisquare", "z", "jensenshannon", "psi"]
 Data: TypeAlias = "NDArray[Any] | pd.Series[Any] | Sequence[Any]"
 """A column: a 1-D numpy array, a pandas Series or a sequence of values."""
 FloatArray: TypeAlias = "NDArray[np.float64]"
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
 METHODS: tuple[Method, ...] = get_args(Method)
@@ -642,6 +644,16 @@ def _workers(requested: int | None, tasks: int) -> int:
     return max(1, min(available, tasks))
 
 
+def map_on_threads(function: Callable[[Item], Result], items: Sequence[Item], workers: int | None) -> list[Result]:
+    """`function` of each item, in order, on `workers` threads (default: one per available
+    CPU, at most one per item); raises ValueError when `workers` is below 1."""
+    n_workers = _workers(workers, len(items))
+    if n_workers > 1:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            return list(pool.map(function, items))
+    return [function(item) for item in items]
+
+
 def dataset_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -701,12 +713,7 @@ def dataset_drift(
             result = replace(result, detail=f"no data: column missing from {side}; not tested")
         return result
 
-    n_workers = _workers(workers, len(jobs))
-    if n_workers > 1:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            features = list(pool.map(one, jobs))
-    else:
-        features = [one(job) for job in jobs]
+    features = map_on_threads(one, jobs, workers)
 
     tested = [f for f in features if f.reference_size > 0 and f.current_size > 0]
     drifted_count = sum(f.drifted for f in tested)

@@ -109,10 +109,8 @@ ROC AUC NaN, not drifted.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeAlias
@@ -128,7 +126,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from governance_assets.lib.drift import Kind
+from governance_assets.lib.drift import Kind, map_on_threads
 from governance_assets.lib.traffic import FIELDS, TRAFFIC_SCHEMA
 
 FloatArray: TypeAlias = "NDArray[np.float64]"
@@ -326,18 +324,6 @@ def _slice_features(rows: pa.Table) -> pa.Table:
     )
 
 
-def _workers(requested: int | None, tasks: int) -> int:
-    if requested is not None:
-        if requested < 1:
-            raise ValueError(f"workers must be at least 1, got {requested}")
-        return min(requested, tasks)
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    return max(1, min(available, tasks))
-
-
 def traffic_features(table: pa.Table, *, workers: int | None = None) -> pd.DataFrame:
     """One row of `FEATURES` per traffic row (`TRAFFIC_SCHEMA`), in the table's order.
 
@@ -345,12 +331,7 @@ def traffic_features(table: pa.Table, *, workers: int | None = None) -> pd.DataF
     KeyError if a schema column is missing and ValueError if a required one holds nulls."""
     table = table.select(list(FIELDS)).cast(TRAFFIC_SCHEMA)
     slices = [table.slice(start, _SLICE_ROWS) for start in range(0, max(table.num_rows, 1), _SLICE_ROWS)]
-    n_workers = _workers(workers, len(slices))
-    if n_workers > 1:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            parts = list(pool.map(_slice_features, slices))
-    else:
-        parts = [_slice_features(part) for part in slices]
+    parts = map_on_threads(_slice_features, slices, workers)
     frame: pd.DataFrame = pa.concat_tables(parts).to_pandas()
     return frame
 

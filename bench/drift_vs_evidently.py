@@ -45,8 +45,8 @@ import pyarrow.parquet as pq
 from scipy import stats
 from scipy.spatial import distance
 
-from governance_assets.lib.drift import DatasetDrift, dataset_drift, feature_drift
-from governance_assets.lib.storage import write_text_atomic
+from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.monitoring.drift import DatasetDrift, dataset_drift, feature_drift
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))

@@ -35,10 +35,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from governance_assets.lib import tidy
-from governance_assets.lib.gates import GateResult, SuiteTables, evaluate_gates, load_suite_tables, read_frame
-from governance_assets.lib.policy import Gate, Policy, RegressionGate, load_policy
-from governance_assets.lib.warehouse import Warehouse
+from governance_assets.lib.core.policy import Gate, Policy, RegressionGate, load_policy
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.gates.evaluation import (
+    GateResult,
+    SuiteTables,
+    evaluate_gates,
+    load_suite_tables,
+    read_frame,
+)
+from governance_assets.lib.helm import tidy
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -183,7 +189,7 @@ def import_great_expectations() -> float:
     """Import Great Expectations (and the gates' module that uses it); the seconds it took."""
     start = time.perf_counter()
     importlib.import_module("great_expectations")
-    importlib.import_module("governance_assets.lib.data_quality")
+    importlib.import_module("governance_assets.lib.gates.data_quality")
     return time.perf_counter() - start
 
 

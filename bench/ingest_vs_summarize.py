@@ -34,8 +34,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from governance_assets.lib.helm_output import perturbation_label
-from governance_assets.lib.helm_runner import helm_environment
+from governance_assets.lib.helm.output import perturbation_label
+from governance_assets.lib.helm.runner import helm_environment
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
@@ -201,8 +201,8 @@ def ingest_child(suite_dir: Path, warehouse_root: Path, result_path: Path) -> No
     """The measured ingestion, run in its own process: ingest the suite, write counts as JSON."""
     import pyarrow as pa
 
-    from governance_assets.lib.tidy import ingest_suite
-    from governance_assets.lib.warehouse import Warehouse
+    from governance_assets.lib.core.warehouse import Warehouse
+    from governance_assets.lib.helm.tidy import ingest_suite
 
     pa.table({"warm_up": [0]})  # interpreter start-up: pyarrow imports pandas on its first table
     start = time.perf_counter()

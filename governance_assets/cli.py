@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from governance_assets.lib.helm_runner import helm_environment
-from governance_assets.lib.storage import governance_home
+from governance_assets.lib.core.storage import governance_home
+from governance_assets.lib.helm.runner import helm_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SUITES = ["demo-v1", "demo-v2"]
@@ -103,7 +103,7 @@ def run_traffic_demo(
     """Synthetic traffic with a drift on a known day, ingested through the sensor: the first week
     lands and becomes the reference, the second week lands and is tested as it arrives."""
     from governance_assets.definitions import defs
-    from governance_assets.lib.traffic_generator import generate_traffic, write_landing_files
+    from governance_assets.lib.monitoring.traffic_generator import generate_traffic, write_landing_files
 
     definitions = defs()
     landing = home / "landing" / "traffic"
@@ -147,7 +147,7 @@ def _resources() -> dict[str, object]:
 
 
 def _print_drift(home: Path, first_day: date) -> None:
-    from governance_assets.lib.warehouse import Warehouse
+    from governance_assets.lib.core.warehouse import Warehouse
 
     warehouse = Warehouse(home / "warehouse")
     print("Traffic drift per day (share of drifted features; WARN at 0.5):")
@@ -162,7 +162,7 @@ def _print_drift(home: Path, first_day: date) -> None:
 
 
 def _print_trends(home: Path) -> None:
-    from governance_assets.lib.warehouse import Warehouse
+    from governance_assets.lib.core.warehouse import Warehouse
 
     table = Warehouse(home / "warehouse").read(("monitoring", "trends"))
     if table is None:

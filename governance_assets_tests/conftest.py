@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from governance_assets.lib.helm_runner import helm_environment
-from governance_assets.lib.policy import Policy
+from governance_assets.lib.core.policy import Policy
+from governance_assets.lib.helm.runner import helm_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_RUNS = PROJECT_ROOT.parent / "shared" / "helm_runs"

@@ -7,11 +7,12 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from governance_assets.lib import helm_output, helm_runner
-from governance_assets.lib.mlflow_record import EvaluationRecorder
-from governance_assets.lib.policy import Policy, load_policy
-from governance_assets.lib.storage import governance_home, path_within
-from governance_assets.lib.warehouse import Warehouse
+from governance_assets.lib.core.mlflow_record import EvaluationRecorder
+from governance_assets.lib.core.policy import Policy, load_policy
+from governance_assets.lib.core.storage import governance_home, path_within
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.helm import output as helm_output
+from governance_assets.lib.helm import runner as helm_runner
 
 POLICY = load_policy()
 """The policy loaded with the code location, for what is built at load time (gate checks, daily

@@ -15,7 +15,7 @@ import pytest
 from governance_assets.defs.gates.sensors import check_failure_alerts
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.policy import load_policy
+from governance_assets.lib.core.policy import load_policy
 from governance_assets_tests.conftest import MMLU_ROOT, copy_suite, governance_defs, governance_resources
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from governance_assets.defs.partitions import HELM_SUITES
-from governance_assets.lib import helm_runner, reproducibility, tidy
-from governance_assets.lib.policy import load_policy
-from governance_assets.lib.warehouse import Warehouse
+from governance_assets.lib.core.policy import load_policy
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.helm import runner as helm_runner
+from governance_assets.lib.helm import tidy
+from governance_assets.lib.lineage import reproducibility
 from governance_assets_tests.conftest import governance_defs, governance_resources
 
 pytestmark = pytest.mark.integration

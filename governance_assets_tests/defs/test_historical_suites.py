@@ -17,10 +17,10 @@ from governance_assets.defs.helm.sensors import helm_suite_discovery
 from governance_assets.defs.lineage.sensors import openlineage_events
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib import tidy
-from governance_assets.lib.openlineage import validate_event
-from governance_assets.lib.policy import load_policy
-from governance_assets.lib.warehouse import Warehouse
+from governance_assets.lib.core.policy import load_policy
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.helm import tidy
+from governance_assets.lib.lineage.openlineage import validate_event
 from governance_assets_tests.conftest import (
     MMLU_ROOT,
     SAFETY_ROOT,

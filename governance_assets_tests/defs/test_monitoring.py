@@ -16,9 +16,9 @@ from governance_assets.defs.monitoring.assets import EVAL_DRIFT_KEY, REFERENCE_K
 from governance_assets.defs.monitoring.sensors import traffic_landing
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.traffic import TRAFFIC_KEY
-from governance_assets.lib.traffic_generator import generate_traffic, write_landing_files
-from governance_assets.lib.warehouse import Warehouse
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY
+from governance_assets.lib.monitoring.traffic_generator import generate_traffic, write_landing_files
 from governance_assets_tests.conftest import MMLU_ROOT, copy_suite, governance_resources
 
 FIRST_DAY = datetime.now(UTC).date() - timedelta(days=14)
@@ -248,7 +248,7 @@ def test_drift_check_warns_at_the_share_and_errs_past_the_harder_limit(
     """8 tested features, share_threshold 0.5 (4 drifted), error_share 0.75 (6 drifted); an
     embedding row never counts towards the share."""
     from governance_assets.defs.monitoring.checks import judge_drift
-    from governance_assets.lib.policy import DriftSettings
+    from governance_assets.lib.core.policy import DriftSettings
 
     rows = [
         {"feature": f"f{i}", "kind": "numerical", "method": "ks", "statistic": 0.0, "threshold": 0.05}

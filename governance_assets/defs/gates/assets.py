@@ -12,9 +12,9 @@ from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
-from governance_assets.lib import tidy
-from governance_assets.lib.gates import evaluate_gates, evidence_rows, verdict_rows
-from governance_assets.lib.mlflow_record import log_report, run_url
+from governance_assets.lib.core.mlflow_record import log_report, run_url
+from governance_assets.lib.gates.evaluation import evaluate_gates, evidence_rows, verdict_rows
+from governance_assets.lib.helm import tidy
 
 VERDICTS_KEY = ("gates", "verdicts")
 VERDICTS_SCHEMA = pa.schema(

@@ -8,9 +8,9 @@ from governance_assets.defs.gates.inputs import earlier_instance_stats, suite_ta
 from governance_assets.defs.judgement import Judgement, judge_partitions
 from governance_assets.defs.partitions import helm_suites
 from governance_assets.defs.resources import POLICY, GovernanceState
-from governance_assets.lib import tidy
-from governance_assets.lib.gates import GateResult, evaluate_gates, evidence_rows
-from governance_assets.lib.policy import Gate, Policy, RegressionGate
+from governance_assets.lib.core.policy import Gate, Policy, RegressionGate
+from governance_assets.lib.gates.evaluation import GateResult, evaluate_gates, evidence_rows
+from governance_assets.lib.helm import tidy
 
 GATED_ASSET = {
     "threshold": tidy.RUN_STATS.key,

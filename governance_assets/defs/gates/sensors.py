@@ -12,8 +12,8 @@ import dagster as dg
 from governance_assets.defs.gates.checks import GATED_ASSET
 from governance_assets.defs.monitoring.checks import MONITORING_CHECKS
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.alerts import Alert, AlertSink, JsonlSink, WebhookSink, deliver
-from governance_assets.lib.policy import AlertSettings, Policy
+from governance_assets.lib.alerts.sinks import Alert, AlertSink, JsonlSink, WebhookSink, deliver
+from governance_assets.lib.core.policy import AlertSettings, Policy
 
 HISTORY_PER_TICK = 200
 

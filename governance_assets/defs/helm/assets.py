@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
-from governance_assets.lib import tidy
-from governance_assets.lib.mlflow_record import evaluation_runs, run_url
-from governance_assets.lib.storage import UnsafePathError, safe_component
+from governance_assets.lib.core.mlflow_record import evaluation_runs, run_url
+from governance_assets.lib.core.storage import UnsafePathError, safe_component
+from governance_assets.lib.helm import tidy
 
 RUNS_KEY = dg.AssetKey(list(tidy.RUNS_KEY))
 

@@ -7,7 +7,7 @@ from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.judgement import Judgement, Outcome, judge_partitions
 from governance_assets.defs.partitions import helm_suites
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib import tidy
+from governance_assets.lib.helm import tidy
 
 NO_TABLE = Judgement("no data", None, 0, "the table was never built for this suite")
 

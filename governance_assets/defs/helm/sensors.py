@@ -6,7 +6,7 @@ import dagster as dg
 
 from governance_assets.defs.partitions import helm_suites
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.helm_output import discover_suites
+from governance_assets.lib.helm.output import discover_suites
 
 
 @dg.sensor(

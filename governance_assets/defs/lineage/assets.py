@@ -13,11 +13,13 @@ from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
-from governance_assets.lib import helm_runner, reproducibility, tidy
-from governance_assets.lib.lineage import canonical_hash, run_lineage
-from governance_assets.lib.mlflow_record import log_report, run_url
-from governance_assets.lib.policy import policy_source
-from governance_assets.lib.storage import write_text_atomic
+from governance_assets.lib.core.mlflow_record import log_report, run_url
+from governance_assets.lib.core.policy import policy_source
+from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.helm import runner as helm_runner
+from governance_assets.lib.helm import tidy
+from governance_assets.lib.lineage import reproducibility
+from governance_assets.lib.lineage.records import canonical_hash, run_lineage
 
 RECORDS_KEY = ("lineage", "records")
 REPRODUCIBILITY_KEY = ("lineage", "reproducibility")

@@ -9,8 +9,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.openlineage import DatasetRef, FileTransport, HttpTransport, emit_all, run_events
-from governance_assets.lib.policy import LineageSettings
+from governance_assets.lib.core.policy import LineageSettings
+from governance_assets.lib.lineage.openlineage import DatasetRef, FileTransport, HttpTransport, emit_all, run_events
 
 NAMESPACE = "governance_assets"
 BATCH = 200

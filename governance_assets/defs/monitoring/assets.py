@@ -17,24 +17,24 @@ from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
-from governance_assets.lib import tidy
-from governance_assets.lib.drift import SMALL_REFERENCE_MAX, DatasetDrift, FeatureDrift, dataset_drift
-from governance_assets.lib.eval_drift import SCHEMA as EVAL_DRIFT_SCHEMA
-from governance_assets.lib.eval_drift import evaluation_flips
-from governance_assets.lib.gates import read_frame
-from governance_assets.lib.mlflow_record import log_report, run_url
-from governance_assets.lib.policy import DriftSettings, ReferenceSettings, TrendSettings
-from governance_assets.lib.traffic import TRAFFIC_KEY, TRAFFIC_SCHEMA
-from governance_assets.lib.traffic_features import (
+from governance_assets.lib.core.mlflow_record import log_report, run_url
+from governance_assets.lib.core.policy import DriftSettings, ReferenceSettings, TrendSettings
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.gates.evaluation import read_frame
+from governance_assets.lib.helm import tidy
+from governance_assets.lib.monitoring.drift import SMALL_REFERENCE_MAX, DatasetDrift, FeatureDrift, dataset_drift
+from governance_assets.lib.monitoring.eval_drift import SCHEMA as EVAL_DRIFT_SCHEMA
+from governance_assets.lib.monitoring.eval_drift import evaluation_flips
+from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY, TRAFFIC_SCHEMA
+from governance_assets.lib.monitoring.traffic_features import (
     METADATA_FEATURES,
     EmbeddingDrift,
     daily_kpis,
     text_embedding_drift,
     traffic_features,
 )
-from governance_assets.lib.traffic_intake import assemble_day, quarantined_rows
-from governance_assets.lib.trends import ChangeDetection, detect, plot_trend, standardised
-from governance_assets.lib.warehouse import Warehouse
+from governance_assets.lib.monitoring.traffic_intake import assemble_day, quarantined_rows
+from governance_assets.lib.monitoring.trends import ChangeDetection, detect, plot_trend, standardised
 
 REFERENCE_KEY = ("monitoring", "reference")
 REFERENCE_TEXTS_KEY = ("monitoring", "reference_texts")

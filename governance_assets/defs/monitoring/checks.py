@@ -7,7 +7,7 @@ from governance_assets.defs.judgement import Judgement, check_result, judge_part
 from governance_assets.defs.monitoring.assets import EVAL_DRIFT_KEY, TRAFFIC_DRIFT_KEY, TRENDS_KEY
 from governance_assets.defs.partitions import TRAFFIC_DAYS, helm_suites
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.policy import DriftSettings
+from governance_assets.lib.core.policy import DriftSettings
 
 
 def judge_drift(rows: list[dict[str, object]], share: float | None, settings: DriftSettings) -> Judgement:

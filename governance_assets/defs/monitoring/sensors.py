@@ -10,9 +10,9 @@ from pathlib import Path
 import dagster as dg
 
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.policy import DatabaseTrafficSource
-from governance_assets.lib.traffic import TRAFFIC_KEY, read_landing_file, read_table_rows
-from governance_assets.lib.traffic_intake import (
+from governance_assets.lib.core.policy import DatabaseTrafficSource
+from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY, read_landing_file, read_table_rows
+from governance_assets.lib.monitoring.traffic_intake import (
     StagedSource,
     database_source_id,
     file_source_id,

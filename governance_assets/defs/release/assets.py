@@ -11,8 +11,8 @@ from governance_assets.defs.gates.assets import VERDICTS_KEY
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
-from governance_assets.lib.gates import release_decisions
-from governance_assets.lib.mlflow_record import log_report, run_url
+from governance_assets.lib.core.mlflow_record import log_report, run_url
+from governance_assets.lib.gates.evaluation import release_decisions
 
 DECISION_KEY = ("release", "decision")
 DECISION_SCHEMA = pa.schema(

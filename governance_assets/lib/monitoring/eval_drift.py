@@ -1,0 +1,133 @@
+"""Evaluation drift: per-instance outcome flips of the same HELM run between two suites.
+
+A provider can change the model behind a name without notice. Re-evaluating the same run (same
+scenario, adapter settings and model name) in a later suite then gives other answers on the same
+instances. For every run of a suite that an earlier suite also has (the most recent one), and for
+every 0/1 metric named in the policy (unperturbed stats), instances are paired by instance id and
+trial; `flipped_to_fail` counts instances right before and wrong now, `flipped_to_pass` the reverse.
+Whether the flips are more than noise is the exact McNemar test (two-sided binomial test of the
+discordant pairs, `statistics.mcnemar_exact`), corrected across all comparisons of the suite with
+Holm or Benjamini–Hochberg.
+
+A significant change of a run whose run spec is unchanged (same `run_spec_hash`) is a *silent
+change*: nothing the team did explains it. When the run spec changed (other adapter settings, a
+newer HELM), flips are expected and reported without being called silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from governance_assets.lib.core.policy import EvalDriftSettings
+from governance_assets.lib.core.statistics import adjust_p_values, is_binary, mcnemar_exact
+from governance_assets.lib.gates.evaluation import choose_baselines, pattern_mask
+
+PAIR_KEY = ["metric", "split", "sub_split", "instance_id", "train_trial_index"]
+SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("baseline_suite", pa.string()),
+        ("run_name", pa.string()),
+        ("model", pa.string()),
+        ("metric", pa.string()),
+        ("split", pa.string()),
+        ("n_paired", pa.int64()),
+        ("flipped_to_fail", pa.int64()),
+        ("flipped_to_pass", pa.int64()),
+        ("baseline_mean", pa.float64()),
+        ("candidate_mean", pa.float64()),
+        ("p_value", pa.float64()),
+        ("p_adjusted", pa.float64()),
+        ("changed", pa.bool_()),
+        ("same_run_spec", pa.bool_()),
+        ("silent_change", pa.bool_()),
+        ("flipped_instances", pa.list_(pa.string())),
+    ]
+)
+"""The `monitoring/eval_drift` table: one row per compared (run, metric, split)."""
+COLUMNS: list[str] = SCHEMA.names
+
+
+def _outcomes(table: pd.DataFrame, patterns: Sequence[str], run_names: set[str]) -> pd.DataFrame:
+    """Unperturbed rows of `run_names` whose metric matches a pattern, with missing splits as ""."""
+    rows = table[pattern_mask(table["metric"], patterns)]
+    rows = rows[rows["run_name"].isin(run_names) & rows["perturbation"].isna()]
+    return rows.fillna({"split": "", "sub_split": ""})[["run_name", "model", *PAIR_KEY, "value"]].dropna(
+        subset=["value"]
+    )
+
+
+def _instance_label(instance_id: str, trial: int) -> str:
+    return instance_id if trial == 0 else f"{instance_id}#trial{trial}"
+
+
+def evaluation_flips(
+    suite: str,
+    instance_stats: pd.DataFrame,
+    runs: pd.DataFrame,
+    earlier: Sequence[tuple[str, pd.DataFrame, pd.DataFrame]],
+    settings: EvalDriftSettings,
+) -> list[dict[str, Any]]:
+    """One row (`COLUMNS`) per (run, metric, split) that this suite and an earlier one both have.
+
+    `earlier` holds (suite, instance stats, runs) from the most recent earlier suite to the oldest.
+    Comparisons whose values are not all 0/1 are left out (flips need right/wrong outcomes)."""
+    chosen = choose_baselines(
+        [str(name) for name in instance_stats["run_name"].unique()],
+        [(name, stats) for name, stats, _ in earlier],
+        None,
+    )
+    spec_hashes = dict(zip(runs["run_name"], runs["run_spec_hash"], strict=True))
+    pending: list[tuple[dict[str, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+    for baseline_suite, baseline_stats, baseline_runs in earlier:
+        names = {name for name, picked in chosen.items() if picked == baseline_suite}
+        if not names:
+            continue
+        baseline_hashes = dict(zip(baseline_runs["run_name"], baseline_runs["run_spec_hash"], strict=True))
+        candidate = _outcomes(instance_stats, settings.metrics, names)
+        baseline = _outcomes(baseline_stats, settings.metrics, names).drop(columns="model")
+        paired = candidate.merge(baseline, on=["run_name", *PAIR_KEY], suffixes=("", "_baseline"))
+        for (run_name, metric, split), group in paired.groupby(["run_name", "metric", "split"], sort=True):
+            base, cand = group["value_baseline"].to_numpy(float), group["value"].to_numpy(float)
+            if not (is_binary(base) and is_binary(cand)):
+                continue
+            flipped = group[base != cand]
+            row = {
+                "suite": suite,
+                "baseline_suite": baseline_suite,
+                "run_name": run_name,
+                "model": str(group["model"].iloc[0]),
+                "metric": metric,
+                "split": split or None,
+                "n_paired": len(group),
+                "flipped_to_fail": int(np.count_nonzero((base == 1) & (cand == 0))),
+                "flipped_to_pass": int(np.count_nonzero((base == 0) & (cand == 1))),
+                "baseline_mean": float(base.mean()),
+                "candidate_mean": float(cand.mean()),
+                "same_run_spec": spec_hashes.get(run_name) == baseline_hashes.get(run_name),
+                "flipped_instances": sorted(
+                    _instance_label(str(i), int(t))
+                    for i, t in zip(flipped["instance_id"], flipped["train_trial_index"], strict=True)
+                ),
+            }
+            pending.append((row, base, cand))
+    p_values = [mcnemar_exact(base, cand).p_value for _, base, cand in pending]
+    adjusted = adjust_p_values(p_values, settings.correction) if p_values else np.array([])
+    rows = []
+    for (row, _, _), p_value, p_adjusted in zip(pending, p_values, adjusted, strict=True):
+        changed = bool(p_adjusted < settings.alpha)
+        rows.append(
+            row
+            | {
+                "p_value": p_value,
+                "p_adjusted": float(p_adjusted),
+                "changed": changed,
+                "silent_change": changed and row["same_run_spec"],
+            }
+        )
+    return [{column: row[column] for column in COLUMNS} for row in rows]

@@ -1,0 +1,906 @@
+"""Production traffic: reading landing files and database rows, validating them, daily partitions.
+
+A serving system drops files into ``GOVERNANCE_HOME/landing/traffic/`` (JSON Lines ``.jsonl``/``.json``,
+``.csv`` or ``.parquet``) and/or inserts rows into a database table. Each record must follow this schema
+(`TRAFFIC_SCHEMA`); rows that break it are quarantined with a reason, never silently dropped.
+
+=====================  ==========================================================================
+field                  rule
+=====================  ==========================================================================
+``timestamp``          required; ISO-8601 string with a time (``2026-11-27T10:00:00Z``, ``…+05:30``)
+                       or a time-zone-aware timestamp (Parquet, database); stored in UTC with
+                       microsecond precision (finer digits are truncated). Naive timestamps are
+                       rejected (``has no time zone``).
+``model``              required non-empty string.
+``request_id``         required non-empty string, unique within a file or batch: a later row with
+                       the id of an earlier valid row is quarantined (``duplicate of row N``).
+``prompt``             required non-empty string.
+``completion``         required string, may be empty.
+``latency_ms``         required finite number ≥ 0 (float).
+``prompt_tokens``      required integer ≥ 0 (an integral float such as ``10.0`` is accepted).
+``completion_tokens``  required integer ≥ 0.
+``feedback``           optional number in [-1, 1] or null (e.g. thumbs up/down as 1/-1).
+``metadata``           optional JSON object (language, user segment …), stored as a compact JSON
+                       string with sorted keys. In JSON Lines it is an object; in CSV, Parquet and
+                       database rows it is a string holding a JSON object.
+=====================  ==========================================================================
+
+The schema is strict: an unknown top-level field is not folded into ``metadata`` but rejected
+(``unknown field 'foo'``), so that a renamed or misspelt field is noticed instead of silently
+changing meaning. In JSON Lines this quarantines the row; in CSV, Parquet and database tables,
+where columns are shared by all rows, an unknown or missing required column is a whole-file error.
+JSON types are strict too: ``"10"`` (a string) is not an integer and ``true`` is not a number.
+In CSV every cell is text: an empty numeric cell is missing, an empty ``feedback``/``metadata`` is null.
+
+Row numbers in `QuarantinedRow` are 1-based: the line number in JSON Lines (blank lines are skipped
+but counted), the data record number in CSV and Parquet (the header is not counted), and the
+primary key ``id`` for database rows. ``raw`` is the original line for JSON Lines, the record
+re-encoded as CSV for CSV, and the row as JSON for Parquet and database rows (clipped to 2 kB).
+
+Validation is columnar (pyarrow compute and pandas). JSON Lines are read in blocks of lines, a
+few at once: pyarrow parses a block whose lines are all plainly objects of the known fields with
+the expected JSON types (``metadata`` absent, or null or a flat object that is not the first
+member; orjson parses each distinct one). Other blocks are decoded line by line by orjson, the
+reference; both ways give the same rows, reasons and ``raw`` texts.
+Landing files should be written atomically (temporary file and rename, see
+`traffic_generator.write_landing_files`); readers should skip names starting with ``.``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from governance_assets.lib.core.storage import atomic_path
+
+TRAFFIC_SCHEMA = pa.schema(
+    [
+        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("latency_ms", pa.float64(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),
+        pa.field("completion_tokens", pa.int64(), nullable=False),
+        pa.field("feedback", pa.float64(), nullable=True),
+        pa.field("metadata", pa.string(), nullable=True),
+    ]
+)
+_LOOSE = pa.schema([f.with_nullable(True) for f in TRAFFIC_SCHEMA])  # with placeholders of bad rows
+FIELDS: tuple[str, ...] = tuple(TRAFFIC_SCHEMA.names)
+REQUIRED: frozenset[str] = frozenset(f.name for f in TRAFFIC_SCHEMA if not f.nullable)
+RAW_LIMIT = 2048
+TRAFFIC_KEY: tuple[str, ...] = ("monitoring", "traffic")
+
+Kind = Literal["timestamp", "str", "nonempty_str", "float", "int", "metadata"]
+_KINDS: dict[str, Kind] = {
+    "timestamp": "timestamp",
+    "model": "nonempty_str",
+    "request_id": "nonempty_str",
+    "prompt": "nonempty_str",
+    "completion": "str",
+    "latency_ms": "float",
+    "prompt_tokens": "int",
+    "completion_tokens": "int",
+    "feedback": "float",
+    "metadata": "metadata",
+}
+_JSON_NUMBERS = tuple(name for name, kind in _KINDS.items() if kind in ("float", "int"))
+_JSON_OPTIONS = pj.ParseOptions(  # the fast JSON Lines reader's: all but metadata, token counts as floats (10.0)
+    explicit_schema=pa.schema(
+        [(name, pa.float64() if name in _JSON_NUMBERS else pa.string()) for name in FIELDS if name != "metadata"]
+    ),
+    unexpected_field_behavior="error",
+)
+_METADATA_MEMBER = r',[ \t\r]*"metadata"[ \t\r]*:'  # one after another member, for the fast JSON Lines reader
+_MISSING: Any = object()  # a JSON key that is absent
+_BLOCK_BYTES = 4 << 20  # JSON Lines are read in blocks of about this size (whole lines)
+_WORKERS = 2  # blocks the fast reader parses at once (mostly in pyarrow and numpy, without the GIL)
+_BACKOFF = 16  # most blocks the fast reader skips after refusing one
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
+_AWARE = f"^{_TIME}(Z|z|[+-]\\d{{2}}(:?\\d{{2}})?)$"
+_NAIVE = "^\\d{4}-\\d{2}-\\d{2}([T ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?)?$"
+_FLOAT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_INT = r"^[+-]?\d{1,18}(\.0*)?$"
+_US_PER_DAY = 86_400_000_000
+_PANDAS_SAFE = np.array(["1678-01-02", "2261-12-30"], dtype="datetime64[us]")  # well in pandas' nanosecond range
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class QuarantinedRow:
+    """A row that broke the schema: where it came from, why, and its original text (clipped)."""
+
+    source: str
+    row: int
+    reason: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """The valid rows of one file or database batch (`TRAFFIC_SCHEMA`) and the quarantined ones.
+
+    `error` is set, with an empty table and no quarantined rows, when the whole source is unreadable."""
+
+    source: str
+    table: pa.Table
+    quarantined: list[QuarantinedRow]
+    error: str | None
+
+
+def empty_table() -> pa.Table:
+    """A table with no rows in `TRAFFIC_SCHEMA`."""
+    return TRAFFIC_SCHEMA.empty_table()
+
+
+def canonical_metadata(value: dict[str, Any]) -> str:
+    """The stored form of a metadata object: compact JSON with sorted keys."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= RAW_LIMIT else text[: RAW_LIMIT - 1] + "…"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _failed(source: str, error: str) -> ParsedBatch:
+    return ParsedBatch(source, empty_table(), [], f"{source}: {error}")
+
+
+# --- column conversion -------------------------------------------------------------------------
+# Each converter returns an array of the field's type (placeholder values where rows are bad) and
+# the reasons of the bad rows by position.
+
+Reasons = dict[int, str]
+
+
+def _add(reasons: Reasons, mask: np.ndarray[Any, Any], message: Callable[[int], str]) -> None:
+    for i in np.flatnonzero(mask).tolist():
+        reasons.setdefault(i, message(i))
+
+
+def _mask(array: pa.Array) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """A boolean array (nulls as False) as numpy."""
+    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _text(field: str, kind: Kind, array: pa.Array, nullable: bool) -> tuple[pa.Array, Reasons]:
+    """Convert a string column (CSV cells, JSON timestamps, Parquet string columns)."""
+    reasons: Reasons = {}
+    values = array.cast(pa.string())
+    if values.null_count and not nullable:
+        _add(reasons, _mask(pc.is_null(values)), lambda _: f"{field}: null")
+    if kind in ("str", "nonempty_str"):
+        if kind == "nonempty_str":
+            _add(reasons, _mask(pc.equal(pc.utf8_length(values), 0)), lambda _: f"{field}: empty")
+        return pc.fill_null(values, ""), reasons
+    trimmed = pc.utf8_trim_whitespace(values)
+    blank = _mask(pc.fill_null(pc.equal(trimmed, ""), True))
+    if kind == "metadata":
+        texts = values.to_pylist()
+        out: list[str | None] = [None] * len(values)
+        for i in np.flatnonzero(~blank).tolist():
+            out[i], problem = _metadata_from_text(texts[i])
+            if problem:
+                reasons[i] = f"{field}: {problem}"
+        return pa.array(out, pa.string()), reasons
+    if blank.any() and not nullable:
+        _add(reasons, blank, lambda _: f"{field}: missing")
+    if kind == "timestamp":
+        return _timestamps_text(field, trimmed, blank, reasons)
+    pattern, problem, target = (
+        (_FLOAT, "is not a number", pa.float64()) if kind == "float" else (_INT, "is not an integer", pa.int64())
+    )
+    ok = _mask(pc.match_substring_regex(trimmed, pattern))
+    bad = ~ok & ~blank
+    raw = trimmed.to_pylist() if bad.any() else []
+    _add(reasons, bad, lambda i: f"{field}: {_show(raw[i])} {problem}")
+    cleaned = pc.if_else(pa.array(ok), trimmed, pa.scalar(None, pa.string()))
+    if kind == "int":
+        cleaned = pc.replace_substring_regex(cleaned, r"\.0*$", "")
+    return _numeric_checks(field, cleaned.cast(target), reasons)
+
+
+def _timestamps_text(
+    field: str, trimmed: pa.Array, blank: np.ndarray[Any, Any], reasons: Reasons
+) -> tuple[pa.Array, Reasons]:
+    aware = _mask(pc.match_substring_regex(trimmed, _AWARE))
+    other = ~aware & ~blank
+    if other.any():
+        naive = _mask(pc.match_substring_regex(trimmed, _NAIVE))
+        shown = trimmed.to_pylist()
+        _add(reasons, other & naive, lambda i: f"{field}: {_show(shown[i])} has no time zone")
+        _add(reasons, other & ~naive, lambda i: f"{field}: {_show(shown[i])} is not an ISO-8601 timestamp")
+    result = np.zeros(len(trimmed), dtype="datetime64[us]")
+    if aware.any():
+        stamps = _aware_stamps(trimmed.filter(pa.array(aware)))
+        invalid = np.isnat(stamps)
+        if invalid.any():
+            for i in np.flatnonzero(aware)[invalid].tolist():
+                reasons[i] = f"{field}: {_show(trimmed[i].as_py())} is not a valid date and time"
+            stamps[invalid] = np.datetime64(0, "us")
+        result[aware] = stamps
+    return pa.array(result, type=pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")), reasons
+
+
+def _aware_stamps(texts: pa.Array) -> np.ndarray[Any, np.dtype[np.datetime64]]:
+    """The UTC times of ISO-8601 texts with a time zone as pandas reads them, NaT where invalid.
+
+    pyarrow reads them the same way, much faster, when it reads them all (no more than six digits
+    after the second, valid dates and times) and they are far from the limits of pandas' nanoseconds."""
+    try:
+        micros = texts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    except pa.ArrowInvalid:
+        pass
+    else:
+        stamps = np.asarray(micros, dtype=np.int64).astype("datetime64[us]")
+        if stamps.min() >= _PANDAS_SAFE[0] and stamps.max() <= _PANDAS_SAFE[1]:
+            return stamps
+    subset = texts.to_numpy(zero_copy_only=False)
+    parsed = pd.to_datetime(pd.Series(subset, dtype=object), format="ISO8601", utc=True, errors="coerce")
+    return np.asarray(parsed.dt.tz_localize(None).to_numpy().astype("datetime64[us]"))
+
+
+def _metadata_from_text(text: str) -> tuple[str | None, str | None]:
+    """The canonical metadata of a JSON text, or a problem."""
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None, f"{_show(text)} is not JSON"
+    if isinstance(obj, dict):
+        return canonical_metadata(obj), None
+    return None, f"{_show(obj)} is not a JSON object"
+
+
+def _numeric_checks(field: str, values: pa.Array, reasons: Reasons) -> tuple[pa.Array, Reasons]:
+    """Range checks shared by all sources; nulls in `values` are rows already judged."""
+    numbers = values.to_numpy(zero_copy_only=False).astype(float)
+
+    def shown(i: int) -> str:
+        return repr(values[i].as_py())
+
+    if pa.types.is_floating(values.type):
+        _add(reasons, _mask(pc.is_nan(values)), lambda _: f"{field}: NaN is not a number")
+        _add(reasons, _mask(pc.is_inf(values)), lambda i: f"{field}: {shown(i)} is not finite")
+    with np.errstate(invalid="ignore"):
+        if field == "feedback":
+            out = (numbers < -1) | (numbers > 1)
+            _add(reasons, out & np.isfinite(numbers), lambda i: f"{field}: {shown(i)} is outside [-1, 1]")
+        else:
+            _add(reasons, numbers < 0, lambda i: f"{field}: {shown(i)} is negative")
+    return values, reasons
+
+
+def _python(field: str, kind: Kind, values: list[Any], nullable: bool, json_metadata: bool) -> tuple[pa.Array, Reasons]:
+    """Convert Python values (decoded JSON, database rows, odd Parquet columns)."""
+    if kind == "metadata":
+        return _python_metadata(field, values, json_metadata)
+    if kind in ("str", "nonempty_str", "timestamp"):
+        try:
+            strings = pa.array(values, pa.string())  # fast path: all strings (or None)
+            reasons: Reasons = {}
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            strings, reasons = _python_strings(field, kind, values)
+        converted, more = _text(field, kind, strings, nullable)
+        return converted, {**more, **reasons}  # a value judged here is null for `_text`
+    target = pa.float64() if kind == "float" else pa.int64()
+    accepted = (pa.int64(), pa.float64(), pa.null()) if kind == "float" else (pa.int64(), pa.null())
+    try:
+        inferred = pa.array(values)
+        if inferred.type not in accepted or (not nullable and inferred.null_count):
+            raise pa.ArrowInvalid("needs a closer look")
+        if inferred.type == pa.float64() and any(type(v) is bool for v in values):
+            raise pa.ArrowInvalid("booleans after a float became numbers")
+        return _numeric_checks(field, inferred.cast(target), {})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    if not json_metadata and all(v is None or isinstance(v, str) for v in values):
+        return _text(field, kind, pa.array(values, pa.string()), nullable)  # a text column of a database
+    reasons = {}
+    cleaned: list[Any] = []
+    for i, value in enumerate(values):
+        problem = _number_problem(kind, value, nullable)
+        if problem:
+            reasons[i] = f"{field}: {problem}"
+            cleaned.append(None)
+        else:
+            cleaned.append(value if value is None or kind == "float" else int(value))
+    return _numeric_checks(field, pa.array(cleaned, target), reasons)
+
+
+def _number_problem(kind: Kind, value: Any, nullable: bool) -> str | None:
+    if value is _MISSING:
+        return None if nullable else "missing"
+    if value is None:
+        return None if nullable else "null"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{_show(value)} is not {'a number' if kind == 'float' else 'an integer'}"
+    if kind == "int" and ((isinstance(value, float) and not value.is_integer()) or abs(value) >= 2**63):
+        return f"{_show(value)} is not an integer"
+    return None
+
+
+def _python_strings(field: str, kind: Kind, values: list[Any]) -> tuple[pa.Array, Reasons]:
+    reasons: Reasons = {}
+    strings: list[str | None] = []
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            strings.append(value)
+            continue
+        strings.append(None)
+        if value is _MISSING:
+            reasons[i] = f"{field}: missing"
+        elif value is None:
+            reasons[i] = f"{field}: null"
+        elif kind == "timestamp" and isinstance(value, datetime):
+            if value.tzinfo is None or value.utcoffset() is None:
+                reasons[i] = f"{field}: {_show(value.isoformat())} has no time zone"
+            else:
+                strings[-1] = value.isoformat()
+        else:
+            reasons[i] = f"{field}: {_show(value)} is not a string"
+    return pa.array(strings, pa.string()), reasons
+
+
+def _python_metadata(field: str, values: list[Any], json_metadata: bool) -> tuple[pa.Array, Reasons]:
+    reasons: Reasons = {}
+    out: list[str | None] = []
+    for i, value in enumerate(values):
+        if value is None or value is _MISSING:
+            out.append(None)
+        elif isinstance(value, dict):
+            out.append(canonical_metadata(value))
+        elif isinstance(value, str) and not json_metadata:
+            canonical, problem = _metadata_from_text(value) if value.strip() else (None, None)
+            out.append(canonical)
+            if problem:
+                reasons[i] = f"{field}: {problem}"
+        else:
+            out.append(None)
+            reasons[i] = f"{field}: {_show(value)} is not a JSON object"
+    return pa.array(out, pa.string()), reasons
+
+
+def _arrow(field: str, kind: Kind, column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, Reasons]:
+    """Convert a typed column (Parquet); unusual types go through Python values."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    nullable = TRAFFIC_SCHEMA.field(field).nullable
+    t = array.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _text(field, kind, array, nullable)
+    if kind == "timestamp" and pa.types.is_timestamp(t):
+        if t.tz is None:
+            reasons: Reasons = {}
+            shown = array.to_pylist()
+            _add(
+                reasons, _mask(pc.is_valid(array)), lambda i: f"{field}: {_show(shown[i].isoformat())} has no time zone"
+            )
+            _add(reasons, _mask(pc.is_null(array)), lambda _: f"{field}: null")
+            return pa.nulls(len(array), pa.timestamp("us", tz="UTC")), reasons
+        converted = pc.cast(array, pa.timestamp("us", tz="UTC"), safe=False)
+        return converted, _nulls(field, converted)
+    numeric_ok = (kind == "float" and (pa.types.is_integer(t) or pa.types.is_floating(t))) or (
+        kind == "int" and pa.types.is_integer(t)
+    )
+    if numeric_ok:
+        try:
+            converted = array.cast(pa.float64() if kind == "float" else pa.int64())
+        except pa.ArrowInvalid:
+            pass
+        else:
+            return _numeric_checks(field, converted, {} if nullable else _nulls(field, converted))
+    return _python(field, kind, array.to_pylist(), nullable, json_metadata=False)
+
+
+def _nulls(field: str, array: pa.Array) -> Reasons:
+    reasons: Reasons = {}
+    if array.null_count:
+        _add(reasons, _mask(pc.is_null(array)), lambda _: f"{field}: null")
+    return reasons
+
+
+# --- assembling a batch ------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    """Converted columns of some rows, their row numbers, and the reasons of bad rows."""
+
+    columns: dict[str, pa.Array]
+    rows: np.ndarray[Any, np.dtype[np.int64]]
+    reasons: dict[int, list[str]]
+
+
+def _convert(
+    columns: dict[str, Callable[[], tuple[pa.Array, Reasons]]], rows: Sequence[int], extra: dict[int, list[str]]
+) -> _Part:
+    reasons: dict[int, list[str]] = {i: list(r) for i, r in extra.items()}
+    converted: dict[str, pa.Array] = {}
+    for name in FIELDS:
+        converted[name], found = columns[name]()
+        for i, reason in sorted(found.items()):
+            reasons.setdefault(i, []).append(reason)
+    return _Part(converted, np.asarray(rows, dtype=np.int64), reasons)
+
+
+def _finish(
+    source: str, parts: list[_Part], quarantined: list[QuarantinedRow], raw: Callable[[int, int], str]
+) -> ParsedBatch:
+    """Quarantine bad and duplicate rows of all parts; `raw(part, position)` gives a row's text."""
+    tables: list[pa.Table] = []
+    kept: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []  # (part, position) of kept rows
+    for p, part in enumerate(parts):
+        good = np.ones(len(part.rows), dtype=bool)
+        for i, reasons in part.reasons.items():
+            good[i] = False
+            quarantined.append(QuarantinedRow(source, int(part.rows[i]), "; ".join(reasons), _clip(raw(p, i))))
+        table = pa.Table.from_arrays([part.columns[n] for n in FIELDS], schema=_LOOSE)
+        tables.append(table if good.all() else table.filter(pa.array(good)))
+        positions = np.flatnonzero(good)
+        kept.append((np.full(len(positions), p), positions))
+    table = pa.concat_tables(tables) if tables else _LOOSE.empty_table()
+    if table.num_rows:
+        part_of = np.concatenate([k[0] for k in kept])
+        position_of = np.concatenate([k[1] for k in kept])
+        rows = np.concatenate([part.rows[k[1]] for part, k in zip(parts, kept, strict=True)])
+        ids = pd.Series(table.column("request_id").to_numpy(), dtype=object)
+        duplicate = ids.duplicated(keep="first").to_numpy()
+        if duplicate.any():
+            first_row = dict(zip(ids[~duplicate].tolist(), rows[~duplicate].tolist(), strict=True))
+            for k in np.flatnonzero(duplicate).tolist():
+                reason = f"request_id: duplicate of row {first_row[ids[k]]}"
+                text = raw(int(part_of[k]), int(position_of[k]))
+                quarantined.append(QuarantinedRow(source, int(rows[k]), reason, _clip(text)))
+            table = table.filter(pa.array(~duplicate))
+    quarantined.sort(key=lambda q: q.row)
+    return ParsedBatch(source, table.cast(TRAFFIC_SCHEMA), quarantined, None)
+
+
+def _row_json(table: pa.Table, i: int) -> str:
+    return json.dumps(table.slice(i, 1).to_pylist()[0], default=str, ensure_ascii=False)
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+
+def read_landing_file(path: Path) -> ParsedBatch:
+    """Read and validate one landing file: `.jsonl`/`.json` (JSON Lines), `.csv` or `.parquet`.
+
+    Never raises for bad content: a whole-file problem is reported in `ParsedBatch.error`."""
+    source = str(path)
+    suffix = path.suffix.lower()
+    readers: dict[str, Callable[[Path, str], ParsedBatch]] = {
+        ".jsonl": _read_jsonl,
+        ".json": _read_jsonl,
+        ".csv": _read_csv,
+        ".parquet": _read_parquet,
+    }
+    reader = readers.get(suffix)
+    if reader is None:
+        return _failed(
+            source, f"unknown file type {suffix or '(no suffix)'!r}; expected .jsonl, .json, .csv or .parquet"
+        )
+    try:
+        return reader(path, source)
+    except OSError as error:
+        return _failed(source, f"cannot read: {error}")
+
+
+def _read_jsonl(path: Path, source: str) -> ParsedBatch:
+    with path.open("rb") as file, ThreadPoolExecutor(_WORKERS) as pool:
+        offset = 3 if file.read(3) == b"\xef\xbb\xbf" else 0  # skip a byte order mark
+        file.seek(offset)
+        reader = _JsonLines(source, offset)
+        for block, fast in reader.blocks(file, pool):
+            error = reader.read(block, fast)
+            if error:
+                return _failed(source, error)
+
+        def raw(p: int, i: int) -> str:
+            file.seek(int(reader.offsets[p][i]))
+            return file.readline().decode("utf-8", "replace").rstrip("\r\n")
+
+        return _finish(source, reader.parts, reader.quarantined, raw)
+
+
+_Fast = tuple[_Part, np.ndarray[Any, np.dtype[np.int64]]]  # rows numbered from 1, and their lines' offsets
+
+
+class _JsonLines:
+    """A JSON Lines file read block by block: parts so far, the file offsets of their rows' lines."""
+
+    def __init__(self, source: str, offset: int) -> None:
+        self.source = source
+        self.offset = offset  # in the file, of the next line
+        self.line = 1  # number of the next line
+        self.parts: list[_Part] = []
+        self.offsets: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+        self.quarantined: list[QuarantinedRow] = []
+        self.skip = 0  # blocks the fast reader is not to try, as it refused the last ones
+        self.backoff = 1  # blocks to skip after its next refusal
+
+    def blocks(self, file: BinaryIO, pool: ThreadPoolExecutor) -> Iterator[tuple[bytes, Future[_Fast | None] | None]]:
+        """Blocks of whole lines in order, each with the fast reader's work on it (if tried), `_WORKERS` ahead."""
+        ahead: deque[tuple[bytes, Future[_Fast | None] | None]] = deque()
+        while block := file.read(_BLOCK_BYTES) + file.readline():
+            ahead.append((block, None if self.skip else pool.submit(_fast_jsonl, block)))
+            self.skip = max(self.skip - 1, 0)
+            if len(ahead) > _WORKERS:
+                yield ahead.popleft()
+        yield from ahead
+
+    def read(self, block: bytes, fast: Future[_Fast | None] | None) -> str | None:
+        """Take a block of whole lines as the fast reader parsed it, or else parse it strictly; the reason
+        if the whole file is unreadable.
+
+        After a refusal the fast reader skips the next 1, 2, 4 … `_BACKOFF` blocks, until it takes one
+        (sparing its work where many blocks have a line it refuses)."""
+        parsed = None if fast is None else fast.result()
+        if parsed is None:
+            if fast is not None:
+                self.skip, self.backoff = self.backoff, min(2 * self.backoff, _BACKOFF)
+            return self._strict(block)
+        self.backoff = 1
+        part, starts = parsed
+        part.rows += self.line - 1
+        self.parts.append(part)
+        self.offsets.append(starts + self.offset)
+        self.offset += len(block)
+        self.line += len(starts)
+        return None
+
+    def _strict(self, block: bytes) -> str | None:
+        """Parse line by line with orjson, the reference behaviour; the reason if the file is unreadable."""
+        objects: list[dict[str, Any]] = []
+        numbers: list[int] = []
+        offsets: list[int] = []
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        for line in io.BytesIO(block):
+            number, offset = self.line, self.offset
+            self.line += 1
+            self.offset += len(line)
+            try:
+                obj = loads(line)
+            except decode_error as error:
+                whole, reason = _line_problem(line, number, error)
+                if whole:
+                    return reason
+                if reason:
+                    self._quarantine(number, reason, line)
+                continue
+            if type(obj) is dict:
+                objects.append(obj)
+                numbers.append(number)
+                offsets.append(offset)
+            else:
+                kind = "array" if isinstance(obj, list) else "string" if isinstance(obj, str) else "number or literal"
+                self._quarantine(number, f"line is a JSON {kind}, not an object", line)
+        if objects:
+            self.parts.append(_json_part(objects, numbers, json_metadata=True))
+            self.offsets.append(np.asarray(offsets, dtype=np.int64))
+        return None
+
+    def _quarantine(self, number: int, reason: str, line: bytes) -> None:
+        self.quarantined.append(QuarantinedRow(self.source, number, reason, _clip(line.decode().rstrip("\r\n"))))
+
+
+def _clean(data: bytes) -> bool:
+    """Whether `data` is UTF-8 without NUL bytes (else the strict reader fails the file)."""
+    try:
+        _strings(data, np.array([0, len(data)])).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return b"\x00" not in data
+
+
+def _spans(starts: np.ndarray[Any, Any], ends: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The positions start, start + 1 … end - 1 of all the spans, in order."""
+    lengths = ends - starts
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+
+
+def _strings(data: bytes | np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]) -> pa.LargeStringArray:
+    """The texts data[offsets[i]:offsets[i + 1]] (bytes, not validated as UTF-8), without a copy."""
+    return pa.LargeStringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data)
+    )
+
+
+def _fast_jsonl(block: bytes) -> _Fast | None:
+    """Whole lines of JSON Lines parsed by pyarrow, and the lines' offsets in `block`; None if refused.
+
+    Refused unless the text is UTF-8 without NUL bytes and each line one JSON object (``{`` first,
+    ``}`` last) of known fields, the required ones not null, strings and numbers where they belong
+    (integral token counts; no ``NaN``, ``-0`` or number of 2**53 or more, which pyarrow and orjson
+    may read differently), and ``metadata`` absent, or null or a flat object in a member after a
+    comma and before a comma or the closing brace. Then the result is the strict reader's: the
+    metadata members are cut out and parsed by orjson, and pyarrow parses the lines with them
+    blanked out by tabs, unknown and repeated fields being errors. A tab is whitespace between
+    tokens but invalid in a string, so both succeed only if the lines are valid JSON, with the
+    metadata members among the others."""
+    if not _clean(block):
+        return None
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == ord("\n"))
+    if not block.endswith(b"\n"):
+        ends = np.append(ends, len(block))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    closing = ends - 1 - (data[ends - 1] == ord("\r"))
+    if not ((data[starts] == ord("{")) & (data[closing] == ord("}"))).all():
+        return None  # a blank line, or a value that is not an object, is not alone or spans lines
+    found = pc.find_substring_regex(_strings(block, np.append(starts, len(block))), _METADATA_MEMBER).to_numpy()
+    rows = np.flatnonzero(found >= 0)
+    member = starts[rows] + found[rows]  # the comma before it
+    value = member + len(',"metadata":') + (data[member + 1] == ord(" "))  # also json.dumps' ', "metadata": '
+    value += data[value] == ord(" ")
+    braces = np.flatnonzero(data == ord("}"))
+    after = np.where(data[value] == ord("{"), braces[np.searchsorted(braces, value)] + 1, value + len("null"))
+    after = np.minimum(after, closing[rows])
+    if not np.isin(data[after], (ord(","), ord("}"))).all():
+        return None  # else the lines could be invalid where the blanked ones are not: the cut must follow a member
+    cut = _spans(member, after)
+    metadata = _fast_metadata(_strings(data[cut], np.concatenate(([0], np.cumsum(after - member)))), rows, len(starts))
+    if metadata is None:
+        return None
+    blanked = data.copy()
+    blanked[cut] = ord("\t")
+    try:
+        table = pj.read_json(pa.BufferReader(pa.py_buffer(blanked)), parse_options=_JSON_OPTIONS)
+    except pa.ArrowInvalid:
+        return None
+    if table.num_rows != len(starts) or any(table.column(name).null_count for name in REQUIRED):
+        return None  # a missing field and a null one are both null here, but not the same mistake
+    columns: dict[str, Callable[[], tuple[pa.Array, Reasons]]] = {"metadata": lambda: (metadata, {})}
+    for name in FIELDS:
+        kind = _KINDS[name]
+        if kind in ("float", "int"):
+            numbers = table.column(name).combine_chunks()
+            x = numbers.drop_null().to_numpy()
+            if not ((np.abs(x) < 2**53) & ~((x == 0) & np.signbit(x))).all():
+                return None
+            if kind == "int":
+                if not (np.trunc(x) == x).all():
+                    return None
+                numbers = numbers.cast(pa.int64())
+            columns[name] = partial(_numeric_checks, name, numbers, {})
+        elif kind != "metadata":  # strings, in pyarrow's chunks
+            columns[name] = partial(_text, name, kind, table.column(name), name not in REQUIRED)
+    return _convert(columns, range(1, len(starts) + 1), {}), starts
+
+
+def _fast_metadata(members: pa.LargeStringArray, rows: np.ndarray[Any, Any], count: int) -> pa.Array | None:
+    """Canonical metadata of `count` rows from the members (``,"metadata": …``) of those in `rows`.
+
+    Each distinct member is parsed once, in braces. None (refused) unless each is valid and its
+    value an object or null. A member holds no other: it ends at the first ``}`` after a ``{``
+    that starts its value, or four characters after the value's start (``null``)."""
+    encoded = members.dictionary_encode()
+    canonical: list[str | None] = []
+    for text in encoded.dictionary.to_pylist():
+        try:
+            value = orjson.loads("{" + text[1:] + "}")["metadata"]
+        except orjson.JSONDecodeError:
+            return None
+        if not (value is None or isinstance(value, dict)):
+            return None  # not an object: the strict reader quarantines the row
+        canonical.append(None if value is None else canonical_metadata(value))
+    at = np.full(count, -1)
+    at[rows] = encoded.indices.to_numpy()
+    return pa.array(canonical, pa.string()).take(pa.array(at, mask=at < 0))
+
+
+def _line_problem(line: bytes, number: int, error: Exception) -> tuple[bool, str]:
+    """(whole file unreadable?, reason) for a line orjson refused; reason "" for a blank line."""
+    if b"\x00" in line:
+        return True, f"line {number} contains NUL bytes; not a text file"
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return True, f"not UTF-8 (line {number}, byte {bad.start}: {line[bad.start : bad.start + 1]!r})"
+    return False, f"invalid JSON: {error}" if text.strip() else ""
+
+
+def _json_part(objects: list[dict[str, Any]], numbers: Sequence[int], json_metadata: bool) -> _Part:
+    extra: dict[int, list[str]] = {}
+    if not set().union(*objects) <= set(FIELDS):
+        for i, obj in enumerate(objects):
+            unknown = [k for k in obj if k not in _KINDS]
+            if unknown:
+                extra[i] = [f"unknown field {k!r}" for k in unknown]
+
+    def column(name: str) -> Callable[[], tuple[pa.Array, Reasons]]:
+        def convert() -> tuple[pa.Array, Reasons]:
+            nullable = TRAFFIC_SCHEMA.field(name).nullable
+            values = [o.get(name) for o in objects] if nullable else [o.get(name, _MISSING) for o in objects]
+            return _python(name, _KINDS[name], values, nullable, json_metadata)
+
+        return convert
+
+    return _convert({name: column(name) for name in FIELDS}, numbers, extra)
+
+
+def _columns_error(names: Sequence[str], what: str) -> str | None:
+    unknown = [n for n in names if n not in _KINDS]
+    missing = [n for n in FIELDS if n in REQUIRED and n not in names]
+    duplicated = sorted({n for n in names if list(names).count(n) > 1})
+    problems = []
+    if unknown:
+        problems.append("unknown field" + "s" * (len(unknown) > 1) + " " + ", ".join(map(repr, unknown)))
+    if missing:
+        problems.append("missing required field" + "s" * (len(missing) > 1) + " " + ", ".join(map(repr, missing)))
+    if duplicated:
+        problems.append("repeated " + ", ".join(map(repr, duplicated)))
+    return f"{what}: {'; '.join(problems)}" if problems else None
+
+
+def _read_csv(path: Path, source: str) -> ParsedBatch:
+    invalid: list[tuple[int, str, int]] = []
+
+    def on_invalid(row: Any) -> Literal["skip"]:
+        invalid.append((int(row.number) - 1, str(row.text), int(row.actual_columns)))
+        return "skip"
+
+    try:
+        with path.open("rb") as file:
+            header = file.readline()
+        if not header.strip():
+            return _failed(source, "empty file or empty first line; a CSV file needs a header")
+        names = next(csv.reader([header.decode("utf-8-sig")]))
+        error = _columns_error(names, "CSV header")
+        if error:
+            return _failed(source, error)
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(use_threads=False, encoding="utf8"),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            convert_options=pcsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+            ),
+        )
+    except UnicodeDecodeError as error:
+        return _failed(source, f"not UTF-8 ({error})")
+    except (pa.ArrowInvalid, ValueError) as error:
+        return _failed(source, f"unreadable CSV: {error}")
+    quarantined = [
+        QuarantinedRow(source, number, f"row has {actual} fields, expected {len(names)}", _clip(text))
+        for number, text, actual in invalid
+    ]
+    skipped = {number for number, _, _ in invalid}
+    rows = [n for n in range(1, table.num_rows + len(skipped) + 1) if n not in skipped]
+
+    def raw(_: int, i: int) -> str:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="").writerow(table.slice(i, 1).to_pylist()[0].values())
+        return out.getvalue()
+
+    return _finish(source, [_table_part(table, rows)], quarantined, raw)
+
+
+def _table_part(table: pa.Table, rows: Sequence[int]) -> _Part:
+    def column(name: str) -> Callable[[], tuple[pa.Array, Reasons]]:
+        if name in table.column_names:
+            return lambda: _arrow(name, _KINDS[name], table.column(name))
+        return lambda: (pa.nulls(table.num_rows, TRAFFIC_SCHEMA.field(name).type), {})
+
+    return _convert({name: column(name) for name in FIELDS}, rows, {})
+
+
+def _read_parquet(path: Path, source: str) -> ParsedBatch:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, ValueError) as error:
+        return _failed(source, f"unreadable Parquet: {error}")
+    problem = _columns_error(table.column_names, "Parquet columns")
+    if problem:
+        return _failed(source, problem)
+    return _finish(source, [_table_part(table, range(1, table.num_rows + 1))], [], lambda _, i: _row_json(table, i))
+
+
+def read_table_rows(url: str, table: str, after_id: int, limit: int) -> tuple[ParsedBatch, int]:
+    """Rows of database `table` whose integer primary key `id` is > `after_id`, by `id`, at most `limit`.
+
+    Returns the batch and the new high-water mark (the largest `id` read, valid or not; `after_id`
+    when nothing was read or the database failed, in which case `ParsedBatch.error` is set). The
+    table name must be a plain identifier (ValueError otherwise); values are bound parameters."""
+    if not _IDENTIFIER.fullmatch(table):
+        raise ValueError(f"table name {table!r} is not a plain SQL identifier")
+    if limit < 1:
+        raise ValueError(f"limit must be ≥ 1, not {limit}")
+    source = f"{sa.engine.make_url(url).render_as_string(hide_password=True)}#{table}"
+    engine = sa.create_engine(url)
+    try:
+        reflected = sa.Table(table, sa.MetaData(), autoload_with=engine)
+        names = [c.name for c in reflected.columns if c.name != "id"]
+        if "id" not in reflected.columns:
+            return _failed(source, "no primary key column 'id'"), after_id
+        error = _columns_error(names, f"table {table!r} columns")
+        if error:
+            return _failed(source, error), after_id
+        query = (
+            sa.select(reflected)
+            .where(reflected.c.id > sa.bindparam("after_id", after_id, type_=sa.Integer))
+            .order_by(reflected.c.id)
+            .limit(limit)
+        )
+        with engine.connect() as connection:
+            records = [dict(r._mapping) for r in connection.execute(query)]
+    except sa.exc.SQLAlchemyError as error:
+        return _failed(source, f"database error: {type(error).__name__}: {error}".splitlines()[0]), after_id
+    finally:
+        engine.dispose()
+    if not records:
+        return ParsedBatch(source, empty_table(), [], None), after_id
+    ids = [int(r.pop("id")) for r in records]
+
+    def column(name: str) -> Callable[[], tuple[pa.Array, Reasons]]:
+        def convert() -> tuple[pa.Array, Reasons]:
+            nullable = TRAFFIC_SCHEMA.field(name).nullable
+            if name not in names:
+                return pa.nulls(len(records), TRAFFIC_SCHEMA.field(name).type), {}
+            return _python(name, _KINDS[name], [r[name] for r in records], nullable, json_metadata=False)
+
+        return convert
+
+    part = _convert({name: column(name) for name in FIELDS}, ids, {})
+    batch = _finish(source, [part], [], lambda _, i: json.dumps(records[i], default=str, ensure_ascii=False))
+    return batch, max(ids)
+
+
+# --- daily partitions and quarantine -----------------------------------------------------------
+
+
+def split_by_day(table: pa.Table) -> dict[str, pa.Table]:
+    """Rows by UTC day, 'YYYY-MM-DD' → rows (in their order), days sorted."""
+    if table.num_rows == 0:
+        return {}
+    days = _days(table)
+    return {
+        (_EPOCH + timedelta(days=d)).isoformat(): table.filter(pa.array(days == d)) for d in np.unique(days).tolist()
+    }
+
+
+def _days(table: pa.Table) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Days since 1970-01-01 (UTC) of each row's timestamp."""
+    micros = table.column("timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    return np.asarray(micros // _US_PER_DAY, dtype=np.int64)
+
+
+def write_quarantine(path: Path, rows: Sequence[QuarantinedRow]) -> None:
+    """Append `rows` to the JSON Lines file `path` (fields source, row, reason, raw); atomic per call."""
+    if not rows:
+        return
+    old = path.read_bytes() if path.exists() else b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    new = b"".join(
+        orjson.dumps({"source": r.source, "row": r.row, "reason": r.reason, "raw": r.raw}) + b"\n" for r in rows
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(old + new)

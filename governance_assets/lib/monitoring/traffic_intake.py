@@ -1,0 +1,192 @@
+"""Staging production traffic: each source (a landing file or a database batch) is parsed once.
+
+The traffic sensor hands every new source to `stage_source`, which validates it and writes its
+valid rows split by UTC day, plus its quarantined rows, under ``<staging>/<source id>/``:
+
+    <day>.parquet       the source's valid rows of that day (TRAFFIC_SCHEMA)
+    quarantine.jsonl    rows that broke the schema, with the reason (only when there are any)
+    source.json         written last: what was staged (days, counts, whole-source error)
+
+A source id names content, not a location: a landing file's id is its name plus a digest of its
+bytes, so the same file seen again (a restart, a copy) stages nothing new, and a file rewritten with
+other content is a new source. A database batch's id is its table and primary-key range; the table
+must be append-only for that to hold. `source.json` makes staging idempotent: once it exists, the
+source is staged and `stage_source` only reads it back.
+
+The `monitoring/traffic` asset of a day is rebuilt from every staged part of that day by
+`assemble_day` (first occurrence of a request id wins, in staging order), so re-materialising a day
+is deterministic and a source staged twice cannot duplicate rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from governance_assets.lib.core.storage import atomic_path, safe_component, write_parquet_atomic
+from governance_assets.lib.monitoring.traffic import (
+    FIELDS,
+    TRAFFIC_SCHEMA,
+    ParsedBatch,
+    QuarantinedRow,
+    empty_table,
+    split_by_day,
+    write_quarantine,
+)
+
+SOURCE_FILE = "source.json"
+QUARANTINE_FILE = "quarantine.jsonl"
+_READ_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StagedSource:
+    """What one staged source contributed."""
+
+    source_id: str
+    source: str
+    """The file path, or the database URL (password hidden) and table."""
+    staged_at: str
+    days: dict[str, int]
+    """Valid rows per UTC day."""
+    quarantined: int
+    error: str | None
+    """Set when the whole source was unreadable (nothing staged from it)."""
+
+    @property
+    def rows(self) -> int:
+        return sum(self.days.values())
+
+
+@dataclass(frozen=True)
+class AssembledDay:
+    """A day's traffic rebuilt from its staged parts."""
+
+    table: pa.Table
+    sources: list[StagedSource]
+    duplicates: int
+    """Rows dropped because an earlier row (same or earlier source) had their request id."""
+
+
+def file_source_id(path: Path) -> str:
+    """`<file name>-<xxh64 of its bytes>`: the same content under the same name is the same source."""
+    digest = xxhash.xxh64()
+    with path.open("rb") as file:
+        while block := file.read(_READ_BLOCK):
+            digest.update(block)
+    return safe_component(f"{path.name}-{digest.hexdigest()}", "source id")
+
+
+def database_source_id(table: str, first_id: int, last_id: int) -> str:
+    """`db-<table>-<first id>-<last id>` for a batch of primary keys."""
+    return safe_component(f"db-{table}-{first_id}-{last_id}", "source id")
+
+
+def read_staged(staging: Path, source_id: str) -> StagedSource | None:
+    """The record of a staged source, or None when it has not been staged (completely)."""
+    path = staging / safe_component(source_id, "source id") / SOURCE_FILE
+    if not path.exists():
+        return None
+    return StagedSource(**json.loads(path.read_text("utf-8")))
+
+
+def _outside_partitions(table: pa.Table, first_day: date, last_day: date) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Rows whose UTC day lies outside [first_day, last_day] as (row index, reason), and the rest."""
+    stamps = table.column("timestamp")
+    low = pa.scalar(datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC), stamps.type)
+    after = date.fromordinal(last_day.toordinal() + 1)
+    high = pa.scalar(datetime(after.year, after.month, after.day, tzinfo=UTC), stamps.type)
+    early = pc.less(stamps, low).to_numpy(zero_copy_only=False)
+    late = pc.greater_equal(stamps, high).to_numpy(zero_copy_only=False)
+    problems = [(int(i), f"timestamp is before the first daily partition ({first_day})") for i in early.nonzero()[0]]
+    problems += [(int(i), f"timestamp is after the last daily partition ({last_day})") for i in late.nonzero()[0]]
+    return table.filter(pa.array(~(early | late))), sorted(problems)
+
+
+def stage_source(
+    staging: Path, source_id: str, batch: ParsedBatch, first_day: date, last_day: date
+) -> tuple[StagedSource, bool]:
+    """Stage `batch` as `source_id` unless it already is; returns the record and whether it is new.
+
+    Rows outside the daily partitions [first_day, last_day] are quarantined with the reason (as
+    row 0: their line is no longer known after validation; `raw` holds the parsed row)."""
+    staged = read_staged(staging, source_id)
+    if staged is not None:
+        return staged, False
+    folder = staging / safe_component(source_id, "source id")
+    table = batch.table if batch.error is None else empty_table()
+    kept, outside = _outside_partitions(table, first_day, last_day)
+    quarantined = list(batch.quarantined) + [
+        QuarantinedRow(batch.source, 0, reason, json.dumps(_row(table, index), default=str, ensure_ascii=False))
+        for index, reason in outside
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / QUARANTINE_FILE).unlink(missing_ok=True)  # left by an attempt that did not finish
+    write_quarantine(folder / QUARANTINE_FILE, quarantined)
+    days = split_by_day(kept)
+    for day, rows in days.items():
+        write_parquet_atomic(folder / f"{day}.parquet", rows)
+    staged = StagedSource(
+        source_id=source_id,
+        source=batch.source,
+        staged_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        days={day: rows.num_rows for day, rows in days.items()},
+        quarantined=len(quarantined),
+        error=batch.error,
+    )
+    with atomic_path(folder / SOURCE_FILE) as tmp:
+        tmp.write_text(json.dumps(asdict(staged), indent=2, sort_keys=True), "utf-8")
+    return staged, True
+
+
+def _row(table: pa.Table, index: int) -> dict[str, Any]:
+    return dict(table.slice(index, 1).to_pylist()[0])
+
+
+def staged_sources(staging: Path) -> list[StagedSource]:
+    """Every completely staged source, in staging order."""
+    if not staging.exists():
+        return []
+    records = [read_staged(staging, folder.name) for folder in staging.iterdir() if folder.is_dir()]
+    return sorted((r for r in records if r is not None), key=lambda r: (r.staged_at, r.source_id))
+
+
+def assemble_day(staging: Path, day: str) -> AssembledDay:
+    """The day's rows from every staged source, in staging order, without repeated request ids."""
+    sources = [s for s in staged_sources(staging) if day in s.days]
+    parts = [pq.read_table(staging / s.source_id / f"{day}.parquet", schema=TRAFFIC_SCHEMA) for s in sources]
+    if not parts:
+        return AssembledDay(empty_table(), [], 0)
+    table = pa.concat_tables(parts).select(list(FIELDS))
+    ids = table.column("request_id").combine_chunks()
+    first = pc.index_in(ids, value_set=pc.unique(ids)).to_numpy(zero_copy_only=False)
+    keep = _first_occurrences(first)
+    return AssembledDay(table.filter(pa.array(keep)), sources, int(table.num_rows - keep.sum()))
+
+
+def _first_occurrences(codes: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """A mask of the first position of each code."""
+    mask = np.zeros(len(codes), dtype=bool)
+    _, positions = np.unique(codes, return_index=True)
+    mask[positions] = True
+    return mask
+
+
+def quarantined_rows(staging: Path, sources: list[StagedSource]) -> list[dict[str, Any]]:
+    """The quarantined rows of `sources`, each with its source, row, reason and raw text."""
+    rows: list[dict[str, Any]] = []
+    for source in sources:
+        path = staging / source.source_id / QUARANTINE_FILE
+        if path.exists():
+            rows += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return rows

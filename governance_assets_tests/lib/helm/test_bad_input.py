@@ -1,0 +1,148 @@
+"""Bad HELM input: a clear error naming the file and the reason, the other runs still ingested,
+and no partial file left behind."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from governance_assets.lib.core.storage import UnsafePathError, safe_component, write_parquet_atomic
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.helm import output as helm_output
+from governance_assets.lib.helm import tidy
+from governance_assets_tests.conftest import MMLU_ROOT, copy_suite
+
+
+@pytest.fixture
+def suite_dir(tmp_path: Path) -> Path:
+    return copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=4)
+
+
+def _first_run(suite_dir: Path) -> Path:
+    return sorted(p for p in suite_dir.iterdir() if p.is_dir())[0]
+
+
+def _edit_stats(edit: Callable[[list[dict]], None]) -> Callable[[Path], None]:  # type: ignore[type-arg]
+    def apply(run: Path) -> None:
+        stats = json.loads((run / "stats.json").read_text())
+        edit(stats)
+        (run / "stats.json").write_text(json.dumps(stats))
+
+    return apply
+
+
+def _truncate(run: Path) -> None:
+    data = (run / "stats.json").read_bytes()
+    (run / "stats.json").write_bytes(data[: len(data) // 2])
+
+
+def _nan_mean(run: Path) -> None:
+    text = (run / "stats.json").read_text()
+    (run / "stats.json").write_text(text.replace('"mean": 4.0', '"mean": NaN', 1))
+
+
+BAD_STATS = {
+    "truncated JSON": (_truncate, "truncated JSON"),
+    "invalid JSON": (lambda run: (run / "stats.json").write_text("{not json"), "invalid JSON"),
+    "not a list": (lambda run: (run / "stats.json").write_text("{}"), "expected a JSON list"),
+    "unknown key": (_edit_stats(lambda s: s[0].update(bogus=1)), "unknown keys ['bogus']"),
+    "unknown name key": (
+        _edit_stats(lambda s: s[0]["name"].update(shard=2)),
+        "unknown keys in name ['shard']",
+    ),
+    "missing count": (_edit_stats(lambda s: s[0].pop("count")), "missing or invalid 'count'"),
+    "null mean": (_edit_stats(lambda s: s[0].update(mean=None)), "'mean' is missing or null"),
+    "NaN mean": (_nan_mean, "non-finite number NaN"),
+    "string number": (_edit_stats(lambda s: s[0].update(max="4")), "'max' is not a number"),
+    "missing name": (_edit_stats(lambda s: s[0].pop("name")), "missing or invalid 'name'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STATS))
+def test_bad_stats_file_names_file_and_reason_and_rest_ingests(case: str, suite_dir: Path, tmp_path: Path) -> None:
+    corrupt, reason = BAD_STATS[case]
+    bad_run = _first_run(suite_dir)
+    corrupt(bad_run)
+    warehouse = Warehouse(tmp_path / "warehouse")
+    result = tidy.ingest_suite("v1", suite_dir, warehouse)
+    errors = result.builds[tidy.RUN_STATS.key].errors
+    assert list(errors) == [bad_run.name]
+    assert str(bad_run / "stats.json") in errors[bad_run.name] and reason in errors[bad_run.name]
+    run_stats = pa.parquet.read_table(warehouse.path(tidy.RUN_STATS.key, "v1"))
+    assert set(run_stats["run_name"].to_pylist()) == {p.name for p in suite_dir.iterdir() if p.is_dir()} - {
+        bad_run.name
+    }
+    assert warehouse.read_annotation(tidy.RUN_STATS.key, "v1", "errors") == errors
+    # The other tables read other files: they still hold the run.
+    assert result.builds[tidy.INSTANCE_STATS.key].errors == {}
+    assert not list(warehouse.root.rglob("*.tmp"))
+
+
+def test_missing_required_file_marks_run_incomplete_and_never_ingests_it(suite_dir: Path, tmp_path: Path) -> None:
+    bad_run = _first_run(suite_dir)
+    (bad_run / "per_instance_stats.json").unlink()
+    result = tidy.ingest_suite("v1", suite_dir, Warehouse(tmp_path / "warehouse"))
+    row = next(r for r in result.catalogue.table.to_pylist() if r["run_name"] == bad_run.name)
+    assert row["status"] == "incomplete" and row["missing_files"] == ["per_instance_stats.json"]
+    assert "missing per_instance_stats.json" in row["error"]
+    for build in result.builds.values():
+        assert bad_run.name not in build.table["run_name"].to_pylist() and len(build.parsed) == 3
+
+
+def test_invalid_run_spec_is_named(suite_dir: Path, tmp_path: Path) -> None:
+    bad_run = _first_run(suite_dir)
+    spec = json.loads((bad_run / "run_spec.json").read_text())
+    del spec["adapter_spec"]
+    (bad_run / "run_spec.json").write_text(json.dumps(spec))
+    result = tidy.ingest_suite("v1", suite_dir, Warehouse(tmp_path / "warehouse"))
+    row = next(r for r in result.catalogue.table.to_pylist() if r["run_name"] == bad_run.name)
+    assert row["status"] == "invalid"
+    assert row["error"] == f"{bad_run / 'run_spec.json'}: missing required key 'adapter_spec'"
+
+
+def test_bad_per_instance_and_scenario_state_files(suite_dir: Path, tmp_path: Path) -> None:
+    runs = sorted(p for p in suite_dir.iterdir() if p.is_dir())
+    (runs[0] / "per_instance_stats.json").write_text('[{"instance_id": "id1"}]')
+    (runs[1] / "scenario_state.json").write_text('{"request_states": [{"instance": {}}]}')
+    result = tidy.ingest_suite("v1", suite_dir, Warehouse(tmp_path / "warehouse"))
+    assert "entry 0: needs 'instance_id' and 'stats'" in result.builds[tidy.INSTANCE_STATS.key].errors[runs[0].name]
+    assert (
+        "request_states[0]: missing instance or instance.id" in result.builds[tidy.PREDICTIONS.key].errors[runs[1].name]
+    )
+
+
+def test_empty_suite_is_an_error(tmp_path: Path) -> None:
+    empty = tmp_path / "out" / "runs" / "empty"
+    empty.mkdir(parents=True)
+    catalogue = tidy.catalogue_runs("empty", empty)
+    assert catalogue.table.num_rows == 0
+    assert catalogue.suite_errors == [f"{empty}: suite 'empty' has no run folders"]
+
+
+def test_suite_in_two_roots_is_refused(tmp_path: Path) -> None:
+    copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "a", "v1", runs=1)
+    copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "b", "v1", runs=1)
+    copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "b", "v2", runs=1)
+    discovery = helm_output.discover_suites([tmp_path / "a", tmp_path / "b"])
+    assert sorted(discovery.suites) == ["v2"]
+    assert "found in more than one output root" in discovery.problems["v1"]
+    assert str(tmp_path / "a" / "runs" / "v1") in discovery.problems["v1"]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "../escape", "/etc/passwd", "a/b", "a\\b", "~root", "x\x00y"])
+def test_names_that_would_escape_are_refused(name: str, tmp_path: Path) -> None:
+    with pytest.raises(UnsafePathError):
+        safe_component(name, "suite name")
+    with pytest.raises(UnsafePathError):
+        Warehouse(tmp_path).path(("helm", "run_stats"), name)
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path) -> None:
+    path = tmp_path / "table.parquet"
+    write_parquet_atomic(path, pa.table({"x": [1, 2]}))
+    with pytest.raises(pa.ArrowInvalid):
+        write_parquet_atomic(path, pa.table({"x": pa.array([object()], type=pa.int64())}))  # type: ignore[list-item]
+    assert pa.parquet.read_table(path)["x"].to_pylist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]

@@ -38,12 +38,12 @@ import pyarrow as pa
 from governance_assets.lib.core.policy import Gate, Policy, RegressionGate, load_policy
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.gates.evaluation import (
-    GateResult,
     SuiteTables,
     evaluate_gates,
     load_suite_tables,
     read_frame,
 )
+from governance_assets.lib.gates.outcomes import GateResult
 from governance_assets.lib.helm import tidy
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from governance_assets.defs.gates.sensors import check_failure_alerts
+from governance_assets.defs.alerts.sensors import check_failure_alerts
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.core.policy import load_policy

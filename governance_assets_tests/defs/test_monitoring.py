@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from governance_assets.cli import run_traffic_demo
-from governance_assets.defs.gates.sensors import check_failure_alerts
+from governance_assets.defs.alerts.sensors import check_failure_alerts
 from governance_assets.defs.monitoring.assets import EVAL_DRIFT_KEY, REFERENCE_KEY
 from governance_assets.defs.monitoring.sensors import traffic_landing
 from governance_assets.defs.partitions import HELM_SUITES

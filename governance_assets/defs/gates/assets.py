@@ -7,8 +7,8 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from governance_assets.defs.gates.inputs import earlier_instance_stats, suite_tables
 from governance_assets.defs.helm.assets import RUNS_KEY
+from governance_assets.defs.helm.inputs import earlier_instance_stats, suite_tables
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking

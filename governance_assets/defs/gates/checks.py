@@ -4,12 +4,13 @@ from typing import Any
 
 import dagster as dg
 
-from governance_assets.defs.gates.inputs import earlier_instance_stats, suite_tables
+from governance_assets.defs.helm.inputs import earlier_instance_stats, suite_tables
 from governance_assets.defs.judgement import Judgement, judge_partitions
 from governance_assets.defs.partitions import helm_suites
 from governance_assets.defs.resources import POLICY, GovernanceState
 from governance_assets.lib.core.policy import Gate, Policy, RegressionGate
-from governance_assets.lib.gates.evaluation import GateResult, evaluate_gates, evidence_rows
+from governance_assets.lib.gates.evaluation import evaluate_gates, evidence_rows
+from governance_assets.lib.gates.outcomes import GateResult
 from governance_assets.lib.helm import tidy
 
 GATED_ASSET = {

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from governance_assets.defs.gates.inputs import earlier_suites
 from governance_assets.defs.helm.assets import RUNS_KEY
+from governance_assets.defs.helm.inputs import earlier_suites
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from governance_assets.lib.core.policy import DataQualityGate
-from governance_assets.lib.gates.evaluation import GateResult, overall
+from governance_assets.lib.gates.outcomes import GateResult, overall
 from governance_assets.lib.helm.tidy import INSTANCE_STATS_SCHEMA, PREDICTIONS_SCHEMA, RUN_STATS_SCHEMA
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no usage statistics over the network

@@ -4,10 +4,10 @@ completeness. Every gate yields per-run evidence rows and one outcome: pass, fai
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,35 +25,13 @@ from governance_assets.lib.core.policy import (
 )
 from governance_assets.lib.core.statistics import adjust_p_values, compare_paired_many
 from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.gates.outcomes import GateResult, overall
+from governance_assets.lib.helm.selection import arrow_column, choose_baselines, pattern_mask
 from governance_assets.lib.helm.tidy import INSTANCE_STATS, PREDICTIONS, RUN_STATS, RUNS_KEY, TidyTable
 
-Outcome = Literal["pass", "fail", "no data"]
 STAT_KEY = ["run_name", "model", "metric", "split", "sub_split", "perturbation"]
 MIN_PAIRED_INSTANCES = 5
 """Fewer paired instances than this cannot support a significance test: the row is "no data"."""
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One gate's judgement of one suite."""
-
-    gate: str
-    kind: str
-    blocking: bool
-    outcome: Outcome
-    threshold: str
-    actual: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    """Evidence, one row per run (× metric) judged, each with its own `status`."""
-
-
-def overall(statuses: Sequence[str]) -> Outcome:
-    """fail if anything failed; else no data if anything had none (or nothing was judged)."""
-    if "fail" in statuses:
-        return "fail"
-    if not statuses or "no data" in statuses:
-        return "no data"
-    return "pass"
 
 
 def _result(
@@ -87,29 +65,6 @@ def selected_runs(runs: pd.DataFrame, selector: RunSelector) -> pd.DataFrame:
     return complete[complete.apply(matches, axis=1)] if len(complete) else complete
 
 
-def _arrow(values: pd.Series) -> pa.ChunkedArray:  # type: ignore[type-arg]
-    """The column as Arrow data (zero-copy for Arrow-backed columns)."""
-    return (
-        pa.chunked_array([pa.array(values.array, from_pandas=True)])
-        if not hasattr(values.array, "__arrow_array__")
-        else values.array.__arrow_array__()
-    )
-
-
-def pattern_mask(values: pd.Series, patterns: Sequence[str]) -> np.ndarray:  # type: ignore[type-arg]
-    """Which values of a column match any of the shell-style patterns: the column is
-    dictionary-encoded once and each distinct value matched once, so millions of rows cost one
-    hashing pass."""
-    encoded = pc.dictionary_encode(_arrow(values)).combine_chunks()
-    matched = [
-        code
-        for code, value in enumerate(encoded.dictionary.to_pylist())
-        if value is not None and any(fnmatchcase(str(value), pattern) for pattern in patterns)
-    ]
-    mask: np.ndarray = np.isin(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), matched)
-    return mask
-
-
 def _metric_rows(table: pd.DataFrame, gate: ThresholdGate | RegressionGate, run_names: set[str]) -> pd.DataFrame:
     """Rows of a stats table for the gate's runs, metrics, split and perturbation. The metric is
     matched first, on the whole table (millions of rows, in Arrow); the rest on what it kept."""
@@ -118,11 +73,11 @@ def _metric_rows(table: pd.DataFrame, gate: ThresholdGate | RegressionGate, run_
     table = table[pattern_mask(table["metric"], gate.metrics)]
     if table.empty:
         return table
-    names = _arrow(table["run_name"])
+    names = arrow_column(table["run_name"])
     keep = pc.is_in(names, value_set=pa.array(sorted(run_names), names.type)).to_numpy(zero_copy_only=False)
     if gate.split != "*":
         keep &= pattern_mask(table["split"], [gate.split])
-    perturbation = _arrow(table["perturbation"])
+    perturbation = arrow_column(table["perturbation"])
     if gate.perturbation is None:
         keep &= pc.is_null(perturbation).to_numpy(zero_copy_only=False)
     else:
@@ -153,20 +108,6 @@ def threshold_gate(gate: ThresholdGate, run_stats: pd.DataFrame, runs: pd.DataFr
             | {"actual": mean, "threshold": bounds, "status": status}
         )
     return _result(gate, bounds, rows)
-
-
-def choose_baselines(
-    run_names: Iterable[str], baselines: Sequence[tuple[str, pd.DataFrame]], named: str | None
-) -> dict[str, str]:
-    """The baseline suite of each run: the named suite, else the most recent earlier suite that
-    has the run. `baselines` is ordered from the most recent earlier suite to the oldest."""
-    available = [(suite, set(table["run_name"].unique())) for suite, table in baselines if named in (None, suite)]
-    chosen = {}
-    for run_name in run_names:
-        suite = next((suite for suite, names in available if run_name in names), None)
-        if suite is not None:
-            chosen[run_name] = suite
-    return chosen
 
 
 def _paired_values(

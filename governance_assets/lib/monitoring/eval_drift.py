@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from governance_assets.lib.core.policy import EvalDriftSettings
 from governance_assets.lib.core.statistics import adjust_p_values, is_binary, mcnemar_exact
-from governance_assets.lib.gates.evaluation import choose_baselines, pattern_mask
+from governance_assets.lib.helm.selection import choose_baselines, pattern_mask
 
 PAIR_KEY = ["metric", "split", "sub_split", "instance_id", "train_trial_index"]
 SCHEMA = pa.schema(

@@ -20,7 +20,7 @@ from governance_assets.lib.core.policy import (
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.gates import evaluation as gates
 from governance_assets.lib.gates.data_quality import data_quality_gate
-from governance_assets.lib.helm import tidy
+from governance_assets.lib.helm import selection, tidy
 from governance_assets_tests.conftest import MMLU_ROOT
 
 SETTINGS = RegressionSettings(alpha=0.05, correction="holm", bootstrap_resamples=2000)
@@ -149,8 +149,8 @@ def test_regression_without_baseline_or_with_too_few_pairs_is_no_data() -> None:
 def test_baseline_is_the_most_recent_earlier_suite_with_the_run() -> None:
     older, newer = _instances("a", "m", np.ones(10)), _instances("b", "m", np.ones(10))
     earlier = [("v2", newer), ("v1", older)]
-    assert gates.choose_baselines(["a", "b", "c"], earlier, None) == {"a": "v1", "b": "v2"}
-    assert gates.choose_baselines(["a", "b"], earlier, "v1") == {"a": "v1"}
+    assert selection.choose_baselines(["a", "b", "c"], earlier, None) == {"a": "v1", "b": "v2"}
+    assert selection.choose_baselines(["a", "b"], earlier, "v1") == {"a": "v1"}
 
 
 def test_completeness_gate() -> None:

@@ -270,6 +270,16 @@ class MlflowSettings(_Strict):
     governance_experiment: str = "governance"
 
 
+class ScaleOutSettings(_Strict):
+    """How a suite's HELM runs fan out on the team deployment's workers."""
+
+    provider_concurrency: dict[str, Annotated[int, Field(gt=0)]] = {}
+    """At most this many HELM runs at once per provider (the model's organisation, e.g. `openai`):
+    the Dagster pool `helm_<provider>`, so that a provider's rate limits hold across workers."""
+    default_provider_concurrency: Annotated[int, Field(gt=0)] = 2
+    """The limit of a provider not named above."""
+
+
 class Policy(_Strict):
     """Every threshold and plan the platform applies."""
 
@@ -281,6 +291,7 @@ class Policy(_Strict):
     lineage: LineageSettings = LineageSettings()
     mlflow: MlflowSettings = MlflowSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    scale_out: ScaleOutSettings = ScaleOutSettings()
 
     @field_validator("gates")
     @classmethod

@@ -3,7 +3,6 @@ between suites, and metric trends with change detection."""
 
 import base64
 import json
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -18,13 +17,14 @@ from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib.core.mlflow_record import log_report, run_url
-from governance_assets.lib.core.policy import DriftSettings, ReferenceSettings, TrendSettings
+from governance_assets.lib.core.policy import DriftSettings, ReferenceSettings
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.gates.evaluation import read_frame
 from governance_assets.lib.helm import tidy
 from governance_assets.lib.monitoring.drift import SMALL_REFERENCE_MAX, DatasetDrift, FeatureDrift, dataset_drift
 from governance_assets.lib.monitoring.eval_drift import SCHEMA as EVAL_DRIFT_SCHEMA
 from governance_assets.lib.monitoring.eval_drift import evaluation_flips
+from governance_assets.lib.monitoring.series import headline_means, latest_values, run_detection, series_rows
 from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY, TRAFFIC_SCHEMA
 from governance_assets.lib.monitoring.traffic_features import (
     METADATA_FEATURES,
@@ -34,7 +34,7 @@ from governance_assets.lib.monitoring.traffic_features import (
     traffic_features,
 )
 from governance_assets.lib.monitoring.traffic_intake import assemble_day, quarantined_rows
-from governance_assets.lib.monitoring.trends import ChangeDetection, detect, plot_trend, standardised
+from governance_assets.lib.monitoring.trends import plot_trend
 
 REFERENCE_KEY = ("monitoring", "reference")
 REFERENCE_TEXTS_KEY = ("monitoring", "reference_texts")
@@ -469,23 +469,15 @@ TRENDS_SCHEMA = pa.schema(
 def suite_metric_series(
     instance: dg.DagsterInstance, warehouse: Warehouse, metrics: list[str]
 ) -> dict[str, tuple[list[str], list[float]]]:
-    """Per `metric:<name>:<model>`: suites in the order they were added and the mean over the
-    model's runs of the test-split, unperturbed run-level mean."""
+    """Per `metric:<name>:<model>`: suites in the order they were added and their headline mean."""
     series: dict[str, tuple[list[str], list[float]]] = {}
     for suite in instance.get_dynamic_partitions(HELM_SUITES):
         if not warehouse.path(tidy.RUN_STATS.key, suite).exists():
             continue
-        stats = read_frame(warehouse, tidy.RUN_STATS, suite)
-        picked = stats[
-            stats["metric"].isin(metrics)
-            & (stats["split"] == "test")
-            & stats["perturbation"].isna()
-            & (stats["count"] > 0)
-        ]
-        for (metric, model), group in picked.groupby(["metric", "model"], sort=True):
+        for (metric, model), value in headline_means(read_frame(warehouse, tidy.RUN_STATS, suite), metrics).items():
             labels, values = series.setdefault(f"metric:{metric}:{model}", ([], []))
             labels.append(suite)
-            values.append(float(group["mean"].mean()))
+            values.append(value)
     return series
 
 
@@ -500,40 +492,9 @@ def kpi_series(warehouse: Warehouse) -> dict[str, tuple[list[str], list[float]]]
     return series
 
 
-def run_detection(values: list[float], settings: TrendSettings) -> ChangeDetection:
-    """The policy's change detector on one series. Page–Hinkley runs on the series standardised
-    by its first `warmup` points, so that one `ph_delta`/`ph_threshold` (in σ) fits every series."""
-    data = np.asarray(values, dtype=float)
-    if settings.method == "cusum":
-        return detect("cusum", data, k=settings.cusum_k, h=settings.cusum_h, warmup=settings.warmup)
-    if settings.method == "ewma":
-        return detect("ewma", data, lam=settings.ewma_lambda, L=settings.ewma_l, warmup=settings.warmup)
-    detection = detect(
-        "page_hinkley",
-        standardised(data, settings.warmup),
-        delta=settings.ph_delta,
-        threshold=settings.ph_threshold,
-        min_instances=settings.warmup,
-    )
-    return replace(detection, values=data)
-
-
-def _series_rows(name: str, labels: list[str], detection: ChangeDetection) -> list[dict[str, Any]]:
-    starts = set(detection.change_points)
-    return [
-        {
-            "series": name,
-            "label": label,
-            "value": float(detection.values[i]),
-            "statistic": float(detection.statistic[i]),
-            "lower_statistic": float(detection.lower_statistic[i]),
-            "lower_limit": float(detection.lower_limit[i]),
-            "upper_limit": float(detection.upper_limit[i]),
-            "flagged": bool(detection.flagged[i]),
-            "change_point": i in starts,
-        }
-        for i, label in enumerate(labels)
-    ]
+def _embedded_png(name: str, png: bytes) -> dg.MetadataValue:  # type: ignore[type-arg]
+    """A plot shown in the asset's metadata (Markdown with the PNG inline)."""
+    return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 @dg.asset(
@@ -552,13 +513,16 @@ def trends(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: Ml
     series = suite_metric_series(context.instance, warehouse, settings.metrics) | kpi_series(warehouse)
     rows: list[dict[str, Any]] = []
     plots: dict[str, bytes] = {}
-    latest: dict[str, float] = {}
+    flagged_plots: dict[str, bytes] = {}
+    latest = latest_values(series)
     summary = []
     for name, (labels, values) in sorted(series.items()):
         detection = run_detection(values, settings)
-        rows += _series_rows(name, labels, detection)
-        plots[f"{name.replace(':', '_').replace('/', '_')}.png"] = plot_trend(name, labels, detection)
-        latest[name] = values[-1]
+        rows += series_rows(name, labels, detection)
+        png = plot_trend(name, labels, detection)
+        plots[f"{name.replace(':', '_').replace('/', '_')}.png"] = png
+        if detection.flagged.any():
+            flagged_plots[name] = png
         summary.append(
             {
                 "series": name,
@@ -579,26 +543,17 @@ def trends(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: Ml
         recorder,
         "trends",
         {"dagster.run_id": context.run.run_id, "dagster.asset_key": "monitoring/trends"},
-        {f"latest.{name}": value for name, value in latest.items() if np.isfinite(value)},
+        {f"latest.{name}": value for name, value in latest.items()},
         {"trends.json": frame.to_json(orient="records", indent=2), **plots},
     )
-    first_plot = next(iter(plots.values()), None)
     return dg.MaterializeResult(
         metadata={
             "series": dg.MetadataValue.md(
                 md_table(summary, ["series", "points", "latest", "change_points", "latest_flagged"])
             ),
             "plots": dg.MetadataValue.path(str(plot_folder)),
-            **(
-                {
-                    "plot": dg.MetadataValue.md(
-                        f"![trend](data:image/png;base64,{base64.b64encode(first_plot).decode()})"
-                    )
-                }
-                if first_plot
-                else {}
-            ),
-            **{name: value for name, value in latest.items() if np.isfinite(value)},
+            **{f"plot/{name}": _embedded_png(name, png) for name, png in flagged_plots.items()},
+            **{f"latest/{name}": dg.MetadataValue.float(value) for name, value in latest.items()},
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
         }
     )

@@ -236,7 +236,10 @@ class EvalDriftSettings(_Strict):
 class TrendSettings(_Strict):
     """Change detection on metric time series (across suites) and traffic KPIs (across days)."""
 
-    method: Literal["cusum", "page_hinkley", "ewma"] = "cusum"
+    method: Literal["self_starting_cusum", "cusum", "page_hinkley", "ewma"] = "self_starting_cusum"
+    """`self_starting_cusum` (Hawkins) is calibrated to `arl0`; the others depend on a short warm-up."""
+    arl0: Annotated[float, Field(ge=100)] = 370.0
+    """In-control average run length (points between false alarms) of the self-starting CUSUM."""
     warmup: Annotated[int, Field(ge=2)] = 7
     """Points that estimate the in-control mean and spread (and Page–Hinkley's first possible alarm)."""
     cusum_k: Annotated[float, Field(ge=0)] = 0.5

@@ -1,4 +1,12 @@
-"""Change points in metric time series: tabular CUSUM, Page–Hinkley test and EWMA control chart.
+"""Change points in metric time series: self-starting CUSUM, tabular CUSUM, Page–Hinkley, EWMA chart.
+
+The default, `self_starting_cusum`, is the calibrated one: Hawkins' self-starting standard scores
+(each value standardised by the mean and spread of the values before it, made exactly N(0, 1) for
+normal in-control data) fed to a two-sided CUSUM whose decision interval gives the in-control
+average run length the policy names (`cusum_decision_interval`, Siegmund's approximation, checked
+by simulation in the tests). It needs no warm-up, and a lasting shift is reported once: after an
+alarm it starts afresh, the new level becoming its baseline. The others below flag against a
+baseline estimated from a short warm-up, which makes their false-alarm rate depend on it.
 
 The `monitoring/trends` asset charts headline HELM metrics across evaluation suites and production
 KPIs (mean latency, refusal rate…) across days, and flags where a series leaves its level. Pure
@@ -66,7 +74,7 @@ import inspect
 import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
@@ -74,9 +82,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
-from scipy import signal
+from scipy import optimize, signal, stats
 
-Method = Literal["cusum", "page_hinkley", "ewma"]
+Method = Literal["self_starting_cusum", "cusum", "page_hinkley", "ewma"]
 Direction = Literal["up", "down", "both"]
 Data: TypeAlias = "NDArray[Any] | pd.Series[Any] | Sequence[float | None]"
 """A series: a 1-D numpy array, a pandas Series or a sequence of numbers (None for missing)."""
@@ -96,6 +104,10 @@ SIGMA_FLOOR_ABSOLUTE = 1e-12
 """… and at least this."""
 _FIRST_WINDOW = 64
 """Values first searched for the next alarm of a restarting detector (see `_restarting`)."""
+SIEGMUND_CORRECTION = 1.166
+"""Siegmund's correction of the decision interval for the overshoot of a normal random walk."""
+MAX_STANDARD_SCORE = 37.0
+"""|U| of the self-starting CUSUM is capped here (Φ⁻¹ of the smallest normal double tail)."""
 MAX_TICK_LABELS = 25
 """`plot_trend` labels every n-th point so that at most this many labels show."""
 
@@ -393,6 +405,99 @@ def cusum(
     )
 
 
+def cusum_decision_interval(k: float, arl0: float) -> float:
+    """The decision interval h (in σ) of a two-sided CUSUM with reference value k whose in-control
+    average run length is `arl0`, by Siegmund's approximation: each side's run length is
+    (e^{2kb} − 2kb − 1)/(2k²) with b = h + 1.166 (for k = 0 the limit b²), and the two sides
+    together 1/(1/ARL⁺ + 1/ARL⁻), so each side needs 2·`arl0`. k = 0.5, arl0 = 370 gives h ≈ 4.77,
+    the textbook pair."""
+    k, arl0 = _non_negative("k", k), _positive("arl0", arl0)
+    if arl0 <= 1:
+        raise ValueError(f"arl0 must be > 1, got {arl0!r}")
+
+    def one_side(h: float) -> float:
+        b = h + SIEGMUND_CORRECTION
+        return b * b if k == 0 else (math.expm1(2 * k * b) - 2 * k * b) / (2 * k * k)
+
+    if one_side(0.0) >= 2 * arl0:
+        raise ValueError(f"arl0 {arl0:g} is too short for k={k:g}: even h = 0 runs longer")
+    high = 1.0
+    while one_side(high) < 2 * arl0:
+        high *= 2
+    return float(optimize.brentq(lambda h: one_side(h) - 2 * arl0, 0.0, high))
+
+
+def self_starting_scores(values: Data) -> FloatArray:
+    """Hawkins' (1987) self-starting standard scores of a series: U₁ = U₂ = NaN and, for i ≥ 3,
+
+        Tᵢ = (xᵢ − x̄ᵢ₋₁) / sᵢ₋₁ · √((i−1)/i)      Uᵢ = Φ⁻¹(F_{t, i−2}(Tᵢ))
+
+    with x̄ᵢ₋₁, sᵢ₋₁ the mean and sample standard deviation (ddof=1) of the values before i. For
+    independent normal values of any mean and spread, U₃, U₄ … are independent N(0, 1). A spread
+    of 0 so far is raised to `SIGMA_FLOOR_*`: a constant series scores 0, a step after it far out
+    (an alarm at once); |U| is capped at 37."""
+    x = _series(values)
+    if not np.isfinite(x).all():
+        raise ValueError("self_starting_scores needs finite values (drop the missing ones first)")
+    n = x.size
+    scores = np.full(n, np.nan)
+    if n < 3:
+        return scores
+    i = np.arange(3, n + 1)  # 1-based index of the scored value
+    before = i - 1
+    centre = x[0]  # sums about the first value keep the variance exact for large levels
+    sums = np.cumsum(x - centre)
+    squares = np.cumsum((x - centre) ** 2)
+    mean = sums[before - 1] / before + centre
+    variance = np.maximum((squares[before - 1] - sums[before - 1] ** 2 / before) / (before - 1), 0.0)
+    floor = np.maximum(SIGMA_FLOOR_RELATIVE * np.abs(mean), SIGMA_FLOOR_ABSOLUTE)
+    spread = np.maximum(np.sqrt(variance), floor)
+    t = (x[2:] - mean) / spread * np.sqrt(before / i)
+    t = np.where(np.abs(x[2:] - mean) <= floor, 0.0, t)
+    df = i - 2
+    upper = stats.norm.isf(stats.t.sf(np.abs(t), df))  # from the tail: exact far from the centre
+    scores[2:] = np.clip(np.sign(t) * upper, -MAX_STANDARD_SCORE, MAX_STANDARD_SCORE)
+    return scores
+
+
+def self_starting_cusum(values: Data, *, k: float = 0.5, arl0: float = 370.0) -> ChangeDetection:
+    """Two-sided CUSUM of Hawkins' self-starting scores (see `self_starting_scores`), with
+    reference value k and the decision interval h whose in-control average run length is `arl0`
+    (`cusum_decision_interval`): no warm-up, no estimated baseline, the same false-alarm rate from
+    the third point on as a CUSUM with known mean and spread.
+
+    After an alarm the procedure starts afresh on the values after it, so a lasting shift becomes
+    the new level and is reported once. A change point is where the alarmed sum last left 0 (the
+    estimated onset of the change), not the alarm; `flagged` marks the alarms."""
+    k = _non_negative("k", k)
+    h = cusum_decision_interval(k, arl0)
+    series, observed_at, observed = _observed(values)
+    head = f"self-starting CUSUM k={k:g} h={h:.4g} (in-control ARL {arl0:g})"
+    if observed.size < 3:
+        return _not_tested("self_starting_cusum", series, observed.size, 3, head)
+
+    def segment(stretch: FloatArray) -> tuple[FloatArray, FloatArray, BoolArray]:
+        scores = np.nan_to_num(self_starting_scores(stretch), nan=0.0)
+        upper_sums, lower_sums = np.cumsum(scores - k), np.cumsum(-k - scores)
+        upper = upper_sums - np.minimum(np.minimum.accumulate(upper_sums), 0.0)
+        lower = lower_sums - np.minimum(np.minimum.accumulate(lower_sums), 0.0)
+        return upper, lower, (upper > h) | (lower > h)
+
+    upper, lower, alarms = _restarting(observed, segment)
+    limit = np.full(observed.size, h)
+    result = _result("self_starting_cusum", series, observed_at, upper, -lower, limit, -limit, alarms, None, head)
+    onsets = [int(observed_at[_onset(upper, lower, int(a))]) for a in np.flatnonzero(alarms)]
+    summary = _summary(onsets, int(alarms.sum())).replace("points flagged", "alarms").replace("point flagged", "alarm")
+    return replace(result, change_points=onsets, detail=f"{head}: {summary}{_missing_note(series.size, observed.size)}")
+
+
+def _onset(upper: FloatArray, lower: FloatArray, alarm: int) -> int:
+    """The first point of the run of positive sums that ends in the alarm at `alarm`."""
+    side = upper if upper[alarm] > lower[alarm] else lower
+    zeros = np.flatnonzero(side[:alarm] <= 0)
+    return int(zeros[-1]) + 1 if zeros.size else 0
+
+
 def page_hinkley(
     values: Data,
     *,
@@ -485,6 +590,7 @@ def ewma_chart(
 
 
 _DETECTORS: dict[Method, Callable[..., ChangeDetection]] = {
+    "self_starting_cusum": self_starting_cusum,
     "cusum": cusum,
     "page_hinkley": page_hinkley,
     "ewma": ewma_chart,
@@ -505,7 +611,12 @@ def detect(method: Method, values: Data, **params: Any) -> ChangeDetection:
 
 # --- chart ---------------------------------------------------------------------------------------
 
-_STATISTIC_LABELS: dict[Method, str] = {"cusum": "CUSUM", "page_hinkley": "Page–Hinkley", "ewma": "EWMA z"}
+_STATISTIC_LABELS: dict[Method, str] = {
+    "self_starting_cusum": "self-starting CUSUM",
+    "cusum": "CUSUM",
+    "page_hinkley": "Page–Hinkley",
+    "ewma": "EWMA z",
+}
 
 
 def plot_trend(title: str, labels: Sequence[str], detection: ChangeDetection) -> bytes:

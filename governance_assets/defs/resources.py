@@ -118,7 +118,7 @@ class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def recorder(self, state: GovernanceState, experiment: str) -> EvaluationRecorder:
         root = Path(self.artifact_root) if self.artifact_root else state.home_path() / "mlflow" / "artifacts"
-        return EvaluationRecorder(self.resolved_uri(state), root.absolute(), experiment)
+        return EvaluationRecorder(self.resolved_uri(state), root.absolute(), experiment, state.home_path() / "locks")
 
 
 @dg.definitions

@@ -57,7 +57,7 @@ def lineage_records(
             raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
         code_versions, data_versions = _versions(context, suite)
         mlflow_runs = evaluations.latest_by_run_name(suite)
-        records = []
+        records, lineage_tags = [], {}
         for run in runs.to_pylist():
             if run["status"] != "complete":
                 continue
@@ -75,11 +75,11 @@ def lineage_records(
             )
             records.append(record)
             if mlflow_run is not None:
-                tags = {
+                lineage_tags[mlflow_run.info.run_id] = {
                     f"lineage.{k}": str(record[k])
                     for k in ("run_spec_hash", "instances_hash", "helm_version", "git_commit")
                 }
-                evaluations.set_tags(mlflow_run.info.run_id, tags)
+        evaluations.set_tags(lineage_tags)
         document = json.dumps({"suite": suite, "runs": records}, indent=2, default=str)
         write_text_atomic(state.home_path() / "lineage" / f"{suite}.json", document)
         log_report(

@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.utils.uri import append_to_uri_path
+from mlflow.utils.validation import _validate_metric, _validate_param, _validate_tag
 
+from governance_assets.lib.core.files import regular_file_problem
+from governance_assets.lib.core.secrets import redacting_errors
 from governance_assets.lib.helm.output import read_run_spec
 
 _ILLEGAL_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 MAX_PARAM_LENGTH = 6000
 METRIC_MAP_ARTIFACT = "metric_name_map.json"
+CONTENT_HASH_TAG = "governance.content_hash"
+"""Written last: a record without it (still RUNNING) is incomplete."""
 
 
 def metric_key(metric: str, split: str | None, sub_split: str | None = None) -> str:
@@ -87,12 +103,22 @@ class RecordedRun:
 
 
 class EvaluationRecorder:
-    """Writes `EvaluationRun`s to one experiment, reusing the run whose content is unchanged."""
+    """Writes `EvaluationRun`s to one experiment, reusing the run whose content is unchanged.
 
-    def __init__(self, tracking_uri: str, artifact_root: Path | None, experiment: str) -> None:
+    Crash-safe: a record is complete only once it is FINISHED with its `governance.content_hash`
+    tag, both written last; a RUNNING record of the suite found under the suite's lock was left by
+    a writer that died, and is deleted before anything is compared. Concurrent recorders of one
+    suite take turns on a lock file in `lock_dir`, so one content is recorded once.
+    Fast: on a SQL tracking store (SQLite, PostgreSQL, …) the new runs are inserted in bulk through
+    MLflow's own tables in two transactions (all of them RUNNING with their tags, params and
+    metrics; then, after their artifacts are stored, the hashes and FINISHED); on any other store
+    (a tracking server) each run takes a few client calls."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None, experiment: str, lock_dir: Path) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = redacting_errors(MlflowClient(tracking_uri=tracking_uri))
         self.tracking_uri = tracking_uri
+        self.lock_dir = lock_dir
         existing = self.client.get_experiment_by_name(experiment)
         if existing is not None:
             self.experiment_id = existing.experiment_id
@@ -101,50 +127,87 @@ class EvaluationRecorder:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
 
     def latest_by_run_name(self, suite: str) -> dict[str, Any]:
-        """The newest MLflow run of each HELM run name already recorded for `suite`."""
+        """The newest complete MLflow run of each HELM run name already recorded for `suite`."""
         latest: dict[str, Any] = {}
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`governance.suite` = '{suite.replace(chr(39), '')}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=50000,
-        )
-        for run in runs:
+        for run in self._suite_runs(suite, "FINISHED"):
             run_name = run.data.tags.get("governance.run_name")
-            if run.data.tags.get("governance.suite") == suite and run_name:
+            if run_name and CONTENT_HASH_TAG in run.data.tags:
                 latest.setdefault(run_name, run)
         return latest
 
-    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        """Add tags to a recorded run (e.g. its lineage hashes)."""
-        self.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    def set_tags(self, tags_by_run: Mapping[str, Mapping[str, str]]) -> None:
+        """Add or replace tags on recorded runs (`run id -> tags`, e.g. their lineage hashes)."""
+        store = self._sql_store()
+        if store is None:
+            for run_id, tags in tags_by_run.items():
+                self.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+            return
+        rows = [{"run_uuid": run_id, "key": key, "value": value} for run_id, tags in tags_by_run.items()
+                for key, value in tags.items()]  # fmt: skip
+        for row in rows:
+            _validate_tag(row["key"], row["value"])  # type: ignore[no-untyped-call]
+        with store.ManagedSessionMaker() as session:
+            for run_id, tags in tags_by_run.items():
+                session.execute(sa.delete(SqlTag).where(SqlTag.run_uuid == run_id, SqlTag.key.in_(list(tags))))
+            if rows:
+                session.execute(sa.insert(SqlTag), rows)
 
     def record(self, runs: Sequence[EvaluationRun]) -> dict[str, RecordedRun]:
         """Record each run unless its latest record has the same content; link changed ones."""
-        recorded: dict[str, RecordedRun] = {}
-        by_suite: dict[str, dict[str, Any]] = {}
-        for run in runs:
-            latest = by_suite.setdefault(run.suite, self.latest_by_run_name(run.suite)).get(run.run_name)
-            digest = run.content_hash()
-            if latest is not None and latest.data.tags.get("governance.content_hash") == digest:
-                recorded[run.run_name] = RecordedRun(latest.info.run_id, created=False)
-                continue
-            supersedes = latest.info.run_id if latest is not None else None
-            recorded[run.run_name] = RecordedRun(self._create(run, digest, supersedes), True, supersedes)
+        suites = sorted({run.suite for run in runs})
+        with ExitStack() as locks:
+            for suite in suites:  # always in the same order: two recorders never wait on each other
+                locks.enter_context(self._suite_lock(suite))
+            for suite in suites:
+                self._delete_unfinished(suite)
+            latest = {suite: self.latest_by_run_name(suite) for suite in suites}
+            recorded: dict[str, RecordedRun] = {}
+            pending: list[tuple[EvaluationRun, str | None]] = []
+            for run in runs:
+                previous = latest[run.suite].get(run.run_name)
+                if previous is not None and previous.data.tags.get(CONTENT_HASH_TAG) == run.content_hash():
+                    recorded[run.run_name] = RecordedRun(previous.info.run_id, created=False)
+                else:
+                    pending.append((run, previous.info.run_id if previous is not None else None))
+            store = self._sql_store()
+            run_ids = self._create_in_bulk(store, pending) if store else [self._create(*item) for item in pending]
+            for (run, supersedes), run_id in zip(pending, run_ids, strict=True):
+                recorded[run.run_name] = RecordedRun(run_id, True, supersedes)
         return recorded
 
-    def _create(self, run: EvaluationRun, digest: str, supersedes: str | None) -> str:
-        tags = {
-            **run.tags,
-            "governance.suite": run.suite,
-            "governance.run_name": run.run_name,
-            "governance.content_hash": digest,
-            "helm.model": run.model,
-            "mlflow.runName": f"{run.suite}/{run.run_name}"[:250],
-        }
-        if supersedes:
-            tags["governance.supersedes"] = supersedes
-        created = self.client.create_run(self.experiment_id, tags=tags)
+    def _suite_runs(self, suite: str, status: str) -> list[Any]:
+        quoted = suite.replace("'", "\\'")
+        return list(
+            self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`governance.suite` = '{quoted}' and attributes.status = '{status}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=50000,
+            )
+        )
+
+    @contextmanager
+    def _suite_lock(self, suite: str) -> Iterator[None]:
+        """An exclusive lock on (tracking store, experiment, suite), released when its holder dies."""
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(f"{self.tracking_uri}\0{self.experiment_id}\0{suite}".encode()).hexdigest()[:24]
+        with (self.lock_dir / f"mlflow-record-{name}.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _delete_unfinished(self, suite: str) -> None:
+        """Delete the records of `suite` that a writer left RUNNING (called under the suite's lock)."""
+        for run in self._suite_runs(suite, "RUNNING"):
+            self.client.delete_run(run.info.run_id)
+
+    def _sql_store(self) -> SqlAlchemyStore | None:
+        """MLflow's SQL tracking store behind the client, when that is what it uses."""
+        store = self.client._tracking_client.store
+        return store if type(store) is SqlAlchemyStore else None
+
+    def _create(self, run: EvaluationRun, supersedes: str | None) -> str:
+        """One run through the client: created RUNNING, completed by its hash and FINISHED."""
+        created = self.client.create_run(self.experiment_id, tags=_tags(run, supersedes))
         run_id = str(created.info.run_id)
         metrics = [Metric(key, float(value), 0, 0) for key, value in sorted(run.metrics.items())]
         params = [Param(key, value) for key, value in flatten_params(run.adapter_spec).items()]
@@ -152,14 +215,86 @@ class EvaluationRecorder:
             self.client.log_batch(run_id, params=params[start : start + 100])
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        with tempfile.TemporaryDirectory() as scratch:
-            name_map = Path(scratch) / METRIC_MAP_ARTIFACT
-            name_map.write_text(json.dumps(run.metric_names, indent=2, sort_keys=True), "utf-8")
-            self.client.log_artifact(run_id, str(name_map))
-        for artifact in run.artifacts:
-            self.client.log_artifact(run_id, str(artifact), artifact_path="helm")
+        _store_artifacts(get_artifact_repository(created.info.artifact_uri, self.tracking_uri), run)
+        self.client.log_batch(run_id, tags=[RunTag(CONTENT_HASH_TAG, run.content_hash())])
         self.client.set_terminated(run_id)
         return run_id
+
+    def _create_in_bulk(self, store: SqlAlchemyStore, pending: Sequence[tuple[EvaluationRun, str | None]]) -> list[str]:
+        """All runs in two transactions of MLflow's SQL store (the rows `create_run` and `log_batch`
+        write); artifacts stored between them."""
+        if not pending:
+            return []
+        experiment = self.client.get_experiment(self.experiment_id)
+        now = int(time.time() * 1000)
+        run_ids = [uuid.uuid4().hex for _ in pending]
+        artifact_uris = [
+            str(append_to_uri_path(experiment.artifact_location, run_id, "artifacts"))  # type: ignore[no-untyped-call]
+            for run_id in run_ids
+        ]
+        rows: dict[type, list[dict[str, Any]]] = {SqlRun: [], SqlTag: [], SqlParam: [], SqlMetric: []}
+        for (run, supersedes), run_id, artifact_uri in zip(pending, run_ids, artifact_uris, strict=True):
+            tags = _tags(run, supersedes)
+            rows[SqlRun].append(
+                {"run_uuid": run_id, "name": tags[MLFLOW_RUN_NAME], "source_type": "UNKNOWN", "source_name": "",
+                 "entry_point_name": "", "user_id": "unknown", "status": "RUNNING", "start_time": now, "end_time": None,
+                 "deleted_time": None, "source_version": "", "lifecycle_stage": "active",
+                 "artifact_uri": artifact_uri, "experiment_id": int(self.experiment_id)}
+            )  # fmt: skip
+            for key, value in tags.items():
+                _validate_tag(key, value)  # type: ignore[no-untyped-call]
+                rows[SqlTag].append({"run_uuid": run_id, "key": key, "value": value})
+            for key, value in flatten_params(run.adapter_spec).items():
+                _validate_param(key, value)  # type: ignore[no-untyped-call]
+                rows[SqlParam].append({"run_uuid": run_id, "key": key, "value": value})
+            for key, mean in sorted(run.metrics.items()):
+                _validate_metric(key, float(mean), 0, 0)  # type: ignore[no-untyped-call]
+                is_nan, stored = store.sanitize_metric_value(float(mean))
+                rows[SqlMetric].append(
+                    {"run_uuid": run_id, "key": key, "value": stored, "timestamp": 0, "step": 0, "is_nan": is_nan}
+                )
+        with store.ManagedSessionMaker() as session:
+            for model in (SqlRun, SqlTag, SqlParam, SqlMetric):
+                if rows[model]:
+                    session.execute(sa.insert(model), rows[model])
+            if rows[SqlMetric]:
+                session.execute(sa.insert(SqlLatestMetric), rows[SqlMetric])
+        for (run, _), artifact_uri in zip(pending, artifact_uris, strict=True):
+            _store_artifacts(get_artifact_repository(artifact_uri, self.tracking_uri), run)
+        hashes = [
+            {"run_uuid": run_id, "key": CONTENT_HASH_TAG, "value": run.content_hash()}
+            for (run, _), run_id in zip(pending, run_ids, strict=True)
+        ]
+        with store.ManagedSessionMaker() as session:
+            session.execute(sa.insert(SqlTag), hashes)
+            session.execute(
+                sa.update(SqlRun).where(SqlRun.run_uuid.in_(run_ids)).values(status="FINISHED", end_time=now)
+            )
+        return run_ids
+
+
+def _tags(run: EvaluationRun, supersedes: str | None) -> dict[str, str]:
+    """A record's tags, except its content hash (written last)."""
+    tags = {
+        **run.tags,
+        "governance.suite": run.suite,
+        "governance.run_name": run.run_name,
+        "helm.model": run.model,
+        MLFLOW_RUN_NAME: f"{run.suite}/{run.run_name}"[:250],
+    }
+    if supersedes:
+        tags["governance.supersedes"] = supersedes
+    return tags
+
+
+def _store_artifacts(repository: ArtifactRepository, run: EvaluationRun) -> None:
+    """The metric name map at the artifact root, the run's HELM files under `helm/`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        name_map = Path(scratch) / METRIC_MAP_ARTIFACT
+        name_map.write_text(json.dumps(run.metric_names, indent=2, sort_keys=True), "utf-8")
+        repository.log_artifact(str(name_map))  # type: ignore[no-untyped-call]
+    for artifact in run.artifacts:
+        repository.log_artifact(str(artifact), artifact_path="helm")  # type: ignore[no-untyped-call]
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
@@ -196,7 +331,7 @@ def evaluation_runs(run_stats: pa.Table, runs: pa.Table, tags: Mapping[str, str]
                 adapter_spec=spec.adapter_spec,
                 metrics=metrics,
                 metric_names=names,
-                artifacts=[folder / "run_spec.json", folder / "stats.json"],
+                artifacts=[p for p in (folder / "run_spec.json", folder / "stats.json") if not regular_file_problem(p)],
                 tags=tags,
             )
         )

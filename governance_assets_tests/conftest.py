@@ -52,25 +52,24 @@ def copy_suite(source_suite_dir: Path, destination_root: Path, suite: str, runs:
 
 
 def governance_defs(policy: Policy | None = None) -> list[object]:
-    """The real code location's suite-partitioned assets and their checks, with the gate checks
-    built from `policy` (default: the policy loaded with the code location)."""
+    """The real code location's suite-partitioned assets and their checks, with the gates'
+    verdicts asset (and its checks) built from `policy` (default: the policy loaded with the code
+    location)."""
     from governance_assets.definitions import defs
-    from governance_assets.defs.gates.checks import build_gate_checks
+    from governance_assets.defs.gates.assets import VERDICTS_KEY, build_verdicts_asset
     from governance_assets.defs.partitions import helm_suites
     from governance_assets.defs.resources import POLICY
 
     definitions = defs()
+    verdicts = dg.AssetKey(list(VERDICTS_KEY))
     assets = [
-        a for a in definitions.assets or [] if isinstance(a, dg.AssetsDefinition) and a.partitions_def == helm_suites
+        a
+        for a in definitions.assets or []
+        if isinstance(a, dg.AssetsDefinition) and a.partitions_def == helm_suites and verdicts not in a.keys
     ]
     keys = {key for asset in assets for key in asset.keys}
-    loaded_gates = {gate.name for gate in POLICY.gates}
-    other_checks = [
-        c
-        for c in definitions.asset_checks or []
-        if not {k.name for k in c.check_keys} & loaded_gates and {k.asset_key for k in c.check_keys} <= keys
-    ]
-    return [*assets, *other_checks, *build_gate_checks(policy or POLICY)]
+    other_checks = [c for c in definitions.asset_checks or [] if {k.asset_key for k in c.check_keys} <= keys]
+    return [*assets, build_verdicts_asset(policy or POLICY), *other_checks]
 
 
 def governance_resources(home: Path, roots: str = "") -> dict[str, object]:

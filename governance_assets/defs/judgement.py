@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
-Outcome = Literal["pass", "fail", "no data"]
+Outcome = Literal["pass", "fail", "inconclusive", "no data"]
 
 
 @dataclass(frozen=True)

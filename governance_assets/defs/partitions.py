@@ -1,11 +1,13 @@
 """Partitions shared across groups."""
 
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import dagster as dg
 
 from governance_assets.defs.resources import POLICY
+from governance_assets.lib.core.code_version import source_digest
 
 HELM_SUITES = "helm_suites"
 helm_suites = dg.DynamicPartitionsDefinition(name=HELM_SUITES)
@@ -26,6 +28,14 @@ and including today (traffic of the current day is ingested as it lands)."""
 OWNERS = ["team:ml-governance"]
 
 
+def defining_module() -> str:
+    """The module that declares the asset being built: the first caller outside this module."""
+    frame = sys._getframe(1)
+    while frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # type: ignore[assignment]
+    return str(frame.f_globals["__name__"])
+
+
 def suite_asset(
     key: Sequence[str],
     *,
@@ -34,7 +44,9 @@ def suite_asset(
     description: str | None = None,
 ) -> dict[str, Any]:
     """The settings every suite-partitioned asset shares: key `[group, entity]` with the group
-    named after its folder under defs/, the suite partitions, owners, kinds, a code version."""
+    named after its folder under defs/, the suite partitions, owners, kinds, and a code version
+    that is a digest of the declaring module and every project module it reaches, so the UI
+    shows an asset as stale when the code it runs changed."""
     return {
         "key": dg.AssetKey(list(key)),
         "group_name": key[0],
@@ -43,7 +55,7 @@ def suite_asset(
         "deps": [dep if isinstance(dep, dg.AssetKey) else dg.AssetKey(list(dep)) for dep in deps],
         "kinds": kinds,
         "owners": OWNERS,
-        "code_version": "1",
+        "code_version": source_digest(defining_module()),
         **({"description": description} if description else {}),
     }
 

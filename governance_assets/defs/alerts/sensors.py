@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from governance_assets.defs.gates.checks import GATED_ASSET
+from governance_assets.defs.gates.assets import gate_check_keys
 from governance_assets.defs.monitoring.checks import MONITORING_CHECKS
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.alerts.sinks import Alert, AlertSink, JsonlSink, WebhookSink, deliver
@@ -20,8 +20,7 @@ HISTORY_PER_TICK = 200
 
 def alerted_check_keys(policy: Policy) -> list[dg.AssetCheckKey]:
     """Every gate of the policy and every monitoring check, as check keys."""
-    gates = [dg.AssetCheckKey(dg.AssetKey(list(GATED_ASSET[gate.kind])), gate.name) for gate in policy.gates]
-    return gates + [key for check in MONITORING_CHECKS for key in check.check_keys]
+    return gate_check_keys(policy) + [key for check in MONITORING_CHECKS for key in check.check_keys]
 
 
 def _alert(key: dg.AssetCheckKey, record: Any) -> Alert:
@@ -33,7 +32,7 @@ def _alert(key: dg.AssetCheckKey, record: Any) -> Alert:
         key=f"{where}:{partition}:{record.id}",
         severity=evaluation.severity.value,
         title=f"Check {key.name} failed for {partition}",
-        text=f"{where}: {metadata.get('outcome')}; actual {metadata.get('actual')}; threshold {metadata.get('threshold')}",
+        text=f"{where}: {metadata.get('reason') or metadata.get('outcome')}; threshold {metadata.get('threshold')}",
         created_at=datetime.fromtimestamp(record.create_timestamp, tz=UTC),
         details={
             "partition": partition,

@@ -5,7 +5,8 @@ import pandas as pd
 
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.gates.evaluation import SuiteTables, load_suite_tables, read_frame
+from governance_assets.lib.gates.base import SuiteTables
+from governance_assets.lib.gates.evaluation import load_suite_tables, read_frame
 from governance_assets.lib.helm import tidy
 
 

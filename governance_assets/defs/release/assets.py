@@ -7,14 +7,12 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from governance_assets.defs.gates.assets import VERDICTS_KEY
-from governance_assets.defs.metadata import md_table
+from governance_assets.defs.gates.assets import DECISION_KEY, VERDICTS_KEY, table_metadata
 from governance_assets.defs.partitions import suite_asset
-from governance_assets.defs.resources import GovernanceState, MlflowTracking
+from governance_assets.defs.resources import POLICY, GovernanceState, MlflowTracking
 from governance_assets.lib.core.mlflow_record import log_report, run_url
-from governance_assets.lib.gates.evaluation import release_decisions
+from governance_assets.lib.gates.release import release_decisions
 
-DECISION_KEY = ("release", "decision")
 DECISION_SCHEMA = pa.schema(
     [
         ("suite", pa.string()),
@@ -31,8 +29,9 @@ def release_decision(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Promote or block each model of the suite; never materialises past a failed blocking gate."""
-    recorder = mlflow.recorder(state, state.policy().mlflow.governance_experiment)
+    recorder = mlflow.recorder(state, POLICY.mlflow.governance_experiment)
     shown: list[dict[str, Any]] = []
+    run_id = ""
     for suite in context.partition_keys:
         verdicts = state.warehouse().read(VERDICTS_KEY, suite)
         if verdicts is None:
@@ -58,12 +57,18 @@ def release_decision(
             },
             {"decision.json": json.dumps(decisions, indent=2)},
         )
-        shown += [{**d, "reasons": "; ".join(d["reasons"]) or "-"} for d in decisions]
+        shown += [
+            {**d, "reasons": "; ".join(d["reasons"]) or "-", "warnings": "; ".join(d["warnings"]) or "-"}
+            for d in decisions
+        ]
+    promoted = [row["model"] for row in shown if row["decision"] == "promote"]
     return dg.MaterializeResult(
         metadata={
-            "models_promoted": sum(row["decision"] == "promote" for row in shown),
-            "models_blocked": sum(row["decision"] == "block" for row in shown),
-            "decision": dg.MetadataValue.md(md_table(shown, ["suite", "model", "decision", "reasons"])),
+            "models_promoted": len(promoted),
+            "models_blocked": len(shown) - len(promoted),
+            "summary": "; ".join(f"{row['model']}: {row['decision'].upper()}" for row in shown),
+            "decision": table_metadata(shown, DECISION_SCHEMA, ["model", "decision", "reasons", "warnings"]),
+            "dagster/row_count": len(shown),
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
         }
     )

@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from governance_assets.lib.core.strict import StrictModel
+from governance_assets.lib.gates.registry import Gate
+from governance_assets.lib.gates.regression import RegressionSettings
 
 _ENTRY = re.compile(r"^[A-Za-z0-9_][\w.\-]*(:[^\s]+)?$")
 
@@ -19,8 +23,7 @@ class PolicyError(ValueError):
     """A policy file that cannot be used; the message names the file, the field path and why."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class EvaluationPlan(_Strict):
@@ -50,89 +53,6 @@ class EvaluationPlan(_Strict):
         return [
             f"{entry}{',' if ':' in entry else ':'}model={model}" for entry in self.run_entries for model in self.models
         ]
-
-
-class RunSelector(_Strict):
-    """Which runs a gate applies to: shell-style patterns (`*`, `?`, `[ab]`), all must match."""
-
-    scenario: str = "*"
-    model: str = "*"
-    run_group: str = "*"
-    """Matches if any of the run's HELM run groups matches."""
-
-
-class _Gate(_Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-    """The check's name in Dagster (lower_snake_case)."""
-    description: str = ""
-    blocking: bool = False
-    """A failing blocking gate stops `release/decision` for the suite (ERROR severity)."""
-    severity: Literal["error", "warn"] = "error"
-    """Severity of a failure of a non-blocking gate (blocking gates always fail at ERROR)."""
-    runs: RunSelector = RunSelector()
-
-
-class _MetricGate(_Gate):
-    metrics: Annotated[list[str], Field(min_length=1)]
-    """Metric name patterns, e.g. `exact_match` or `bias_metric:*`."""
-    split: str = "*"
-    perturbation: str | None = None
-    """None: plain (unperturbed) stats only; else a pattern over the perturbation label,
-    e.g. `robustness,computed_on=worst`."""
-
-
-class ThresholdGate(_MetricGate):
-    """Each matching run-level mean must lie within [min, max]."""
-
-    kind: Literal["threshold"]
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _has_a_bound(self) -> ThresholdGate:
-        if self.min is None and self.max is None:
-            raise ValueError("a threshold gate needs 'min', 'max' or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"'min' ({self.min}) is greater than 'max' ({self.max})")
-        return self
-
-
-class RegressionGate(_MetricGate):
-    """Fails when a metric drops by more than `tolerance` against the baseline suite and the
-    drop is significant at the policy's alpha after multiple-comparison correction."""
-
-    kind: Literal["regression"]
-    tolerance: Annotated[float, Field(ge=0)] = 0.0
-    baseline_suite: str | None = None
-    """None: the most recent earlier suite that has the same run."""
-    higher_is_better: bool = True
-
-
-class CompletenessGate(_Gate):
-    """Every run complete, instance counts as planned, failed requests under a limit."""
-
-    kind: Literal["completeness"]
-    max_failed_request_share: Annotated[float, Field(ge=0, le=1)] = 0.0
-
-
-class DataQualityGate(_Gate):
-    """A Great Expectations suite on the tidy tables: schema, required values, value ranges."""
-
-    kind: Literal["data_quality"]
-
-
-Gate = Annotated[ThresholdGate | RegressionGate | CompletenessGate | DataQualityGate, Field(discriminator="kind")]
-
-
-class RegressionSettings(_Strict):
-    """How regressions are tested."""
-
-    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
-    correction: Literal["holm", "bh"] = "holm"
-    """Multiple-comparison correction across the regression comparisons of a suite."""
-    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
-    bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000
-    seed: int = 0
 
 
 class AlertSettings(_Strict):
@@ -243,6 +163,7 @@ class TrendSettings(_Strict):
     warmup: Annotated[int, Field(ge=2)] = 7
     """Points that estimate the in-control mean and spread (and Page–Hinkley's first possible alarm)."""
     cusum_k: Annotated[float, Field(ge=0)] = 0.5
+    """Reference value of both CUSUMs, in σ (half the shift they are tuned to find fastest)."""
     cusum_h: Annotated[float, Field(gt=0)] = 5.0
     ewma_lambda: Annotated[float, Field(gt=0, le=1)] = 0.2
     ewma_l: Annotated[float, Field(gt=0)] = 3.0

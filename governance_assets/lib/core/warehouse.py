@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -150,6 +151,11 @@ class Warehouse:
         if cache:
             self._write_cache(key, partition, [(table, 0, table.num_rows)], None, path)
         return path
+
+    def delete(self, key: Sequence[str], partition: str | None = None) -> None:
+        """Remove a table's file and its Arrow cache (nothing happens when neither exists)."""
+        self.path(key, partition).unlink(missing_ok=True)
+        shutil.rmtree(self._cache_folder(key, partition), ignore_errors=True)
 
     def write_rebuilt(
         self,

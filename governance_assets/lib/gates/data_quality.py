@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from governance_assets.lib.core.policy import DataQualityGate
+from governance_assets.lib.gates.base import GateSettings, SuiteTables
 from governance_assets.lib.gates.outcomes import GateResult, overall
 from governance_assets.lib.helm.tidy import INSTANCE_STATS_SCHEMA, PREDICTIONS_SCHEMA, RUN_STATS_SCHEMA
 
@@ -22,6 +22,22 @@ REQUIRED = {
     "instance_stats": ["suite", "run_name", "model", "instance_id", "train_trial_index", "metric"],
     "predictions": ["suite", "run_name", "model", "instance_id", "train_trial_index", "input"],
 }
+FINITE = 1.7976931348623157e308
+"""Largest finite float: a value outside ±FINITE is infinite."""
+NUMBERS = {
+    "run_stats": ["count", "sum", "mean", "stddev", "min", "max"],
+    "instance_stats": ["value"],
+}
+"""Numeric columns whose values must be finite."""
+
+
+class DataQualityGate(GateSettings):
+    """A Great Expectations suite on the tidy tables: schema, required values, finite numbers and
+    ranges (count ≥ 0, stddev ≥ 0, min ≤ mean ≤ max)."""
+
+    kind: Literal["data_quality"]
+
+
 COLUMNS = {
     "run_stats": RUN_STATS_SCHEMA.names,
     "instance_stats": INSTANCE_STATS_SCHEMA.names,
@@ -48,6 +64,10 @@ def _expectations(table: str) -> list[Any]:
         gx.expectations.ExpectTableColumnsToMatchSet(column_set=COLUMNS[table], exact_match=True)
     ]
     expectations += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in REQUIRED[table]]
+    expectations += [
+        gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=-FINITE, max_value=FINITE)
+        for c in NUMBERS.get(table, [])
+    ]
     if table == "run_stats":
         expectations += [
             gx.expectations.ExpectColumnValuesToBeBetween(column="count", min_value=0),
@@ -61,6 +81,12 @@ def _expectations(table: str) -> list[Any]:
             gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(
                 column_A="mean",
                 column_B="min",
+                or_equal=True,
+                ignore_row_if="either_value_is_missing",
+            ),
+            gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="max",
+                column_B="mean",
                 or_equal=True,
                 ignore_row_if="either_value_is_missing",
             ),
@@ -118,8 +144,13 @@ def validate_tables(tables: Mapping[str, pd.DataFrame]) -> list[ExpectationOutco
     return outcomes
 
 
-def data_quality_gate(gate: DataQualityGate, tables: Mapping[str, pd.DataFrame]) -> GateResult:
+def data_quality_gate(gate: DataQualityGate, suite: SuiteTables) -> GateResult:
     """The expectation suites as a gate: each failed expectation is a failed evidence row."""
+    tables = {
+        "run_stats": suite.run_stats,
+        "instance_stats": suite.instance_stats,
+        "predictions": suite.predictions,
+    }
     if all(frame.empty for frame in tables.values()):
         return GateResult(gate.name, gate.kind, gate.blocking, "no data", "every expectation met", "no rows", [])
     rows = [
@@ -130,6 +161,7 @@ def data_quality_gate(gate: DataQualityGate, tables: Mapping[str, pd.DataFrame])
             "unexpected_count": o.unexpected_count,
             "examples": o.examples,
             "status": "pass" if o.success else "fail",
+            "detail": "" if o.success else f"{o.table}.{o.column or '*'}: {o.expectation} ({o.unexpected_count} rows)",
         }
         for o in validate_tables(tables)
     ]
@@ -144,3 +176,8 @@ def data_quality_gate(gate: DataQualityGate, tables: Mapping[str, pd.DataFrame])
         actual,
         rows,
     )
+
+
+def judge_data_quality(gates: Sequence[DataQualityGate], tables: SuiteTables) -> list[GateResult]:
+    """Every data-quality gate of the policy on one suite."""
+    return [data_quality_gate(gate, tables) for gate in gates]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import tempfile
@@ -42,11 +43,45 @@ def path_within(root: Path, *components: str, what: str = "name") -> Path:
     return path
 
 
+def _process_identity(pid: int) -> str | None:
+    """`pid` and its start time (from /proc), or None when no such process runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: the pid alone, if it runs
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return f"{pid}-0"
+    return f"{pid}-{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, after the command's ")"
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files of `path` whose writers died (killed mid-write); return them."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        writer = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        pid = writer.split("-", 1)[0]
+        if pid.isdigit() and _process_identity(int(pid)) != writer:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed over `path` only if the block succeeds."""
+    """A temporary path beside `path`, renamed over `path` only if the block succeeds.
+
+    The temporary name carries the writer's pid and start time, so that the next writer of
+    `path` deletes what a killed writer left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    writer = _process_identity(os.getpid()) or f"{os.getpid()}-0"
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:

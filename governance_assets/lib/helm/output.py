@@ -263,8 +263,8 @@ def _number(stat: dict[str, Any], key: str, where: str, path: Path) -> float | N
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise HelmOutputError(path, f"{where}: {key!r} is not a number ({value!r})")
-    if isinstance(value, float) and math.isnan(value):
-        raise HelmOutputError(path, f"{where}: {key!r} is NaN")
+    if not math.isfinite(value):
+        raise HelmOutputError(path, f"{where}: {key!r} is {value} (not a finite number)")
     return float(value)
 
 
@@ -285,6 +285,8 @@ def parse_stat(stat: Any, where: str, path: Path) -> StatRow:
     count = stat.get("count")
     if isinstance(count, bool) or not isinstance(count, int | float) or count < 0:
         raise HelmOutputError(path, f"{where}: missing or invalid 'count' ({count!r})")
+    if isinstance(count, float) and not count.is_integer():
+        raise HelmOutputError(path, f"{where}: 'count' is {count!r}, not a whole number")
     mean = _number(stat, "mean", where, path)
     if count > 0 and mean is None:
         raise HelmOutputError(path, f"{where}: count is {count} but 'mean' is missing or null")
@@ -332,6 +334,18 @@ class _Suspect(Exception):
     """The fast path met something odd: re-read strictly to say exactly what."""
 
 
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+
+
+def _check_numbers(*columns: list[Any]) -> None:
+    """Raise _Suspect unless every value is None, an int or a float (no booleans or strings) and
+    they are all finite (a sum of finite values overflowing sends the rare file to the strict
+    path, which accepts it)."""
+    for values in columns:
+        if not set(map(type, values)) <= _NUMBER_TYPES or not math.isfinite(sum(v for v in values if v is not None)):
+            raise _Suspect
+
+
 _FAST_PATH_ERRORS = (_Suspect, KeyError, TypeError, AttributeError)
 _labels: dict[tuple[Any, ...], str | None] = {}
 
@@ -375,7 +389,12 @@ def _stats_fast(stats: list[Any]) -> Columns:
     for stat in stats:
         name = stat["name"]
         count, mean = stat["count"], stat.get("mean")
-        if not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS) or count < 0 or (mean is None and count):
+        if (
+            not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS)
+            or type(count) is not int
+            or count < 0
+            or (mean is None and count)
+        ):
             raise _Suspect
         metric.append(name["name"])
         split.append(name.get("split"))
@@ -388,6 +407,7 @@ def _stats_fast(stats: list[Any]) -> Columns:
         stddevs.append(stat.get("stddev"))
         mins.append(stat.get("min"))
         maxs.append(stat.get("max"))
+    _check_numbers(sums, means, stddevs, mins, maxs)
     return columns
 
 
@@ -415,7 +435,12 @@ def _instance_stats_fast(entries: list[Any]) -> Columns:
         for stat in entry["stats"]:
             name = stat["name"]
             count, mean = stat["count"], stat.get("mean")
-            if not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS) or count < 0 or (mean is None and count):
+            if (
+                not (stat.keys() <= _STAT_KEYS and name.keys() <= _NAME_KEYS)
+                or type(count) is not int
+                or count < 0
+                or (mean is None and count)
+            ):
                 raise _Suspect
             instance_ids.append(instance_id)
             trials.append(trial)
@@ -425,6 +450,7 @@ def _instance_stats_fast(entries: list[Any]) -> Columns:
             split.append(name.get("split"))
             sub_split.append(name.get("sub_split"))
             values.append(mean if count else None)
+    _check_numbers(values)
     return columns
 
 

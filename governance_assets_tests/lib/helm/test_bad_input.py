@@ -43,6 +43,11 @@ def _nan_mean(run: Path) -> None:
     (run / "stats.json").write_text(text.replace('"mean": 4.0', '"mean": NaN', 1))
 
 
+def _infinite_mean(run: Path) -> None:
+    text = (run / "stats.json").read_text()
+    (run / "stats.json").write_text(text.replace('"mean": 4.0', '"mean": 1e999', 1))  # parses as Infinity
+
+
 BAD_STATS = {
     "truncated JSON": (_truncate, "truncated JSON"),
     "invalid JSON": (lambda run: (run / "stats.json").write_text("{not json"), "invalid JSON"),
@@ -55,6 +60,10 @@ BAD_STATS = {
     "missing count": (_edit_stats(lambda s: s[0].pop("count")), "missing or invalid 'count'"),
     "null mean": (_edit_stats(lambda s: s[0].update(mean=None)), "'mean' is missing or null"),
     "NaN mean": (_nan_mean, "non-finite number NaN"),
+    "infinite mean": (_infinite_mean, "'mean' is inf (not a finite number)"),
+    "boolean mean": (_edit_stats(lambda s: s[0].update(mean=True)), "'mean' is not a number (True)"),
+    "boolean count": (_edit_stats(lambda s: s[0].update(count=True)), "missing or invalid 'count' (True)"),
+    "fractional count": (_edit_stats(lambda s: s[0].update(count=1.5)), "'count' is 1.5, not a whole number"),
     "string number": (_edit_stats(lambda s: s[0].update(max="4")), "'max' is not a number"),
     "missing name": (_edit_stats(lambda s: s[0].pop("name")), "missing or invalid 'name'"),
 }
@@ -78,6 +87,23 @@ def test_bad_stats_file_names_file_and_reason_and_rest_ingests(case: str, suite_
     # The other tables read other files: they still hold the run.
     assert result.builds[tidy.INSTANCE_STATS.key].errors == {}
     assert not list(warehouse.root.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize(("value", "reason"), [("1e999", "'mean' is inf"), ("true", "'mean' is not a number")])
+def test_impossible_instance_values_are_refused_with_the_file_and_instance(
+    value: str, reason: str, tmp_path: Path
+) -> None:
+    run = _first_run(copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=1))
+    path = run / "per_instance_stats.json"
+    entries = json.loads(path.read_text())
+    stat = entries[3]["stats"][0]
+    marker = 987654.25
+    stat["mean"] = marker
+    path.write_text(json.dumps(entries).replace(str(marker), value, 1))
+    with pytest.raises(helm_output.HelmOutputError) as error:
+        helm_output.read_instance_stats(run)
+    assert str(path) in str(error.value) and f"entry 3 ({entries[3]['instance_id']})" in str(error.value)
+    assert reason in str(error.value)
 
 
 def test_missing_required_file_marks_run_incomplete_and_never_ingests_it(suite_dir: Path, tmp_path: Path) -> None:

@@ -560,18 +560,28 @@ def mark_failed_runs(runs: pa.Table, failures: Sequence[tuple[str | None, str, s
 def compare_with_summary(suite_dir: Path, run_stats: pa.Table) -> tuple[int, list[str]]:
     """Compare our per-run means with the stats HELM's `helm-summarize` wrote to `runs.json`.
 
-    Returns how many values were compared and a description of each disagreement; a suite
-    without `runs.json` compares nothing."""
+    Every run in `runs.json` must be in `run_stats` with every stat HELM summarised, each key
+    (run, metric, split, sub-split, perturbation) must appear once in `run_stats`, and the means
+    must be equal. Returns how many values were compared and a description of each disagreement;
+    a suite without `runs.json` compares nothing."""
     path = suite_dir / "runs.json"
     if not path.exists():
         return 0, []
     ours: dict[tuple[Any, ...], float | None] = {}
+    mismatches = []
     for row in run_stats.select(["run_name", "metric", "split", "sub_split", "perturbation", "mean"]).to_pylist():
-        ours[(row["run_name"], row["metric"], row["split"], row["sub_split"], row["perturbation"])] = row["mean"]
-    compared, mismatches = 0, []
+        key = (row["run_name"], row["metric"], row["split"], row["sub_split"], row["perturbation"])
+        if key in ours and ours[key] != row["mean"]:
+            mismatches.append(f"{key[0]}: {key[1:]} appears twice in run_stats ({ours[key]} and {row['mean']})")
+        elif key in ours:
+            mismatches.append(f"{key[0]}: {key[1:]} appears twice in run_stats")
+        ours[key] = row["mean"]
+    runs_in_table = {key[0] for key in ours}
+    compared = 0
     for run in ho.load_json(path):
         run_name = Path(run["run_path"]).name if run.get("run_path") else run["run_spec"]["name"]
-        if not any(key[0] == run_name for key in ours):
+        if run_name not in runs_in_table:
+            mismatches.append(f"{run_name}: in runs.json but missing from run_stats")
             continue
         for index, stat in enumerate(run["stats"]):
             theirs = ho.parse_stat(stat, f"{run_name} stat {index}", path)

@@ -39,6 +39,17 @@ def test_summary_comparison_detects_a_changed_mean(warehouse: Warehouse) -> None
     assert mismatches and all("bbq_accuracy" in m for m in mismatches)
 
 
+def test_summary_comparison_detects_a_missing_run_and_a_conflicting_duplicate(warehouse: Warehouse) -> None:
+    suite_dir = SAFETY_ROOT / "runs" / "v3"
+    frame = tidy.ingest_suite("v3", suite_dir, warehouse).builds[tidy.RUN_STATS.key].table.to_pandas()
+    dropped = sorted(frame["run_name"].unique())[0]
+    _, missing = tidy.compare_with_summary(suite_dir, tidy.pa.Table.from_pandas(frame[frame["run_name"] != dropped]))
+    assert missing == [f"{dropped}: in runs.json but missing from run_stats"]
+    duplicate = pd.concat([frame, frame.iloc[[0]].assign(mean=frame["mean"].iloc[0] + 1)])
+    _, doubled = tidy.compare_with_summary(suite_dir, tidy.pa.Table.from_pandas(duplicate))
+    assert len(doubled) == 2 and "appears twice in run_stats" in doubled[0]
+
+
 def test_mmlu_suite_without_runs_json(warehouse: Warehouse) -> None:
     suite_dir = MMLU_ROOT / "runs" / "v1"
     result = tidy.ingest_suite("v1", suite_dir, warehouse)

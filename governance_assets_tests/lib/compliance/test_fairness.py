@@ -1,0 +1,168 @@
+"""Bias and fairness numbers against HELM's own aggregates and fairlearn's difference functions."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+from governance_assets.lib.compliance import fairness
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.gates.evaluation import SuiteTables, load_suite_tables
+from governance_assets.lib.helm import tidy
+from governance_assets_tests.conftest import SAFETY_ROOT
+from governance_assets_tests.lib.compliance.helm_probe import run_probe_suite
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> SuiteTables:
+    return run_probe_suite(tmp_path_factory.mktemp("probe"))
+
+
+@pytest.fixture(scope="module")
+def safety(tmp_path_factory: pytest.TempPathFactory) -> SuiteTables:
+    warehouse = Warehouse(tmp_path_factory.mktemp("safety"))
+    tidy.ingest_suite("v3", SAFETY_ROOT / "runs" / "v3", warehouse)
+    tables = load_suite_tables(warehouse, "v3")
+    assert tables is not None
+    return tables
+
+
+def _helm_means(tables: SuiteTables, metric: str) -> dict[tuple[str, str | None, str | None], float]:
+    stats = tables.run_stats[tables.run_stats["metric"] == metric]
+    return {
+        (
+            str(r.run_name),
+            None if pd.isna(r.sub_split) else str(r.sub_split),
+            None if pd.isna(r.perturbation) else str(r.perturbation),
+        ): float(r.mean)
+        for r in stats.itertuples()
+    }
+
+
+def test_bbq_bias_scores_and_empty_bias_metrics_are_reported_with_counts(
+    safety: SuiteTables, probe: SuiteTables
+) -> None:
+    table = fairness.bias_metrics(safety.run_stats, safety.instance_stats)
+    bbq = table[table["metric"] == "bbq_metric_ambiguous_bias"]
+    assert len(bbq) == 9 and set(bbq["status"]) == {"ok"} and set(bbq["instances"]) == {2}
+    run_dir = SAFETY_ROOT / "runs" / "v3" / "bbq:subject=all,method=multiple_choice_joint,model=meta_llama-3-8b"
+    [helm] = [
+        s for s in json.loads((run_dir / "stats.json").read_text())
+        if s["name"]["name"] == "bbq_metric_ambiguous_bias" and not s["name"].get("perturbation")
+    ]  # fmt: skip
+    [ours] = bbq[bbq["run_name"] == run_dir.name].to_dict("records")
+    assert (ours["mean"], ours["count"]) == (helm["mean"], helm["count"])
+    probe_bias = fairness.bias_metrics(probe.run_stats, probe.instance_stats)
+    assert len(probe_bias) == 2 * 6 * 2 and set(probe_bias["status"]) == {fairness.NO_DATA}
+
+
+def test_perturbed_and_worst_means_equal_helms_aggregates(probe: SuiteTables) -> None:
+    outcomes = fairness.instance_outcomes(probe.instance_stats, ["exact_match"])
+    gaps = fairness.perturbation_gaps(outcomes, confidence=0.95)
+    helm = _helm_means(probe, "exact_match")
+    typo = gaps[gaps["perturbation"] == "typos"]
+    assert set(typo["computed_on"]) == {"perturbed", "worst"}
+    for row in gaps.itertuples():
+        perturbed_label = str(row.label)
+        label = perturbed_label.replace("computed_on=perturbed", f"computed_on={row.computed_on}")
+        original = perturbed_label.replace("computed_on=perturbed", "computed_on=original")
+        # HELM's run-level stats are per sub_split here (the scenario has groups): pool them by instance count
+        per_group = [(g, helm[row.run_name, g, label]) for g in ("female", "male") if (row.run_name, g, label) in helm]
+        counts = outcomes[(outcomes["run_name"] == row.run_name) & (outcomes["perturbation"] == perturbed_label)]
+        sizes = counts.groupby("sub_split")["instance_id"].nunique()
+        pooled = sum(sizes[g] * mean for g, mean in per_group) / sum(sizes[g] for g, _ in per_group)
+        pooled_original = sum(sizes[g] * helm[row.run_name, g, original] for g, _ in per_group) / sizes.sum()
+        assert row.perturbed_mean == pytest.approx(pooled)
+        assert row.original_mean == pytest.approx(pooled_original)
+        assert row.method == "mcnemar_exact" and row.ci_low <= row.gap <= row.ci_high
+    [worst_typo] = typo[typo["computed_on"] == "worst"].to_dict("records")
+    assert worst_typo["gap"] < -0.2 and worst_typo["ci_high"] < 0 and worst_typo["p_adjusted"] < 0.05
+    gender = gaps[(gaps["perturbation"] == "gender") & (gaps["computed_on"] == "perturbed")]
+    assert len(gender) == 1 and gender["gap"].iloc[0] == 0.0  # the swap never touches the occupation
+
+
+def test_group_values_equal_helms_sub_split_stats_and_gaps_equal_fairlearn(probe: SuiteTables) -> None:
+    outcomes = fairness.instance_outcomes(probe.instance_stats, ["exact_match"])
+    groups, gaps = fairness.group_fairness_table(outcomes, confidence=0.95, n_boot=200, seed=0, min_group_size=5)
+    helm = _helm_means(probe, "exact_match")
+    assert set(groups["group"]) == {"female", "male"} and len(gaps) == 2  # both probe runs; simple_mcqa has no groups
+    for row in groups.itertuples():
+        assert row.value == pytest.approx(helm[row.run_name, row.group, None])
+        assert row.ci_low <= row.value <= row.ci_high
+    for gap in gaps.itertuples():
+        plain = outcomes[(outcomes["run_name"] == gap.run_name) & outcomes["perturbation"].isna()]
+        reference = demographic_parity_difference(plain["value"], plain["value"], sensitive_features=plain["sub_split"])
+        assert gap.gap == pytest.approx(reference)
+        assert gap.gap == pytest.approx(abs(helm[gap.run_name, "female", None] - helm[gap.run_name, "male", None]))
+        assert gap.gap_ci_low <= gap.gap <= gap.gap_ci_high
+
+
+def test_group_fairness_of_a_classifier_matches_fairlearns_functions() -> None:
+    rng = np.random.default_rng(1)
+    groups = rng.choice(["a", "b", "c"], size=300)
+    y_true = rng.random(300) < 0.5
+    y_pred = np.where(rng.random(300) < 0.8, y_true, ~y_true)
+    result = fairness.group_fairness(list(y_pred.astype(float)), list(groups), 0.95, 100, 0)
+    assert result.gap == pytest.approx(demographic_parity_difference(y_true, y_pred, sensitive_features=groups))
+    by_hand = pd.Series(y_pred).groupby(groups).mean()
+    assert result.gap == pytest.approx(by_hand.max() - by_hand.min())
+    assert list(result.by_group["n"]) == list(pd.Series(groups).value_counts().sort_index())
+    correct = (y_true == y_pred).astype(float)
+    accuracy = fairness.group_fairness(list(correct), list(groups), 0.95, 100, 0)
+    by_group_accuracy = pd.Series(correct).groupby(groups).mean()
+    assert accuracy.gap == pytest.approx(by_group_accuracy.max() - by_group_accuracy.min())
+    assert equalized_odds_difference(y_true, y_pred, sensitive_features=groups) >= 0
+
+
+@pytest.mark.parametrize("sizes", [(12, 9), (40, 55), (300, 250)])
+def test_newcombe_interval_equals_statsmodels(sizes: tuple[int, int]) -> None:
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    rng = np.random.default_rng(sum(sizes))
+    first, second = (rng.random(sizes[0]) < 0.7).astype(float), (rng.random(sizes[1]) < 0.4).astype(float)
+    ours = fairness.difference_interval(first, second, 0.9)
+    reference = confint_proportions_2indep(
+        first.sum(), len(first), second.sum(), len(second), method="newcomb", compare="diff", alpha=0.1
+    )
+    assert ours == pytest.approx(reference)
+
+
+def test_welch_interval_equals_scipy() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    first, second = rng.normal(0.6, 0.2, 30), rng.normal(0.5, 0.3, 25)
+    reference = stats.ttest_ind(first, second, equal_var=False).confidence_interval(0.95)
+    assert fairness.difference_interval(first, second, 0.95) == pytest.approx((reference.low, reference.high))
+
+
+@pytest.mark.parametrize(("groups", "n"), [(2, 20), (2, 100), (3, 60), (4, 200)])
+def test_gap_verdict_false_alarm_rate_is_at_most_alpha(groups: int, n: int) -> None:
+    """At the boundary (two groups exactly `limit` apart, the rest between) the check may fail
+    in at most alpha of the repetitions."""
+    rng = np.random.default_rng(groups * 1000 + n)
+    limit, alpha, repetitions = 0.1, 0.05, 2000
+    rates = np.linspace(0.45, 0.55, groups)
+    labels = np.repeat([f"g{i}" for i in range(groups)], n)
+    failures = 0
+    for _ in range(repetitions):
+        values = (rng.random(groups * n) < np.repeat(rates, n)).astype(float)
+        failures += fairness.gap_verdict(list(values), list(labels), limit, alpha).outcome == "fail"
+    rate = failures / repetitions
+    print(f"gap check false alarms, {groups} groups of {n}: {rate:.4f} (alpha {alpha})")
+    assert rate <= alpha + 2 * np.sqrt(alpha * (1 - alpha) / repetitions)
+
+
+def test_gap_verdict_finds_a_real_gap_and_passes_a_small_one() -> None:
+    rng = np.random.default_rng(9)
+    labels = np.repeat(["a", "b"], 400)
+    wide = (rng.random(800) < np.repeat([0.3, 0.7], 400)).astype(float)
+    assert fairness.gap_verdict(list(wide), list(labels), 0.1, 0.05).outcome == "fail"
+    equal = (rng.random(800) < 0.5).astype(float)
+    assert fairness.gap_verdict(list(equal), list(labels), 0.15, 0.05).outcome == "pass"
+    small = ["a", "b"] * 10
+    assert fairness.gap_verdict(list(equal[:20]), small, 0.05, 0.05).outcome == "inconclusive"
+    with pytest.raises(ValueError, match="at least two groups"):
+        fairness.gap_verdict([1.0, 0.0], ["a", "a"], 0.1, 0.05)

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 from governance_assets.lib.core.durable_append import append_line
 from governance_assets.lib.core.http_post import MAX_RETRY_AFTER_SECONDS as MAX_RETRY_AFTER_SECONDS
-from governance_assets.lib.core.http_post import InvalidURL, http_url_parts, no_redirect_opener, post_with_retries
+from governance_assets.lib.core.http_post import InvalidURL, http_url_parts, post_within
 
 SEVERITIES = frozenset({"ERROR", "WARN"})
 
@@ -191,12 +191,14 @@ class WebhookOptions(TypedDict, total=False):
     retries: int
     backoff_seconds: float
     timeout_seconds: float
+    total_seconds: float
     sleep: Callable[[float], None]
     blocks: bool
 
 
 class WebhookSink:
-    """A Slack-compatible incoming webhook, POSTed with retries and exponential back-off."""
+    """A Slack-compatible incoming webhook, POSTed through `requests` with urllib3's retries and
+    exponential back-off, within a bounded total time."""
 
     def __init__(
         self,
@@ -205,26 +207,31 @@ class WebhookSink:
         name: str = "webhook",
         retries: int = 3,
         backoff_seconds: float = 1.0,
-        timeout_seconds: float = 10.0,
+        timeout_seconds: float = 5.0,
+        total_seconds: float = 15.0,
         sleep: Callable[[float], None] = time.sleep,
         blocks: bool = True,
     ) -> None:
-        """`retries` counts the attempts after the first (so 1 + retries attempts in all).
+        """`retries` counts the attempts after the first (so 1 + retries attempts in all); an
+        alert costs at most about `total_seconds`, however the webhook behaves (each attempt may
+        take `timeout_seconds` to connect and as long to answer; none starts that could not end
+        in time).
 
         `blocks=False` sends only `{"text": …}`, for services that reject Slack Block Kit.
         """
-        if retries < 0 or backoff_seconds < 0 or timeout_seconds <= 0:
+        if retries < 0 or backoff_seconds < 0 or timeout_seconds <= 0 or total_seconds < timeout_seconds:
             raise AlertConfigurationError(
-                f"webhook sink {name!r}: retries and backoff_seconds must be >= 0 and timeout_seconds > 0"
+                f"webhook sink {name!r}: retries and backoff_seconds must be >= 0, timeout_seconds > 0 "
+                "and total_seconds >= timeout_seconds"
             )
         self._url = _validated_url(url, f"the URL of webhook sink {name!r}")
         self.name = name
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.timeout_seconds = timeout_seconds
+        self.total_seconds = total_seconds
         self.blocks = blocks
         self._sleep = sleep
-        self._opener = no_redirect_opener()
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r}, url=<hidden>)"
@@ -300,17 +307,15 @@ class WebhookSink:
 
     def send(self, alert: Alert) -> None:
         """POST `alert`; retry transient failures; raise AlertDeliveryError after the last attempt."""
-        failure = post_with_retries(
+        failure = post_within(
             self._url,
             json.dumps(self.payload(alert)).encode("utf-8"),
             {"Content-Type": "application/json; charset=utf-8", "User-Agent": "governance-assets-alerts/1"},
-            opener=self._opener,
             timeout_seconds=self.timeout_seconds,
             retries=self.retries,
             backoff_seconds=self.backoff_seconds,
+            total_seconds=self.total_seconds,
             sleep=self._sleep,
-            retry_after_replaces_backoff=True,
-            response_bytes=256,
         )
         if failure is None:
             return

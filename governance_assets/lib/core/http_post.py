@@ -1,7 +1,12 @@
 """POST a body over HTTP(S) with retries: the machinery shared by the alert webhook and OpenLineage.
 
-Pure stdlib. Nothing here puts a URL, a header or a response body into a message: a failed POST
-comes back as a `Failure` of neutral fields, and each caller words (and sanitises) its own error.
+`post_within` sends through `requests`, retried by urllib3's `Retry` (exponential back-off as
+urllib3 computes it, the server's Retry-After honoured up to a cap) and bounded in total time: no
+attempt starts that could not finish within `total_seconds`. `post_with_retries` is the older
+stdlib loop, kept for the OpenLineage emitter until it moves to openlineage-python.
+
+Nothing here puts a URL, a header or a response body into a message: a failed POST comes back as
+a `Failure` of neutral fields, and each caller words (and sanitises) its own error.
 """
 
 from __future__ import annotations
@@ -9,12 +14,19 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import math
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from email.message import Message
-from typing import IO, Literal
+from typing import IO, Any, Literal
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
+from urllib3.response import BaseHTTPResponse
+from urllib3.util.retry import Retry
 
 MAX_RETRY_AFTER_SECONDS = 60.0
 """Upper bound on a server's Retry-After (seconds) that `post_with_retries` will honour."""
@@ -178,3 +190,138 @@ def _attempt(
         return Failure(type(exc).__name__, retryable=True)
     except Exception as exc:  # never let a message (which might quote the URL) escape
         return Failure(type(exc).__name__)
+
+
+RETRIED_STATUSES = frozenset({429, *range(500, 600)})
+"""Answers worth another attempt: too many requests, server errors."""
+
+
+class _BoundedRetry(Retry):
+    """urllib3's Retry that counts the failed attempts, sleeps through an injectable `sleeper`,
+    ignores a Retry-After it cannot read, and gives up when the next attempt (after its wait)
+    could not finish before `deadline` (a `time.monotonic()` value)."""
+
+    deadline: float = math.inf
+    attempt_seconds: float = 0.0
+    sleeper: Callable[[float], None] = staticmethod(time.sleep)
+    failures: list[str]
+
+    def new(self, **kw: Any) -> _BoundedRetry:
+        retry = super().new(**kw)
+        retry.deadline, retry.attempt_seconds, retry.sleeper = self.deadline, self.attempt_seconds, self.sleeper
+        retry.failures = self.failures
+        return retry
+
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+        try:
+            return super().get_retry_after(response)
+        except InvalidHeader:
+            return None
+
+    def _wait(self, response: BaseHTTPResponse | None) -> float:
+        after = self.get_retry_after(response) if response is not None and self.respect_retry_after_header else None
+        return after if after else self.get_backoff_time()
+
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
+        wait = self._wait(response)
+        if wait > 0:
+            self.sleeper(wait)
+
+    def increment(self, *args: Any, **kwargs: Any) -> _BoundedRetry:
+        self.failures.append("failed")
+        retry = super().increment(*args, **kwargs)
+        response, error = kwargs.get("response"), kwargs.get("error")
+        if time.monotonic() + retry._wait(response) + self.attempt_seconds > self.deadline:
+            reason = error if isinstance(error, Exception) else ResponseError("no time left for another attempt")
+            raise MaxRetryError(kwargs["_pool"], kwargs.get("url"), reason) from reason
+        return retry
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """The error at the bottom of a requests/urllib3 chain (its `reason`s and causes)."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, requests.RequestException) and error.args and isinstance(error.args[0], BaseException):
+            error = error.args[0]
+        elif isinstance(error, MaxRetryError) and error.reason is not None:
+            error = error.reason
+        elif error.__cause__ is not None:
+            error = error.__cause__
+        elif error.__context__ is not None and isinstance(error.__context__, OSError):
+            error = error.__context__
+    return error
+
+
+def post_within(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout_seconds: float,
+    retries: int,
+    backoff_seconds: float,
+    total_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+    response_bytes: int = 256,
+) -> Failure | None:
+    """POST `body` through `requests`; None once it is accepted, else the last attempt's Failure.
+
+    Connection errors, timeouts and HTTP 429/5xx are retried up to `retries` times by urllib3's
+    `Retry`: its back-off (`backoff_seconds` × 2^(n−1) before the n-th retry, none before the
+    first), or the server's Retry-After instead (capped at `MAX_RETRY_AFTER_SECONDS`). Each attempt
+    may take `timeout_seconds` to connect and as long to answer; no attempt starts that could not
+    end within `total_seconds` of the call, so a hanging server costs at most about that long.
+    Redirects are not followed (a 3xx is a final answer); other answers are final too."""
+    retry = _BoundedRetry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        redirect=0,
+        allowed_methods=frozenset({"POST"}),
+        status_forcelist=RETRIED_STATUSES,
+        backoff_factor=backoff_seconds,
+        backoff_max=MAX_RETRY_AFTER_SECONDS,
+        retry_after_max=int(MAX_RETRY_AFTER_SECONDS),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+    retry.deadline = time.monotonic() + total_seconds
+    retry.attempt_seconds, retry.sleeper, retry.failures = timeout_seconds, sleep, []
+    with requests.Session() as session:
+        adapter = HTTPAdapter(max_retries=retry)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        if time.monotonic() + timeout_seconds > retry.deadline:
+            return Failure("TimeoutError", attempts=0, retryable=True)
+        try:
+            response = session.post(
+                url,
+                data=body,
+                headers=dict(headers),
+                timeout=(timeout_seconds, timeout_seconds),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as error:
+            cause = _innermost(error)
+            kind = "TimeoutError" if isinstance(cause, TimeoutError | requests.Timeout) else type(cause).__name__
+            strerror = cause.strerror if isinstance(cause, OSError) and cause.strerror else None
+            return Failure(kind, attempts=max(len(retry.failures), 1), retryable=True, strerror=strerror)
+        with response:
+            status = response.status_code
+            if status < 300:
+                return None
+            answer = next(response.iter_content(response_bytes), b"").decode("utf-8", "replace")
+        counted = retry.is_retry("POST", status, "Retry-After" in response.headers)  # its failure is in `failures`
+        attempts = len(retry.failures) + (0 if counted else 1)
+        return Failure(
+            f"HTTP {status}",
+            attempts=max(attempts, 1),
+            retryable=status in RETRIED_STATUSES,
+            status=status,
+            response=answer,
+            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+        )

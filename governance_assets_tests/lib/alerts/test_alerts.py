@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -238,7 +239,7 @@ def test_webhook_retries_5xx_with_exponential_backoff(webhook: FakeWebhook) -> N
     sleeps: list[float] = []
     sink(webhook.url, sleeps).send(make_alert())
     assert len(webhook.requests) == 3
-    assert sleeps == [BACKOFF, 2 * BACKOFF]
+    assert sleeps == [2 * BACKOFF]  # urllib3's schedule: backoff × 2^(n−1) before the n-th retry, none before the first
     assert len({r.body for r in webhook.requests}) == 1  # the same body each time
 
 
@@ -256,7 +257,7 @@ def test_webhook_caps_retry_after_and_ignores_dates(webhook: FakeWebhook) -> Non
         (503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, b""),
     ]
     sleeps: list[float] = []
-    sink(webhook.url, sleeps).send(make_alert())
+    sink(webhook.url, sleeps, total_seconds=MAX_RETRY_AFTER_SECONDS * 2).send(make_alert())
     assert sleeps == [MAX_RETRY_AFTER_SECONDS, 2 * BACKOFF]
 
 
@@ -266,7 +267,7 @@ def test_webhook_gives_up_after_the_last_attempt(webhook: FakeWebhook) -> None:
     with pytest.raises(AlertDeliveryError) as caught:
         sink(webhook.url, sleeps, retries=3).send(make_alert())
     assert len(webhook.requests) == 4
-    assert sleeps == [BACKOFF, 2 * BACKOFF, 4 * BACKOFF]
+    assert sleeps == [2 * BACKOFF, 4 * BACKOFF]
     message = str(caught.value)
     assert "'webhook'" in message and "HTTP 500" in message and "4 attempts" in message
     assert caught.value.retryable
@@ -310,7 +311,7 @@ def test_webhook_retries_refused_connections(unused_port: int) -> None:
     url = f"http://127.0.0.1:{unused_port}{SECRET_PATH}"
     with pytest.raises(AlertDeliveryError) as caught:
         sink(url, sleeps, retries=2).send(make_alert())
-    assert sleeps == [BACKOFF, 2 * BACKOFF]
+    assert sleeps == [2 * BACKOFF]
     message = str(caught.value)
     assert "ConnectionRefusedError" in message and "3 attempts" in message
     assert "SECRET123" not in message and str(unused_port) not in message
@@ -321,7 +322,35 @@ def test_webhook_retries_timeouts(webhook: FakeWebhook) -> None:
     sleeps: list[float] = []
     with pytest.raises(AlertDeliveryError, match="TimeoutError after 2 attempts"):
         sink(webhook.url, sleeps, retries=1, timeout_seconds=0.1).send(make_alert())
-    assert sleeps == [BACKOFF]
+    assert sleeps == []
+    assert len(webhook.requests) == 2
+
+
+def test_a_hanging_webhook_costs_a_bounded_time(webhook: FakeWebhook) -> None:
+    """Found: a webhook that never answers cost 4 attempts × 10 s + back-off = 47 s per alert tick.
+    Now no attempt starts that could not end within `total_seconds`: here 0.3 s attempts in 1 s."""
+    webhook.delay_seconds = 3.0
+    started = time.monotonic()
+    with pytest.raises(AlertDeliveryError) as caught:
+        sink(webhook.url, [], retries=10, timeout_seconds=0.3, total_seconds=1.0).send(make_alert())
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0 + 0.3  # the bound, with one attempt's worth of slack for a loaded machine
+    message = str(caught.value)
+    assert "TimeoutError" in message and "SECRET123" not in message
+    assert 1 <= len(webhook.requests) <= 3
+
+
+def test_a_retry_after_past_the_time_left_gives_up_at_once(webhook: FakeWebhook) -> None:
+    webhook.default = (429, {"Retry-After": "30"}, b"")
+    sleeps: list[float] = []
+    with pytest.raises(AlertDeliveryError, match="HTTP 429 after 1 attempt"):
+        sink(webhook.url, sleeps, total_seconds=15.0).send(make_alert())
+    assert sleeps == [] and len(webhook.requests) == 1
+
+
+def test_the_webhook_sink_refuses_a_total_time_shorter_than_one_attempt() -> None:
+    with pytest.raises(AlertConfigurationError, match="total_seconds"):
+        WebhookSink("http://127.0.0.1:1/hook", timeout_seconds=5.0, total_seconds=1.0)
 
 
 def test_webhook_from_env(monkeypatch: pytest.MonkeyPatch, webhook: FakeWebhook) -> None:

@@ -1,6 +1,7 @@
 """`python -m governance_assets.cli demo|dev`: the demo run and the Dagster UI, fully offline."""
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -218,8 +219,13 @@ def run_demo(suites: list[str]) -> int:
     return 0 if ok else 1
 
 
+STOP_GRACE_SECONDS = 20.0
+"""How long `dagster dev` gets to stop its webserver, daemon and code servers before they are killed."""
+
+
 def run_dev(port: int) -> int:
-    """Start `dagster dev` on loopback from Python, so that Ctrl-C and SIGTERM stop it."""
+    """Start `dagster dev` on loopback in its own process group; Ctrl-C, SIGTERM or SIGHUP stop it
+    and every process it started (webserver, daemon, code servers), then the port is free."""
     prepare_environment()
     command = [
         sys.executable,
@@ -233,12 +239,38 @@ def run_dev(port: int) -> int:
         "-p",
         str(port),
     ]
-    with subprocess.Popen(command, cwd=PROJECT_ROOT) as process:
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        return _stop_group(process)
+    finally:
+        _kill_group(process.pid)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> int:
+    """Ask `dagster dev` to stop (SIGINT, as Ctrl-C does), then SIGTERM, then SIGKILL its group."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
         try:
-            return process.wait()
-        except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)
-            return process.wait()
+            return process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+    _kill_group(process.pid)
+    return process.wait()
+
+
+def _kill_group(group: int) -> None:
+    """SIGKILL whatever is left of the process group (a code server that outlived its parent)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def main() -> int:

@@ -11,9 +11,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from governance_assets_tests.conftest import PROJECT_ROOT
+from governance_assets_tests.dagster_dev import dagster_dev
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +76,27 @@ def test_webserver_lists_asset_keys_over_graphql(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _port_is_free(port: int) -> bool:
+    """Nothing listens: a server may bind it again (closed connections may linger in TIME_WAIT)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_sigterm_to_cli_dev_stops_the_webserver_the_daemon_and_frees_the_port(tmp_path: Path) -> None:
+    with dagster_dev(tmp_path / "governance", tmp_path / "dev.log", require_location=False) as server:
+        children = server.descendants()
+        commands = [" ".join(child.cmdline()) for child in children]
+        assert any("dagster_webserver" in c or "dagster-webserver" in c for c in commands), commands
+        assert any("dagster._daemon" in c or "dagster-daemon" in c for c in commands), "\n".join(commands)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=90) is not None
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == [], [" ".join(p.cmdline()) for p in alive]
+        assert _port_is_free(server.port)

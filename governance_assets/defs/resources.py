@@ -9,6 +9,7 @@ import yaml
 
 from governance_assets.lib.core.mlflow_record import EvaluationRecorder
 from governance_assets.lib.core.policy import Policy, load_policy
+from governance_assets.lib.core.secrets import redacting, redacting_errors
 from governance_assets.lib.core.storage import governance_home, path_within
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.helm import output as helm_output
@@ -117,8 +118,12 @@ class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
         return f"sqlite:///{folder / 'mlflow.db'}"
 
     def recorder(self, state: GovernanceState, experiment: str) -> EvaluationRecorder:
+        """The experiment's recorder; its errors, which may quote the tracking URI, are redacted."""
         root = Path(self.artifact_root) if self.artifact_root else state.home_path() / "mlflow" / "artifacts"
-        return EvaluationRecorder(self.resolved_uri(state), root.absolute(), experiment, state.home_path() / "locks")
+        create = redacting(EvaluationRecorder)
+        return redacting_errors(
+            create(self.resolved_uri(state), root.absolute(), experiment, state.home_path() / "locks")
+        )
 
 
 @dg.definitions

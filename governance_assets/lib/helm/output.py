@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import orjson
 import xxhash
 
+from governance_assets.lib.core.files import UnreadableFileError, read_regular_file
 from governance_assets.lib.core.storage import UnsafePathError, safe_component
 
 REQUIRED_RUN_FILES = (
@@ -157,10 +158,13 @@ def load_json(path: Path) -> Any:
 
 
 def _read(path: Path) -> bytes:
+    """A regular file's bytes (no symbolic link, FIFO or device; within the size limit)."""
     try:
-        return path.read_bytes()
+        return read_regular_file(path)
     except FileNotFoundError as error:
         raise HelmOutputError(path, "file is missing") from error
+    except UnreadableFileError as error:
+        raise HelmOutputError(path, error.reason) from None
     except OSError as error:
         raise HelmOutputError(path, f"cannot be read: {error.strerror}") from error
 

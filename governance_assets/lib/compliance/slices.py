@@ -112,10 +112,11 @@ def _merge_identical(ranked: pd.DataFrame) -> pd.DataFrame:
     first: dict[tuple[str, int], int] = {}
     aliases: dict[int, list[str]] = {}
     keep = []
-    for index, row in enumerate(ranked.itertuples()):
-        key = (str(row.metric), int(row.members))
+    columns = zip(ranked["metric"], ranked["members"], ranked["feature"], ranked["value"], strict=True)
+    for index, (metric, members, feature, value) in enumerate(columns):
+        key = (str(metric), int(members))
         if key in first:
-            aliases[first[key]].append(f"{row.feature}={row.value}")
+            aliases[first[key]].append(f"{feature}={value}")
             continue
         first[key] = index
         aliases[index] = []

@@ -1,6 +1,7 @@
 """No secret leaks: secrets planted in every variable and URL the platform reads never reach a log,
 Dagster's event log or run storage, metadata, MLflow's store or artifacts, or GOVERNANCE_HOME."""
 
+import os
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,3 +177,37 @@ def test_no_secret_reaches_any_store_when_the_graph_fails(
         name.endswith(".db") for name in stores if "dagster" in name
     )
     assert _leaks({**stores, **logs, **errors}, exempt=credentials) == []
+
+
+@pytest.mark.timeout(300)
+def test_symlinks_out_of_the_root_and_fifos_are_refused_by_the_ingestion(
+    tmp_path: Path, suite_root: Path, instance: dg.DagsterInstance
+) -> None:
+    home = tmp_path / "governance"
+    outside = tmp_path / "outside_stats.json"
+    outside.write_text('[{"name": {"name": "outside-the-root-7e11", "split": "test"}, "count": 1, "sum": 1}]')
+    runs = sorted(p for p in (suite_root / "runs" / "v1").iterdir() if p.is_dir())
+    (runs[1] / "stats.json").unlink()
+    (runs[1] / "stats.json").symlink_to(outside)
+    (runs[2] / "per_instance_stats.json").unlink()
+    os.mkfifo(runs[2] / "per_instance_stats.json")  # no writer: reading it would block forever
+    instance.add_dynamic_partitions("helm_suites", ["v1"])
+    result = dg.materialize(
+        governance_defs(),
+        selection=[*RUNS, dg.AssetKey(["helm", "instance_stats"])],
+        partition_key="v1",
+        instance=instance,
+        resources=governance_resources(home, str(suite_root)),
+        raise_on_error=False,
+    )
+    problems = " ".join(
+        str(value.value)
+        for evaluation in result.get_asset_check_evaluations()
+        if not evaluation.passed
+        for value in evaluation.metadata.values()
+    )
+    assert f"{runs[1].name}/stats.json: is a symbolic link" in problems
+    assert f"{runs[2].name}/per_instance_stats.json: is a FIFO, not a regular file" in problems
+    artifacts = list(_files(home / "mlflow"))
+    assert any(path.name == "run_spec.json" for path in artifacts)  # the readable runs were recorded
+    assert not [path for path in artifacts if b"outside-the-root-7e11" in path.read_bytes()]

@@ -81,21 +81,39 @@ def _sensor_tick(instance: dg.DagsterInstance, definitions: dg.Definitions, curs
     return result
 
 
-def _run_days(
-    instance: dg.DagsterInstance, definitions: dg.Definitions, job_name: str, requests: list[dg.RunRequest]
-) -> bool:
-    job = definitions.resolve_job_def(job_name)
+def _run_requests(instance: dg.DagsterInstance, definitions: dg.Definitions, requests: list[dg.RunRequest]) -> bool:
+    """Execute sensor requests as the daemon would launch them: tagged with the sensor and the run
+    key, so that the daemon, started later, finds them and launches none of them again."""
     ok = True
     for request in requests:
-        result = job.execute_in_process(
+        assert request.job_name is not None
+        tags = dict(request.tags)
+        if request.run_key is not None:
+            tags |= {"dagster/sensor_name": "traffic_landing", "dagster/run_key": request.run_key}
+        result = definitions.resolve_job_def(request.job_name).execute_in_process(
             instance=instance,
             partition_key=request.partition_key,
-            tags=request.tags,
+            tags=tags,
             raise_on_error=False,
-            run_config=QUIET_CONSOLE,
+            run_config={**request.run_config, **QUIET_CONSOLE},
         )
         ok &= result.success
     return ok
+
+
+def drain_traffic_sensor(
+    instance: dg.DagsterInstance, definitions: dg.Definitions, cursor: str | None
+) -> tuple[bool, str | None, list[str]]:
+    """Tick the traffic sensor and run what it requests until it requests nothing: staging runs,
+    then the days they touched. Returns success, the sensor's cursor and the days requested."""
+    ok, days = True, list[str]()
+    while True:
+        tick = _sensor_tick(instance, definitions, cursor)
+        cursor = tick.cursor
+        if not tick.run_requests:
+            return ok, cursor, days
+        days += [r.partition_key for r in tick.run_requests if r.partition_key is not None]
+        ok &= _run_requests(instance, definitions, list(tick.run_requests))
 
 
 def run_traffic_demo(
@@ -115,9 +133,8 @@ def run_traffic_demo(
     week_one = frame[days < (first_day + timedelta(days=7)).isoformat()]
     print(f"\n=== traffic: {DEMO_TRAFFIC_DAYS} days from {first_day}, drift injected on {drift_day} ===", flush=True)
     write_landing_files(week_one, landing, "jsonl")
-    tick = _sensor_tick(instance, definitions, None)
-    ok = _run_days(instance, definitions, "monitor_traffic", list(tick.run_requests or []))
-    print(f"week 1: sensor staged {len(tick.run_requests or [])} day(s); building the reference from them")
+    ok, cursor, staged_days = drain_traffic_sensor(instance, definitions, None)
+    print(f"week 1: sensor staged {len(staged_days)} day(s); building the reference from them")
     reference = dg.materialize(
         [definitions.get_assets_def(dg.AssetKey(["monitoring", "reference"]))],
         instance=instance,
@@ -126,12 +143,12 @@ def run_traffic_demo(
         run_config=QUIET_CONSOLE,
     )
     ok &= reference.success
-    backfill = [dg.RunRequest(partition_key=r.partition_key) for r in tick.run_requests or []]
-    ok &= _run_days(instance, definitions, "monitor_traffic", backfill)
+    backfill = [dg.RunRequest(job_name="monitor_traffic", partition_key=day) for day in staged_days]
+    ok &= _run_requests(instance, definitions, backfill)
     write_landing_files(frame[days >= (first_day + timedelta(days=7)).isoformat()], landing, "parquet")
-    tick = _sensor_tick(instance, definitions, tick.cursor)
-    ok &= _run_days(instance, definitions, "monitor_traffic", list(tick.run_requests or []))
-    print(f"week 2: sensor staged {len(tick.run_requests or [])} more day(s)")
+    more_ok, cursor, staged_days = drain_traffic_sensor(instance, definitions, cursor)
+    ok &= more_ok
+    print(f"week 2: sensor staged {len(staged_days)} more day(s)")
     trends = definitions.resolve_job_def("monitoring_trends").execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
     )

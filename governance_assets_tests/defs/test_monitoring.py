@@ -8,12 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 import mlflow
+import pandas as pd
 import pytest
 
-from governance_assets.cli import run_traffic_demo
+from governance_assets.cli import _run_requests, run_traffic_demo
 from governance_assets.defs.alerts.sensors import check_failure_alerts
 from governance_assets.defs.monitoring.assets import EVAL_DRIFT_KEY, REFERENCE_KEY
-from governance_assets.defs.monitoring.sensors import traffic_landing
+from governance_assets.defs.monitoring.sensors import traffic_database, traffic_landing
+from governance_assets.defs.monitoring.staging import TrafficSourceConfig
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.core.warehouse import Warehouse
@@ -55,6 +57,10 @@ def test_drift_is_flagged_on_the_injected_day_and_not_before(
     """The demo's monitoring path, end to end on a real instance: sensor, traffic, reference,
     drift, trends; then the alert sensor sends each failed drift check once."""
     assert run_traffic_demo(instance, offline_environment, FIRST_DAY, rows_per_day=600)
+    # Found: after the demo, the daemon's first ticks re-requested all 14 days. Now every run key it
+    # requests from scratch is a run the demo already made as the sensor would: it launches nothing.
+    requested = [r.run_key for tick in _ticks_from_scratch(instance) for r in tick.run_requests]
+    assert len(requested) == 2 * 14 and _launched_by_the_daemon(instance, requested) == []
     warehouse = Warehouse(offline_environment / "warehouse")
     days = [FIRST_DAY + timedelta(days=i) for i in range(14)]
     for day in days:
@@ -93,11 +99,14 @@ def test_drift_is_flagged_on_the_injected_day_and_not_before(
     assert {f"traffic-drift/{day}" for day in days} <= names and "trends" in names
 
 
-def test_sensor_stages_each_source_once_across_restarts(
+def test_sensor_only_requests_and_the_staging_runs_stage_each_source_once(
     instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Found: the sensor parsed and staged whole files inside its tick. Now a tick reads no file: it
+    requests a stage_traffic run per new file, and the days of each staged source once it is staged."""
     _policy(tmp_path, monkeypatch, "{traffic: {max_sources_per_tick: 2}}")
     landing = offline_environment / "landing" / "traffic"
+    staging = offline_environment / "monitoring" / "staging" / "traffic"
     landing.mkdir(parents=True)
     frame = generate_traffic(FIRST_DAY, 3, 30, drift_day=None, seed=2)
     days = frame["timestamp"].dt.strftime("%Y-%m-%d")
@@ -107,27 +116,41 @@ def test_sensor_stages_each_source_once_across_restarts(
     (landing / ".partial.jsonl").write_text("{")  # still being written: ignored
 
     first = _tick(instance, None)
+    assert not staging.exists()  # the tick parsed nothing
+    assert [r.job_name for r in first.run_requests] == ["stage_traffic"] * 2  # two sources a tick
     second = _tick(instance, first.cursor)
-    third = _tick(instance, second.cursor)
-    assert len(first.run_requests) == 2 and len(second.run_requests) == 1  # two sources a tick; one is broken
-    assert third.run_requests == [] and third.skip_reason
-    requested = [r.run_key for r in [*first.run_requests, *second.run_requests]]
-    assert sorted(r.partition_key for r in [*first.run_requests, *second.run_requests]) == sorted(days.unique())
-    assert len(set(requested)) == 3
-    [rejected] = second.asset_events
+    assert [r.job_name for r in second.run_requests] == ["stage_traffic"] * 2
+    assert _tick(instance, second.cursor).skip_reason == dg.SkipReason("no new traffic")
+    stage_keys = [r.run_key for r in [*first.run_requests, *second.run_requests]]
+    assert [r.run_key for tick in _ticks_from_scratch(instance) for r in tick.run_requests] == stage_keys
+
+    definitions = _definitions()
+    assert _run_requests(instance, definitions, [*first.run_requests, *second.run_requests[:1]])
+    staged = _tick(instance, second.cursor)
+    requested_days = [(r.job_name, r.partition_key) for r in staged.run_requests]
+    assert sorted(requested_days) == [("monitor_traffic", day) for day in sorted(days.unique())]
+    assert _tick(instance, staged.cursor).skip_reason == dg.SkipReason("no new traffic")
+    assert _run_requests(instance, definitions, second.run_requests[1:])  # the broken file: staged as rejected
+    after_rejection = _tick(instance, staged.cursor)
+    [rejected] = after_rejection.asset_events
     assert "zz-broken.csv" in rejected.metadata["source"].value
     assert "missing required fields" in rejected.metadata["error"].value
 
     restarted = [r.run_key for tick in _ticks_from_scratch(instance) for r in tick.run_requests]
-    assert sorted(restarted) == sorted(requested)  # the same run keys: Dagster launches nothing twice
-    (landing / sorted(p.name for p in landing.glob("traffic-*"))[0]).touch()
-    assert [r.run_key for r in _tick(instance, third.cursor).run_requests] == [requested[0]]
+    day_keys = [r.run_key for r in staged.run_requests]
+    assert sorted(restarted) == sorted(stage_keys + day_keys)  # the same run keys: Dagster launches nothing twice
+    touched = landing / sorted(p.name for p in landing.glob("traffic-*"))[0]
+    touched.touch()
+    touched_tick = _tick(instance, after_rejection.cursor)
+    [again] = touched_tick.run_requests
+    assert again.job_name == "stage_traffic" and again.run_key not in stage_keys
+    assert _run_requests(instance, definitions, [again])
+    same_content = _tick(instance, touched_tick.cursor)  # the same bytes: the same source, no day requested
+    assert same_content.skip_reason == dg.SkipReason("no new traffic")
 
     traffic = [a for a in _monitoring_assets() if a.key == dg.AssetKey(list(TRAFFIC_KEY))]
-    for request in [*first.run_requests, *second.run_requests]:
-        result = dg.materialize(
-            traffic, partition_key=request.partition_key, instance=instance, resources={"state": GovernanceState()}
-        )
+    for day in sorted(days.unique()):
+        result = dg.materialize(traffic, partition_key=day, instance=instance, resources={"state": GovernanceState()})
         [event] = result.get_asset_materialization_events()
         assert event.materialization.metadata["rows"].value == 30
 
@@ -139,17 +162,50 @@ def _ticks_from_scratch(instance: dg.DagsterInstance) -> list[dg.SensorResult]:
     return ticks
 
 
-def _monitoring_assets() -> list[dg.AssetsDefinition]:
+def _launched_by_the_daemon(instance: dg.DagsterInstance, run_keys: list[str | None]) -> list[str | None]:
+    """The run keys the sensor daemon would launch: those without a run of this sensor (the
+    daemon's own test: a run tagged with the run key and the sensor's name)."""
+    launched = []
+    for key in run_keys:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": str(key)}))
+        if key is None or not any(r.tags.get("dagster/sensor_name") == "traffic_landing" for r in runs):
+            launched.append(key)
+    return launched
+
+
+def _definitions() -> dg.Definitions:
     from governance_assets.definitions import defs
 
+    return defs()
+
+
+def _monitoring_assets() -> list[dg.AssetsDefinition]:
     return [
         a
-        for a in defs().assets or []
+        for a in _definitions().assets or []
         if isinstance(a, dg.AssetsDefinition) and a.group_names_by_key.get(a.key) == "monitoring"
     ]
 
 
-def test_sensor_reads_new_rows_of_a_database_table_once(
+def _database_tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    result = traffic_database(
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()})
+    )
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _serving_database(path: Path, frame: pd.DataFrame) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "create table if not exists requests (id integer primary key, timestamp text, model text, "
+            "request_id text, prompt text, completion text, latency_ms real, prompt_tokens integer, "
+            "completion_tokens integer, feedback real, metadata text)"
+        )
+        frame.to_sql("requests", connection, if_exists="append", index=False)
+
+
+def test_database_rows_are_staged_once_by_runs(
     instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     database = tmp_path / "serving.db"
@@ -157,24 +213,77 @@ def test_sensor_reads_new_rows_of_a_database_table_once(
     _policy(tmp_path, monkeypatch, "{traffic: {database: {url_env: TRAFFIC_DATABASE_URL, table: requests}}}")
     frame = generate_traffic(FIRST_DAY, 2, 25, drift_day=None, seed=4)
     frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    with sqlite3.connect(database) as connection:
-        connection.execute(
-            "create table requests (id integer primary key, timestamp text, model text, request_id text, "
-            "prompt text, completion text, latency_ms real, prompt_tokens integer, completion_tokens integer, "
-            "feedback real, metadata text)"
-        )
-        frame.iloc[:30].to_sql("requests", connection, if_exists="append", index=False)
-    first = _tick(instance, None)
-    assert {r.run_key for r in first.run_requests} == {
+    _serving_database(database, frame.iloc[:30])
+    first = _database_tick(instance, None)
+    assert [r.run_key for r in first.run_requests] == ["stage:db-requests-1-30"] and first.cursor == "30"
+    assert _database_tick(instance, first.cursor).run_requests == []
+    definitions = _definitions()
+    assert _run_requests(instance, definitions, list(first.run_requests))
+    days = _tick(instance, None)
+    assert {r.run_key for r in days.run_requests} == {
         f"traffic:db-requests-1-30:{FIRST_DAY}",
         f"traffic:db-requests-1-30:{FIRST_DAY + timedelta(days=1)}",
     }
-    assert _tick(instance, first.cursor).run_requests == []
-    with sqlite3.connect(database) as connection:
-        frame.iloc[30:].to_sql("requests", connection, if_exists="append", index=False)
-    later = _tick(instance, first.cursor)
-    assert [r.run_key for r in later.run_requests] == [f"traffic:db-requests-31-50:{FIRST_DAY + timedelta(days=1)}"]
-    assert json.loads(later.cursor)["tables"] == {"requests": 50}
+    _serving_database(database, frame.iloc[30:])
+    later = _database_tick(instance, first.cursor)
+    assert [r.run_key for r in later.run_requests] == ["stage:db-requests-31-50"] and later.cursor == "50"
+    assert _run_requests(instance, definitions, list(later.run_requests))
+    more = _tick(instance, days.cursor)
+    assert [r.run_key for r in more.run_requests] == [f"traffic:db-requests-31-50:{FIRST_DAY + timedelta(days=1)}"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+nosuchdriver://monitor:s3cret-pw@127.0.0.1:1/traffic",  # a driver that is not installed
+        "nosuchdialect://monitor:s3cret-pw@127.0.0.1/traffic",  # a dialect that does not exist
+        "sqlite:////nonexistent-folder/serving.db",  # a database file that cannot be opened
+        "postgresql://monitor:s3cret-pw@127.0.0.1:1/traffic",  # a server that is not there
+        "not a url s3cret-pw",
+    ],
+)
+def test_a_failing_database_is_reported_with_the_password_hidden_and_files_keep_flowing(
+    url: str, instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found: a broken database URL raised on every tick, the cursor was never saved and no landing
+    file was requested. Now the database sensor skips with the reason (no password) and asks again
+    next tick; the landing sensor is not affected; once the URL is fixed the rows are requested."""
+    monkeypatch.setenv("TRAFFIC_DATABASE_URL", url)
+    _policy(tmp_path, monkeypatch, "{traffic: {database: {url_env: TRAFFIC_DATABASE_URL, table: requests}}}")
+    landing = offline_environment / "landing" / "traffic"
+    landing.mkdir(parents=True)
+    write_landing_files(generate_traffic(FIRST_DAY, 1, 10, drift_day=None, seed=1), landing, "jsonl")
+
+    failed = _database_tick(instance, "7")
+    assert failed.run_requests == [] and failed.cursor is None  # the cursor is kept as it was
+    reason = str(failed.skip_reason.skip_message if failed.skip_reason else "")
+    assert "traffic database unreadable" in reason
+    assert "s3cret-pw" not in reason, reason
+    assert [r.job_name for r in _tick(instance, None).run_requests] == ["stage_traffic"]
+
+    database = tmp_path / "serving.db"
+    frame = generate_traffic(FIRST_DAY, 1, 9, drift_day=None, seed=4)
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    _serving_database(database, frame)
+    monkeypatch.setenv("TRAFFIC_DATABASE_URL", f"sqlite:///{database}")
+    assert [r.run_key for r in _database_tick(instance, "7").run_requests] == ["stage:db-requests-8-9"]
+
+
+def test_a_staging_run_that_cannot_reach_the_database_fails_without_the_password(
+    instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staging run raises (and Dagster retries it); its failure names the database, password hidden."""
+    monkeypatch.setenv("TRAFFIC_DATABASE_URL", "postgresql://monitor:s3cret-pw@127.0.0.1:1/traffic")
+    _policy(tmp_path, monkeypatch, "{traffic: {database: {url_env: TRAFFIC_DATABASE_URL, table: requests}}}")
+    from governance_assets.defs.monitoring.staging import stage_traffic_source
+
+    context = dg.build_op_context(resources={"state": GovernanceState()})
+    config = TrafficSourceConfig(table="requests", after_id=0, up_to_id=5)
+    with pytest.raises(dg.Failure) as failure:
+        stage_traffic_source(context, config=config)
+    assert "traffic database unreadable" in str(failure.value.description)
+    assert "s3cret-pw" not in str(failure.value.description)
+    assert stage_traffic_source.retry_policy is not None and stage_traffic_source.retry_policy.max_retries >= 1
 
 
 def _answer_all_wrong(run_dir: Path) -> None:
@@ -202,9 +311,7 @@ def test_eval_drift_names_the_flipped_instances_of_a_silently_changed_model(
             _answer_all_wrong(run_dir)
     instance.add_dynamic_partitions(HELM_SUITES, ["a", "b"])
     resources = governance_resources(tmp_path / "home", roots=str(root))
-    from governance_assets.definitions import defs
-
-    definitions = defs()
+    definitions = _definitions()
     helm_and_drift = [
         a
         for a in definitions.assets or []

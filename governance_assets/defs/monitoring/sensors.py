@@ -1,39 +1,40 @@
-"""Watching the traffic landing folder (and, by configuration, a database table)."""
+"""Watching for production traffic. The sensors only decide: they list new sources and request runs;
+parsing and staging happen in `stage_traffic` runs (see staging.py), which Dagster retries.
+
+`traffic_landing` requests one `stage_traffic` run per new landing file, then, once a source is
+staged, one `monitor_traffic` run per day it touched. `traffic_database` asks the policy's table for
+its newest primary key and requests a `stage_traffic` run per new range of keys; a database that
+fails is reported in its skip reason (password hidden) and asked again at the next tick, and it
+never holds up the landing files, which another sensor watches."""
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
+from governance_assets.defs.jobs import monitor_traffic
+from governance_assets.defs.monitoring.staging import stage_traffic
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.core.policy import DatabaseTrafficSource
-from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY, read_landing_file, read_table_rows
-from governance_assets.lib.monitoring.traffic_intake import (
-    StagedSource,
-    database_source_id,
-    file_source_id,
-    read_staged,
-    stage_source,
-)
+from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY, TrafficDatabaseError, newest_table_id
+from governance_assets.lib.monitoring.traffic_intake import StagedSource, staged_sources
 
 
 @dataclass
 class TrafficCursor:
-    """What the sensor has staged: each landing file's size and mtime, each table's last primary key."""
+    """What `traffic_landing` has requested: each landing file's size and mtime sent to staging,
+    and the staged sources whose days were requested."""
 
     files: dict[str, str] = field(default_factory=dict)
-    tables: dict[str, int] = field(default_factory=dict)
+    staged: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str | None) -> "TrafficCursor":
         return cls(**json.loads(text)) if text else cls()
 
     def dumps(self) -> str:
-        return json.dumps({"files": self.files, "tables": self.tables}, sort_keys=True)
+        return json.dumps({"files": self.files, "staged": sorted(self.staged)}, sort_keys=True)
 
 
 def landing_files(folder: Path) -> list[Path]:
@@ -49,45 +50,13 @@ def _fingerprint(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-class _Stager:
-    """Stages sources for one tick, within the policy's budget."""
-
-    def __init__(self, state: GovernanceState, budget: int) -> None:
-        policy = state.policy()
-        self.staging = state.traffic_staging_path()
-        self.first_day = policy.monitoring.start_date
-        self.last_day = datetime.now(UTC).date()
-        self.budget = budget
-        self.staged: list[tuple[StagedSource, bool]] = []
-
-    def file(self, path: Path) -> None:
-        source_id = file_source_id(path)
-        known = read_staged(self.staging, source_id)
-        if known is not None:
-            self.staged.append((known, False))
-        else:
-            batch = read_landing_file(path)
-            self.staged.append(stage_source(self.staging, source_id, batch, self.first_day, self.last_day))
-        self.budget -= 1
-
-    def table(self, settings: DatabaseTrafficSource, after_id: int, log: logging.Logger) -> int:
-        """Stage batches of new rows; returns the new high-water mark of the primary key."""
-        url = os.environ.get(settings.url_env)
-        if not url:
-            log.warning(f"traffic table {settings.table}: {settings.url_env} is not set; not read")
-            return after_id
-        while self.budget > 0:
-            batch, last_id = read_table_rows(url, settings.table, after_id, settings.batch_rows)
-            if batch.error is not None:
-                log.warning(f"traffic table: {batch.error}")
-                break
-            if last_id == after_id:
-                break
-            source_id = database_source_id(settings.table, after_id + 1, last_id)
-            self.staged.append(stage_source(self.staging, source_id, batch, self.first_day, self.last_day))
-            after_id = last_id
-            self.budget -= 1
-        return after_id
+def stage_request(run_key: str, source: dict[str, str | int]) -> dg.RunRequest:
+    """A `stage_traffic` run for one source (`path`, or `table`/`after_id`/`up_to_id`)."""
+    return dg.RunRequest(
+        job_name=stage_traffic.name,
+        run_key=run_key,
+        run_config={"ops": {"stage_traffic_source": {"config": source}}},
+    )
 
 
 def _observation(staged: StagedSource) -> dg.AssetObservation:
@@ -105,40 +74,84 @@ def _observation(staged: StagedSource) -> dg.AssetObservation:
     )
 
 
-@dg.sensor(job_name="monitor_traffic", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    jobs=[stage_traffic, monitor_traffic],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Requests a stage_traffic run for each new landing file, then a monitor_traffic run for each day a "
+        "staged source touched; run keys and a cursor, so a restart neither repeats nor skips."
+    ),
+)
 def traffic_landing(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
-    """Stages each new landing file (and new database rows) once and asks for each day it touches
-    to be ingested: run keys per (source, day) and a cursor, so a restart neither repeats nor skips."""
+    """Lists new landing files and newly staged sources; parses nothing."""
     cursor = TrafficCursor.parse(context.cursor)
-    settings = state.policy().monitoring.traffic
-    stager = _Stager(state, settings.max_sources_per_tick)
+    budget = state.policy().monitoring.traffic.max_sources_per_tick
+    run_requests: list[dg.RunRequest] = []
     for path in landing_files(state.traffic_landing_path()):
         fingerprint = _fingerprint(path)
         if cursor.files.get(path.name) == fingerprint:
             continue
-        if stager.budget <= 0:
+        if budget <= 0:
             break
-        stager.file(path)
+        run_requests.append(stage_request(f"stage:{path.name}:{fingerprint}", {"path": str(path)}))
         cursor.files[path.name] = fingerprint
-    if settings.database is not None and stager.budget > 0:
-        table = settings.database.table
-        cursor.tables[table] = stager.table(settings.database, cursor.tables.get(table, 0), context.log)
-    for staged, fresh in stager.staged:
-        if fresh and staged.error:
-            context.log.warning(f"traffic source {staged.source} rejected: {staged.error}")
-    run_requests = [
+        budget -= 1
+    requested = set(cursor.staged)
+    fresh = [s for s in staged_sources(state.traffic_staging_path()) if s.source_id not in requested]
+    run_requests += [
         dg.RunRequest(
+            job_name=monitor_traffic.name,
             partition_key=day,
             run_key=f"traffic:{staged.source_id}:{day}",
             tags={"governance/traffic_source": staged.source_id},
         )
-        for staged, _ in stager.staged
+        for staged in fresh
         for day in sorted(staged.days)
     ]
-    observations = [_observation(s) for s, fresh in stager.staged if fresh and (s.error or s.quarantined)]
+    cursor.staged += [s.source_id for s in fresh]
+    observations = [_observation(s) for s in fresh if s.error or s.quarantined]
     return dg.SensorResult(
         run_requests=run_requests,
         asset_events=observations,
         cursor=cursor.dumps(),
         skip_reason=None if run_requests or observations else "no new traffic",
+    )
+
+
+@dg.sensor(
+    jobs=[stage_traffic],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Asks the policy's traffic table for its newest primary key and requests a stage_traffic run per new "
+        "range of keys; a failing database is reported here (password hidden) and asked again next tick."
+    ),
+)
+def traffic_database(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
+    """One small query (the newest `id`) per tick; the rows are read by the staging runs. The cursor
+    is the newest `id` requested so far."""
+    settings = state.policy().monitoring.traffic
+    database = settings.database
+    if database is None:
+        return dg.SensorResult(skip_reason="the policy names no traffic database (monitoring.traffic.database)")
+    url = os.environ.get(database.url_env)
+    if not url:
+        return dg.SensorResult(skip_reason=f"traffic table {database.table}: {database.url_env} is not set")
+    try:
+        newest = newest_table_id(url, database.table)
+    except TrafficDatabaseError as error:
+        context.log.warning(f"traffic database unreadable, asked again next tick: {error}")
+        return dg.SensorResult(skip_reason=f"traffic database unreadable, asked again next tick: {error}")
+    after = int(context.cursor or 0)
+    run_requests: list[dg.RunRequest] = []
+    while after < newest and len(run_requests) < settings.max_sources_per_tick:
+        up_to = min(after + database.batch_rows, newest)
+        source: dict[str, str | int] = {"table": database.table, "after_id": after, "up_to_id": up_to}
+        run_requests.append(stage_request(f"stage:db-{database.table}-{after + 1}-{up_to}", source))
+        after = up_to
+    return dg.SensorResult(
+        run_requests=run_requests,
+        cursor=str(after),
+        skip_reason=None if run_requests else f"no new rows in {database.table} (newest id {newest})",
     )

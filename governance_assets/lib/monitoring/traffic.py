@@ -823,40 +823,87 @@ def _read_parquet(path: Path, source: str) -> ParsedBatch:
     return _finish(source, [_table_part(table, range(1, table.num_rows + 1))], [], lambda _, i: _row_json(table, i))
 
 
-def read_table_rows(url: str, table: str, after_id: int, limit: int) -> tuple[ParsedBatch, int]:
-    """Rows of database `table` whose integer primary key `id` is > `after_id`, by `id`, at most `limit`.
+class TrafficDatabaseError(Exception):
+    """The traffic database could not be read; the message never holds the URL's password."""
 
-    Returns the batch and the new high-water mark (the largest `id` read, valid or not; `after_id`
-    when nothing was read or the database failed, in which case `ParsedBatch.error` is set). The
-    table name must be a plain identifier (ValueError otherwise); values are bound parameters."""
+
+def hidden_url(url: str) -> str:
+    """`url` with its password shown as ``***`` (the text itself when it is not a URL)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(not a SQLAlchemy URL)"
+
+
+def _secret_free(url: str, error: BaseException) -> str:
+    """The first line of an error, with the URL and its password replaced by their hidden form."""
+    text = f"{type(error).__name__}: {error}".splitlines()[0]
+    text = text.replace(url, hidden_url(url))
+    try:
+        password = sa.engine.make_url(url).password
+    except sa.exc.ArgumentError:
+        password = None
+    return text.replace(str(password), "***") if password else text
+
+
+def _engine(url: str, table: str) -> sa.Engine:
     if not _IDENTIFIER.fullmatch(table):
         raise ValueError(f"table name {table!r} is not a plain SQL identifier")
-    if limit < 1:
-        raise ValueError(f"limit must be ≥ 1, not {limit}")
-    source = f"{sa.engine.make_url(url).render_as_string(hide_password=True)}#{table}"
-    engine = sa.create_engine(url)
+    try:
+        return sa.create_engine(url)
+    except (sa.exc.SQLAlchemyError, ValueError, ImportError) as error:  # bad dialect, missing driver, bad URL
+        raise TrafficDatabaseError(f"{hidden_url(url)}: {_secret_free(url, error)}") from None
+
+
+def newest_table_id(url: str, table: str) -> int:
+    """The largest primary key `id` of database `table` (0 when it is empty): one small query.
+
+    Raises TrafficDatabaseError (password hidden) when the database cannot be reached or read, and
+    ValueError when the table name is not a plain identifier."""
+    engine = _engine(url, table)
+    try:
+        with engine.connect() as connection:
+            newest = connection.execute(sa.select(sa.func.max(sa.column("id"))).select_from(sa.table(table))).scalar()
+    except (sa.exc.SQLAlchemyError, ImportError) as error:
+        raise TrafficDatabaseError(f"{hidden_url(url)}#{table}: {_secret_free(url, error)}") from None
+    finally:
+        engine.dispose()
+    return int(newest or 0)
+
+
+def read_table_rows(url: str, table: str, after_id: int, up_to_id: int) -> ParsedBatch:
+    """Rows of database `table` whose integer primary key `id` is in (`after_id`, `up_to_id`], by `id`.
+
+    A table that lacks `id` or has the wrong columns is a whole-source error in the batch (the
+    rows cannot be read until the table is fixed); a database that cannot be reached raises
+    TrafficDatabaseError (password hidden), to be retried. The table name must be a plain
+    identifier (ValueError otherwise); values are bound parameters."""
+    engine = _engine(url, table)
+    source = f"{hidden_url(url)}#{table}"
     try:
         reflected = sa.Table(table, sa.MetaData(), autoload_with=engine)
         names = [c.name for c in reflected.columns if c.name != "id"]
         if "id" not in reflected.columns:
-            return _failed(source, "no primary key column 'id'"), after_id
+            return _failed(source, "no primary key column 'id'")
         error = _columns_error(names, f"table {table!r} columns")
         if error:
-            return _failed(source, error), after_id
+            return _failed(source, error)
         query = (
             sa.select(reflected)
             .where(reflected.c.id > sa.bindparam("after_id", after_id, type_=sa.Integer))
+            .where(reflected.c.id <= sa.bindparam("up_to_id", up_to_id, type_=sa.Integer))
             .order_by(reflected.c.id)
-            .limit(limit)
         )
         with engine.connect() as connection:
             records = [dict(r._mapping) for r in connection.execute(query)]
-    except sa.exc.SQLAlchemyError as error:
-        return _failed(source, f"database error: {type(error).__name__}: {error}".splitlines()[0]), after_id
+    except sa.exc.NoSuchTableError:
+        return _failed(source, f"no table {table!r}")
+    except (sa.exc.SQLAlchemyError, ImportError) as error:
+        raise TrafficDatabaseError(f"{source}: {_secret_free(url, error)}") from None
     finally:
         engine.dispose()
     if not records:
-        return ParsedBatch(source, empty_table(), [], None), after_id
+        return ParsedBatch(source, empty_table(), [], None)
     ids = [int(r.pop("id")) for r in records]
 
     def column(name: str) -> Callable[[], tuple[pa.Array, Reasons]]:
@@ -869,8 +916,7 @@ def read_table_rows(url: str, table: str, after_id: int, limit: int) -> tuple[Pa
         return convert
 
     part = _convert({name: column(name) for name in FIELDS}, ids, {})
-    batch = _finish(source, [part], [], lambda _, i: json.dumps(records[i], default=str, ensure_ascii=False))
-    return batch, max(ids)
+    return _finish(source, [part], [], lambda _, i: json.dumps(records[i], default=str, ensure_ascii=False))
 
 
 # --- daily partitions and quarantine -----------------------------------------------------------

@@ -19,6 +19,9 @@ from governance_assets.lib.monitoring.traffic import (
     TRAFFIC_SCHEMA,
     ParsedBatch,
     QuarantinedRow,
+    TrafficDatabaseError,
+    hidden_url,
+    newest_table_id,
     read_landing_file,
     read_table_rows,
     split_by_day,
@@ -173,19 +176,44 @@ def test_read_table_rows_reads_each_row_once(tmp_path: Path) -> None:
                 [i, *record.values()],
             )
     url = f"sqlite:///{db}"
-    first, mark = read_table_rows(url, "traffic", 0, 3)
-    assert first.error is None and mark == 3
+    assert newest_table_id(url, "traffic") == 5
+    first = read_table_rows(url, "traffic", 0, 3)
+    assert first.error is None and first.source == f"{url}#traffic"
     assert first.table.column("request_id").to_pylist() == ["r1", "r2", "r3"]
     assert first.table.column("metadata").to_pylist() == ['{"language":"de"}'] * 3
-    second, mark = read_table_rows(url, "traffic", mark, 3)
-    assert mark == 5 and second.table.column("request_id").to_pylist() == ["r5"]
+    second = read_table_rows(url, "traffic", 3, 6)
+    assert second.table.column("request_id").to_pylist() == ["r5"]
     assert [(q.row, q.reason) for q in second.quarantined] == [(4, "latency_ms: -1.0 is negative")]
-    third, same = read_table_rows(url, "traffic", mark, 3)
-    assert same == 5 and third.table.num_rows == 0 and third.error is None
+    third = read_table_rows(url, "traffic", 5, 9)
+    assert third.table.num_rows == 0 and third.error is None
     with pytest.raises(ValueError, match="identifier"):
         read_table_rows(url, "x; drop table y", 0, 3)
-    missing, unchanged = read_table_rows(url, "nothere", 7, 3)
-    assert unchanged == 7 and missing.error is not None
+    with pytest.raises(ValueError, match="identifier"):
+        newest_table_id(url, "x; drop table y")
+    missing = read_table_rows(url, "nothere", 7, 9)
+    assert missing.error is not None and "no table 'nothere'" in missing.error
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+nosuchdriver://monitor:s3cret-pw@127.0.0.1:1/traffic",
+        "nosuchdialect://monitor:s3cret-pw@127.0.0.1/traffic",
+        "postgresql://monitor:s3cret-pw@127.0.0.1:1/traffic",
+        "s3cret-pw",
+    ],
+)
+def test_database_errors_are_raised_with_the_password_hidden(url: str) -> None:
+    """A database that cannot be reached raises TrafficDatabaseError (the caller retries later);
+    neither the message nor its chain holds the password."""
+    for read in (lambda: newest_table_id(url, "traffic"), lambda: read_table_rows(url, "traffic", 0, 5)):
+        with pytest.raises(TrafficDatabaseError) as caught:
+            read()
+        assert "s3cret-pw" not in str(caught.value), caught.value
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert (
+        hidden_url("postgresql://monitor:s3cret-pw@db.example/traffic") == "postgresql://monitor:***@db.example/traffic"
+    )
 
 
 def test_split_by_day_keeps_row_order_per_utc_day(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.helm.runner import helm_environment
 
 LOOPBACK = "127.0.0.1"
 DATABASE_USER = "governance"
@@ -48,6 +49,8 @@ MLFLOW_CLIENT_SETTINGS = {
 """Bounded retries against the MLflow server: a server that is down fails a request after
 3 attempts of at most 10 s with 1 s + 2 s back-off (MLflow's defaults: 7 retries, 120 s timeout)."""
 STOP_GRACE_SECONDS = 20.0
+TEAM_PROFILE = Path(__file__).resolve().parents[2] / "deploy" / "dagster-team.yaml"
+"""The Dagster instance settings of the team deployment (PostgreSQL storage, pools)."""
 CELERY_SETTINGS = {
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,
@@ -521,6 +524,14 @@ def stop_process(process: ServiceProcess, grace: float = STOP_GRACE_SECONDS) -> 
     raise ServiceError(f"{process.name} (process group {process.pid}) survived SIGKILL")
 
 
+def install_dagster_profile(deployment: Deployment) -> Path:
+    """Copy the team profile into the deployment's DAGSTER_HOME as its `dagster.yaml`."""
+    deployment.dagster_home.mkdir(parents=True, exist_ok=True)
+    target = deployment.dagster_home / "dagster.yaml"
+    shutil.copyfile(TEAM_PROFILE, target)
+    return target
+
+
 def start(deployment: Deployment, log: Callable[[str], None] = print) -> Deployment:
     """Bring every service up (PostgreSQL, Redis, MLflow, the workers); record them for `stop`."""
     current = Deployment.load(deployment.home)
@@ -535,7 +546,8 @@ def start(deployment: Deployment, log: Callable[[str], None] = print) -> Deploym
         log(f"Redis on {LOOPBACK}:{deployment.ports.redis}")
         started.append(start_mlflow(deployment, secret["GOVERNANCE_PG_PASSWORD"]))
         log(f"MLflow server on {deployment.mlflow_url}")
-        env = deployment.environment(secret)
+        install_dagster_profile(deployment)
+        env = {**helm_environment(), **deployment.environment(secret)}
         for index in range(deployment.workers):
             started.append(start_worker(deployment, f"worker{index + 1}", env))
         log(f"{deployment.workers} Celery worker(s) on the `dagster` queue")

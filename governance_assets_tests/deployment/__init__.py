@@ -1,0 +1,1 @@
+"""Tests of the team deployment against real servers on loopback."""

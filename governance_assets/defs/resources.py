@@ -90,14 +90,17 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
         max_eval_instances: int,
         log: Callable[[str], None],
     ) -> list[helm_runner.EntryOutcome]:
-        settings = helm_runner.HelmSettings(
+        return helm_runner.run_entries(entries, suite, self.settings(state, max_eval_instances), log)
+
+    def settings(self, state: GovernanceState, max_eval_instances: int) -> helm_runner.HelmSettings:
+        """How `helm-run` is invoked for this platform's own suites."""
+        return helm_runner.HelmSettings(
             output_path=state.helm_output_path(),
             local_path=state.helm_local_path(),
             max_eval_instances=max_eval_instances,
             num_threads=self.num_threads,
             plugins=tuple(self.plugins),
         )
-        return helm_runner.run_entries(entries, suite, settings, log)
 
 
 class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from governance_assets.lib.compliance.settings import ComplianceSettings
 from governance_assets.lib.core.strict import StrictModel
 from governance_assets.lib.gates.registry import Gate
 from governance_assets.lib.gates.regression import RegressionSettings
@@ -216,6 +217,7 @@ class Policy(_Strict):
     mlflow: MlflowSettings = MlflowSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     scale_out: ScaleOutSettings = ScaleOutSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
 
     @field_validator("gates")
     @classmethod

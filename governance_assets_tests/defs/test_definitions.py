@@ -29,12 +29,13 @@ EXPECTED_CHECKS = {
     "helm/run_stats:agrees_with_helm_summary",
     "helm/instance_stats:all_complete_runs_ingested",
     "helm/predictions:all_complete_runs_ingested",
-    # the default policy's gates
-    "helm/predictions:runs_complete",
-    "helm/run_stats:tables_valid",
-    "helm/instance_stats:no_accuracy_regression",
-    "helm/run_stats:exact_match_floor",
-    "helm/run_stats:output_length_ceiling",
+    # every suite's ingestion gate and the default policy's gates, judged once on gates/verdicts
+    "gates/verdicts:all_runs_ingested",
+    "gates/verdicts:runs_complete",
+    "gates/verdicts:tables_valid",
+    "gates/verdicts:no_accuracy_regression",
+    "gates/verdicts:exact_match_floor",
+    "gates/verdicts:output_length_ceiling",
     "lineage/reproducibility:deterministic_runs_reproduce",
     "monitoring/traffic_drift:traffic_drift_share",
     "monitoring/eval_drift:no_silent_model_change",
@@ -65,17 +66,30 @@ def test_code_location_loads_everything() -> None:
     dg.Definitions.validate_loadable(definitions)
 
 
-def test_assets_that_compute_numbers_have_code_versions() -> None:
+def test_code_versions_are_digests_of_the_code_each_asset_runs() -> None:
+    """Not a constant: each asset's code version is the digest of its module and the project
+    code it reaches, so a change to the gates' logic makes gates/verdicts (and only what reaches
+    it) stale in the UI."""
+    from governance_assets.lib.core.code_version import reachable_modules, source_digest
+
     graph = defs().resolve_asset_graph()
-    assert all(graph.get(key).code_version for key in graph.get_all_asset_keys())
+    verdicts = graph.get(dg.AssetKey(["gates", "verdicts"]))
+    assert verdicts.code_version == source_digest("governance_assets.defs.gates.assets")
+    assert "governance_assets.lib.gates.regression" in reachable_modules(
+        "governance_assets.defs.gates.assets", "governance_assets"
+    )
+    versions = {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+    assert all(version and version != "1" for version in versions.values()), versions
+    assert versions["gates/verdicts"] != versions["helm/run_stats"]
 
 
 def test_blocking_gates_are_blocking_checks() -> None:
     graph = defs().resolve_asset_graph()
     specs = {key.to_user_string(): graph.get_check_spec(key) for key in graph.asset_check_keys}
-    assert specs["helm/instance_stats:no_accuracy_regression"].blocking
-    assert specs["helm/predictions:runs_complete"].blocking
-    assert not specs["helm/run_stats:exact_match_floor"].blocking
+    assert specs["gates/verdicts:no_accuracy_regression"].blocking
+    assert specs["gates/verdicts:runs_complete"].blocking
+    assert specs["gates/verdicts:all_runs_ingested"].blocking
+    assert not specs["gates/verdicts:exact_match_floor"].blocking
 
 
 def test_every_asset_is_described_owned_and_grouped_by_its_folder() -> None:

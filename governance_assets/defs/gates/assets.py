@@ -45,6 +45,8 @@ VERDICTS_SCHEMA = pa.schema(
         ("evidence", pa.string()),
     ]
 )
+SEVERITY_ORDER = {"fail": 0, "inconclusive": 1, "no data": 2, "pass": 3}
+"""The order in which a check's one-line reason lists the models' outcomes: failures first."""
 SHOWN_COLUMNS = ["model", "gate", "status", "blocks_release", "reason", "threshold"]
 """The columns of the verdict table shown in the UI (the evidence is in the Parquet file and MLflow)."""
 
@@ -107,7 +109,10 @@ def _check_result(gate: str, rows: Sequence[dict[str, Any]], severity: str) -> d
     status = overall([row["status"] for row in rows]) if rows else "no data"
     blocking = any(row["blocking"] for row in rows)
     blocks = [row for row in rows if row["blocks_release"]]
-    shown = blocks or [row for row in rows if row["status"] == status] or list(rows)
+    shown = sorted(
+        blocks or [row for row in rows if row["status"] == status] or list(rows),
+        key=lambda row: SEVERITY_ORDER[row["status"]],
+    )
     verdict = "BLOCK" if blocks else ("PASS" if status == "pass" else "WARN")
     reason = f"{verdict}: " + "; ".join(f"{row['model']}: {row['reason']}" for row in shown[:3])
     if len(shown) > 3:

@@ -16,6 +16,7 @@ from governance_assets.defs.helm.inputs import earlier_suites
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
+from governance_assets.lib.core.code_version import source_digest
 from governance_assets.lib.core.mlflow_record import log_report, run_url
 from governance_assets.lib.core.policy import DriftSettings, ReferenceSettings
 from governance_assets.lib.core.warehouse import Warehouse
@@ -200,7 +201,7 @@ def _profile(features: pd.DataFrame) -> list[dict[str, Any]]:
     deps=[dg.AssetKey(list(TRAFFIC_KEY)), RUNS_KEY],
     kinds={"parquet"},
     owners=["team:ml-governance"],
-    code_version="1",
+    code_version=source_digest(__name__),
 )
 def reference(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """The profile traffic is compared with: the policy's window of traffic days, or a HELM suite."""
@@ -503,7 +504,7 @@ def _embedded_png(name: str, png: bytes) -> dg.MetadataValue:  # type: ignore[ty
     deps=[dg.AssetKey(list(TRAFFIC_KEY)), dg.AssetKey(list(tidy.RUN_STATS.key))],
     kinds={"parquet", "mlflow"},
     owners=["team:ml-governance"],
-    code_version="1",
+    code_version=source_digest(__name__),
 )
 def trends(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Headline metrics across suites and traffic KPIs across days, with change points flagged."""

@@ -195,14 +195,14 @@ def t_test_power(n: int, effect: float, alpha: float) -> float:
 def instances_to_decide(result: MarginTest, tolerance: float, alpha: float, power: float) -> int | None:
     """Paired instances the same test needs to decide (pass or fail) with probability `power` if
     the true drop is the observed one; None when that cannot be computed (the observed drop sits
-    on the tolerance, or the drops show no variation) or exceeds MAX_INSTANCES.
+    on the tolerance, or a paired t-test's drops show no variation) or exceeds MAX_INSTANCES.
 
     Paired t: the smallest n whose noncentral-t power reaches `power` (the quantity
     statsmodels' `TTestPower.solve_power` computes). Tango: the normal approximation
     n = (z₁₋ₐ·√V₀ + z_power·√V₁)² / (δ - D)², with V₁ = b/n + c/n - D² (the observed variance
     of d) and V₀ = 2q + δ(1 - δ) from the restricted discordance q under H0 (Nam 1997)."""
     gap = abs(tolerance - result.drop)
-    if gap == 0.0 or result.spread == 0.0:
+    if gap == 0.0 or (result.test == "paired_t" and result.spread == 0.0):
         return None
     if result.test == "paired_t":
         effect = gap / result.spread

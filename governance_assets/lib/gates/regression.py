@@ -96,7 +96,11 @@ def _describe(row: dict[str, Any], tolerance: float) -> str:
     if row["status"] == "fail":
         return f"drop {drop:+.3f} > tolerance {tolerance} (lower bound {lower:+.3f}, p_adj {row['p_exceeds_adjusted']:.3g})"
     needed = row["instances_needed"]
-    decide = f"about {needed} instances would decide it" if needed else "more instances cannot decide it at this drop"
+    decide = (
+        f"about {needed} instances would decide it"
+        if needed
+        else "no sample size can be estimated (the drop equals the tolerance, or the paired values do not vary)"
+    )
     return f"drop {drop:+.3f} in [{lower:+.3f}, {upper:+.3f}] around tolerance {tolerance} with {row['n']} instances; {decide}"
 
 

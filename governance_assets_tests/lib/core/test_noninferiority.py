@@ -157,3 +157,12 @@ def test_false_alarm_rate_with_no_true_change_is_at_most_alpha(kind: str, trials
         )
     assert fails / SIMULATIONS <= ALPHA + SLACK
     assert passes_on_boundary / SIMULATIONS <= ALPHA + SLACK
+
+
+def test_identical_binary_outcomes_still_get_a_sample_size() -> None:
+    """No discordant pair yet: Tango's null variance δ(1 - δ) alone sizes the test, so
+    n = z₁₋ₐ²·δ(1 - δ)/δ² (the power term vanishes with the observed variance)."""
+    outcomes = np.r_[np.ones(10), np.zeros(7)]
+    result = ni.tango_test(outcomes, outcomes, tolerance=0.02, alpha=ALPHA)
+    expected = math.ceil(stats.norm.ppf(1 - ALPHA) ** 2 * 0.02 * 0.98 / 0.02**2)
+    assert ni.instances_to_decide(result, 0.02, ALPHA, 0.8) == expected

@@ -61,6 +61,22 @@ def test_policy_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             "monitoring.traffic.database.table: String should match pattern",
         ),
         (VALID_PLAN + "monitoring: {start_date: yesterday}\n", "monitoring.start_date"),
+        (
+            VALID_PLAN + "gates: [{name: floor, kind: threshold, metrics: [exact_match], min: .nan}]\n",
+            "gates.0.threshold.min: Input should be a finite number",
+        ),
+        (
+            VALID_PLAN + "gates: [{name: r, kind: regression, metrics: [exact_match], tolerance: .inf}]\n",
+            "gates.0.regression.tolerance: Input should be a finite number",
+        ),
+        (
+            VALID_PLAN + "regression: {inconclusive: ignore}\n",
+            "regression.inconclusive: Input should be 'block' or 'warn'",
+        ),
+        (
+            VALID_PLAN + "gates: [{name: g, kind: vibes}]\n",
+            "gates.0: Input tag 'vibes' found using 'kind' does not match",
+        ),
     ],
 )
 def test_bad_policy_names_field_and_reason(text: str, expected: str) -> None:

@@ -1,7 +1,9 @@
 """Evaluation drift on real MMLU output: flips and McNemar p-values against statsmodels."""
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
@@ -9,7 +11,7 @@ from governance_assets.lib.core.policy import EvalDriftSettings
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.gates.evaluation import read_frame
 from governance_assets.lib.helm import tidy
-from governance_assets.lib.monitoring.eval_drift import COLUMNS, evaluation_flips
+from governance_assets.lib.monitoring.eval_drift import COLUMNS, change_p_value, evaluation_flips
 from governance_assets_tests.conftest import MMLU_ROOT
 
 SETTINGS = EvalDriftSettings(metrics=["exact_match"])
@@ -109,3 +111,48 @@ def test_runs_without_an_earlier_suite_and_non_binary_metrics_are_left_out(
     assert evaluation_flips("v1", stats, runs, [], SETTINGS) == []
     continuous = EvalDriftSettings(metrics=["num_prompt_tokens", "inference_runtime"])
     assert evaluation_flips("v2", stats, runs, [("v1", stats, runs)], continuous) == []
+
+
+def _trial_stats(outcomes: np.ndarray, run: str = "r") -> pd.DataFrame:
+    """Instance stats of one run: outcomes[i, t] is instance i's exact match in train trial t."""
+    n, trials = outcomes.shape
+    return pd.DataFrame(
+        {
+            "run_name": run,
+            "model": "m",
+            "metric": "exact_match",
+            "split": "test",
+            "sub_split": None,
+            "perturbation": None,
+            "instance_id": np.repeat([f"i{i}" for i in range(n)], trials),
+            "train_trial_index": np.tile(np.arange(trials), n),
+            "value": outcomes.ravel().astype(float),
+        }
+    )
+
+
+def test_train_trials_are_averaged_per_instance_before_testing() -> None:
+    """Five trials of 30 instances are 30 pairs, tested by the paired t-test on instance means."""
+    rng = np.random.default_rng(2)
+    before, after = (rng.random((30, 5)) < 0.6), (rng.random((30, 5)) < 0.6)
+    runs = pd.DataFrame({"run_name": ["r"], "run_spec_hash": ["h"]})
+    [row] = evaluation_flips("v2", _trial_stats(after), runs, [("v1", _trial_stats(before), runs)], SETTINGS)
+    assert row["n_paired"] == 30 and row["trials"] == 5 and row["test"] == "paired_t"
+    means_before, means_after = before.mean(axis=1), after.mean(axis=1)
+    assert row["p_value"] == pytest.approx(scipy_stats.ttest_rel(means_after, means_before).pvalue)
+    assert row["flipped_to_fail"] == int((means_after < means_before).sum())
+
+
+@pytest.mark.parametrize("trials", [1, 5])
+@pytest.mark.parametrize("n", [20, 100])
+def test_no_change_is_called_a_change_in_at_most_alpha_of_suites(n: int, trials: int) -> None:
+    """The same model evaluated twice (instance difficulty from Beta(2, 2)): the test of a run
+    calls it changed in at most alpha of simulated suites (plus three standard errors)."""
+    rng = np.random.default_rng(n + trials)
+    simulations, changed = 2000, 0
+    for _ in range(simulations):
+        p = rng.beta(2, 2, n)[:, None]
+        before = (rng.random((n, trials)) < p).mean(axis=1)
+        after = (rng.random((n, trials)) < p).mean(axis=1)
+        changed += change_p_value("mcnemar_exact" if trials == 1 else "paired_t", before, after) < 0.05
+    assert changed / simulations <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / simulations)

@@ -54,7 +54,14 @@ def alert_sinks(settings: AlertSettings) -> list[AlertSink]:
     return []
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Sends each failed gate or monitoring check evaluation once to the alert ledger "
+        "(GOVERNANCE_HOME/alerts/alerts.jsonl) and the policy's webhook; a restart neither repeats nor loses one."
+    ),
+)
 def check_failure_alerts(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SkipReason:
     """Sends each failed gate or monitoring check evaluation once. Only the newest evaluation of a
     partition counts: one superseded before the sensor saw it ("no reference yet", then a pass)

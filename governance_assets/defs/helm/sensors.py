@@ -13,6 +13,10 @@ from governance_assets.lib.helm.output import discover_suites
     job_name="evaluate_suite",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Adds a helm_suites partition for each new suite found under HELM_OUTPUT_ROOTS and requests its "
+        "ingestion (evaluate_suite) once: run key ingest:<suite>, the suites seen in the cursor."
+    ),
 )
 def helm_suite_discovery(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
     """Adds a partition for each new suite under HELM_OUTPUT_ROOTS and asks for its ingestion once."""

@@ -32,10 +32,9 @@ def _versions(context: dg.AssetExecutionContext, suite: str) -> tuple[dict[str, 
     code = {key.to_user_string(): graph.get(key).code_version for key in HELM_ASSETS}
     data = {}
     for key in HELM_ASSETS:
-        record = context.instance.get_event_records(
-            dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=key, asset_partitions=[suite]),
-            limit=1,
-        )
+        record = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[suite]), limit=1
+        ).records
         materialization = record[0].asset_materialization if record else None
         data[key.to_user_string()] = materialization.tags.get("dagster/data_version") if materialization else None
     return code, data

@@ -5,7 +5,12 @@ from datetime import timedelta
 import dagster as dg
 
 
-@dg.schedule(job_name="monitor_traffic", cron_schedule="30 0 * * *", execution_timezone="UTC")
+@dg.schedule(
+    job_name="monitor_traffic",
+    cron_schedule="30 0 * * *",
+    execution_timezone="UTC",
+    description="At 00:30 UTC: rebuilds and drift-tests the traffic of the day that just ended (monitor_traffic).",
+)
 def daily_traffic_monitoring(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """At 00:30 UTC: rebuild and drift-test the day that just ended, now that all of it has landed
     (the sensor already ingested each source as it arrived)."""
@@ -13,7 +18,12 @@ def daily_traffic_monitoring(context: dg.ScheduleEvaluationContext) -> dg.RunReq
     return dg.RunRequest(partition_key=day, run_key=f"daily:{day}")
 
 
-@dg.schedule(job_name="monitoring_trends", cron_schedule="0 1 * * *", execution_timezone="UTC")
+@dg.schedule(
+    job_name="monitoring_trends",
+    cron_schedule="0 1 * * *",
+    execution_timezone="UTC",
+    description="At 01:00 UTC, after the day is closed: the trends across suites and days, and their change points.",
+)
 def daily_trends(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """At 01:00 UTC, after the day is closed: the trends and their change points."""
     return dg.RunRequest(run_key=f"trends:{context.scheduled_execution_time:%Y-%m-%d}")

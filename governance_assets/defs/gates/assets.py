@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.helm.inputs import earlier_instance_stats, suite_tables
+from governance_assets.defs.metadata import table_schema
 from governance_assets.defs.partitions import helm_suites, suite_asset
 from governance_assets.defs.resources import POLICY, GovernanceState, MlflowTracking
 from governance_assets.lib.core.mlflow_record import log_report, run_url
@@ -241,6 +242,7 @@ def build_verdicts_asset(policy: Policy) -> dg.AssetsDefinition:
                 "verdicts": table_metadata(rows, VERDICTS_SCHEMA, SHOWN_COLUMNS),
                 **headlines,
                 "dagster/row_count": len(rows),
+                "dagster/column_schema": table_schema(VERDICTS_SCHEMA),
                 "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_ids[-1])),
             },
             check_results=[_check_result(gate, by_gate[gate], levels[gate]) for gate in gates],

@@ -6,10 +6,10 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from governance_assets.defs.metadata import md_table
+from governance_assets.defs.metadata import md_table, parquet_table_metadata
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
-from governance_assets.lib.core.mlflow_record import evaluation_runs, run_url
+from governance_assets.lib.core.mlflow_record import evaluation_runs, experiment_url, run_url
 from governance_assets.lib.core.storage import UnsafePathError, safe_component
 from governance_assets.lib.helm import tidy
 
@@ -79,6 +79,9 @@ def helm_runs(context: dg.AssetExecutionContext, state: GovernanceState, helm: H
             "runs_incomplete": statuses.count("incomplete"),
             "runs_failed": statuses.count("failed") + statuses.count("invalid"),
             "runs": dg.MetadataValue.md(md_table(rows, ["suite", "run_name", "status", "model", "error"])),
+            **parquet_table_metadata(
+                [state.warehouse().path(tidy.RUNS_KEY, suite) for suite in context.partition_keys]
+            ),
         },
     )
 
@@ -111,6 +114,7 @@ def _refresh(
             errors.append({"suite": suite, "run_name": run_name, "error": error})
     metadata: dict[str, Any] = dict(totals)
     metadata["path"] = dg.MetadataValue.path(str(warehouse.path(spec.key, context.partition_keys[0])))
+    metadata.update(parquet_table_metadata([warehouse.path(spec.key, suite) for suite in context.partition_keys]))
     if errors:
         metadata["unreadable_runs"] = dg.MetadataValue.md(md_table(errors, ["suite", "run_name", "error"]))
     return metadata, _combined(versions)
@@ -189,8 +193,6 @@ def _record_in_mlflow(
             )
     return {
         "mlflow_runs_created": created,
-        "mlflow_experiment": dg.MetadataValue.url(
-            f"{mlflow.ui_url.rstrip('/')}/#/experiments/{recorder.experiment_id}"
-        ),
+        "mlflow_experiment": dg.MetadataValue.url(experiment_url(mlflow.ui_url, recorder.experiment_id)),
         "mlflow_runs": dg.MetadataValue.md(md_table(links, ["suite", "run_name", "mlflow_run", "new"])),
     }

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from governance_assets.defs.helm.assets import RUNS_KEY
-from governance_assets.defs.metadata import md_table
+from governance_assets.defs.metadata import md_table, parquet_table_metadata
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 from governance_assets.lib.core.mlflow_record import log_report, run_url
@@ -113,6 +113,7 @@ def lineage_records(
             "document": dg.MetadataValue.path(
                 str(state.home_path() / "lineage" / f"{context.partition_keys[-1]}.json")
             ),
+            **parquet_table_metadata([state.warehouse().path(RECORDS_KEY, suite) for suite in context.partition_keys]),
         }
     )
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from governance_assets.defs.gates.assets import DECISION_KEY, VERDICTS_KEY, table_metadata
+from governance_assets.defs.metadata import table_schema
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import POLICY, GovernanceState, MlflowTracking
 from governance_assets.lib.core.mlflow_record import log_report, run_url
@@ -69,6 +70,7 @@ def release_decision(
             "summary": "; ".join(f"{row['model']}: {row['decision'].upper()}" for row in shown),
             "decision": table_metadata(shown, DECISION_SCHEMA, ["model", "decision", "reasons", "warnings"]),
             "dagster/row_count": len(shown),
+            "dagster/column_schema": table_schema(DECISION_SCHEMA),
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
         }
     )

@@ -36,6 +36,8 @@ from governance_assets.lib.helm.output import read_run_spec
 _ILLEGAL_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 MAX_PARAM_LENGTH = 6000
 METRIC_MAP_ARTIFACT = "metric_name_map.json"
+NOTE_TAG = "mlflow.note.content"
+"""MLflow's run description, shown on the run's page."""
 CONTENT_HASH_TAG = "governance.content_hash"
 """Written last: a record without it (still RUNNING) is incomplete."""
 
@@ -282,6 +284,7 @@ def _tags(run: EvaluationRun, supersedes: str | None) -> dict[str, str]:
         "helm.model": run.model,
         MLFLOW_RUN_NAME: f"{run.suite}/{run.run_name}"[:250],
     }
+    tags.update(run_note(tags))
     if supersedes:
         tags["governance.supersedes"] = supersedes
     return tags
@@ -295,6 +298,27 @@ def _store_artifacts(repository: ArtifactRepository, run: EvaluationRun) -> None
         repository.log_artifact(str(name_map))  # type: ignore[no-untyped-call]
     for artifact in run.artifacts:
         repository.log_artifact(str(artifact), artifact_path="helm")  # type: ignore[no-untyped-call]
+
+
+def run_note(tags: Mapping[str, str]) -> dict[str, str]:
+    """MLflow's run description (`mlflow.note.content`, Markdown): a link to the Dagster run that
+    recorded it (the Dagster UI at DAGSTER_UI_URL, default http://127.0.0.1:3000), or nothing when
+    no Dagster run is named or a description is already given."""
+    run_id = tags.get("dagster.run_id")
+    if not run_id or NOTE_TAG in tags:
+        return {}
+    base = os.environ.get("DAGSTER_UI_URL", "http://127.0.0.1:3000").rstrip("/")
+    note = f"Recorded by Dagster run [{run_id}]({base}/runs/{run_id})"
+    if tags.get("dagster.asset_key"):
+        note += f" materialising `{tags['dagster.asset_key']}`"
+    if tags.get("dagster.partition"):
+        note += f" for partition `{tags['dagster.partition']}`"
+    return {NOTE_TAG: note + "."}
+
+
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """Link to an experiment's runs list in the MLflow UI (its bare page opens the GenAI overview)."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
@@ -348,7 +372,8 @@ def log_report(
     """One MLflow run in the recorder's experiment holding a governance report: its headline
     numbers as metrics and its documents (`name -> text or bytes`, e.g. a PNG plot) as artifacts."""
     client = recorder.client
-    run_id = str(client.create_run(recorder.experiment_id, tags={**tags, "mlflow.runName": run_name[:250]}).info.run_id)
+    described = {**tags, **run_note(tags), "mlflow.runName": run_name[:250]}
+    run_id = str(client.create_run(recorder.experiment_id, tags=described).info.run_id)
     batch = [Metric(_ILLEGAL_KEY_CHARS.sub("_", key), float(value), 0, 0) for key, value in sorted(metrics.items())]
     for start in range(0, len(batch), 1000):
         client.log_batch(run_id, metrics=batch[start : start + 1000])

@@ -1,16 +1,19 @@
-"""Running `helm-run` one run entry at a time, streaming its log, and recording what it made."""
+"""Running `helm-run` (one process for all entries), streaming its log, and recording what it made."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from governance_assets.lib.core.storage import write_text_atomic
 from governance_assets.lib.helm.output import list_run_folders
@@ -19,6 +22,9 @@ from governance_assets.lib.lineage.records import PROVENANCE_FILE, environment_p
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 PLAN_RECORD = ".governance_plan.json"
 """Kept in the suite folder: which run entry produced which run folder."""
+_RUN_STARTED = re.compile(r"Running (.+) \{$")
+_RUN_FAILED = re.compile(r"Error when running (.+):$")
+"""HELM's log lines that open a run's block and report its failure."""
 
 
 @dataclass(frozen=True)
@@ -76,14 +82,12 @@ def helm_error_summary(log_tail: Sequence[str]) -> str:
     return " | ".join(line.strip() for line in list(log_tail)[-3:] if line.strip()) or "no output"
 
 
-def helm_run_command(entry: str, suite: str, settings: HelmSettings) -> list[str]:
-    """The `helm-run` invocation for one entry (run as a module of this interpreter)."""
+def helm_run_command(entries: Sequence[str], suite: str, settings: HelmSettings) -> list[str]:
+    """The `helm-run` arguments for `entries` (one process for all of them)."""
     command = [
-        sys.executable,
-        "-m",
-        "helm.benchmark.run",
+        "helm-run",
         "--run-entries",
-        entry,
+        *entries,
         "--suite",
         suite,
         "--max-eval-instances",
@@ -111,23 +115,25 @@ def run_entries(
     settings: HelmSettings,
     log: Callable[[str], None],
 ) -> list[EntryOutcome]:
-    """Run each entry not yet complete in `suite`; one failure does not stop the others."""
+    """Run every entry not yet complete in `suite`, all in one `helm-run` process; one failing
+    entry does not stop the others. Outcomes in the order of `entries`."""
     settings.output_path.mkdir(parents=True, exist_ok=True)
     settings.local_path.mkdir(parents=True, exist_ok=True)
     suite_dir = settings.output_path / "runs" / suite
     plan_record = read_plan_record(suite_dir)
-    outcomes = []
+    outcomes: dict[str, EntryOutcome] = {}
     for entry in entries:
         known = plan_record.get(entry)
         if known and (suite_dir / known).is_dir() and not _missing(suite_dir, known):
-            outcomes.append(EntryOutcome(entry, known, "skipped"))
-            continue
-        outcome = _run_one(entry, suite, settings, log)
-        outcomes.append(outcome)
-        if outcome.run_name and outcome.status == "complete":
-            plan_record[entry] = outcome.run_name
-            write_text_atomic(suite_dir / PLAN_RECORD, json.dumps(plan_record, indent=2, sort_keys=True))
-    return outcomes
+            outcomes[entry] = EntryOutcome(entry, known, "skipped")
+    pending = [entry for entry in dict.fromkeys(entries) if entry not in outcomes]
+    if pending:
+        for outcome in _run_batch(pending, suite, settings, log):
+            outcomes[outcome.entry] = outcome
+            if outcome.run_name and outcome.status == "complete":
+                plan_record[outcome.entry] = outcome.run_name
+        write_text_atomic(suite_dir / PLAN_RECORD, json.dumps(plan_record, indent=2, sort_keys=True))
+    return [outcomes[entry] for entry in entries]
 
 
 def _missing(suite_dir: Path, run_name: str) -> tuple[str, ...]:
@@ -146,33 +152,75 @@ def _snapshot(suite_dir: Path) -> dict[str, float]:
     }
 
 
-def _run_one(entry: str, suite: str, settings: HelmSettings, log: Callable[[str], None]) -> EntryOutcome:
+def _run_batch(
+    entries: Sequence[str], suite: str, settings: HelmSettings, log: Callable[[str], None]
+) -> list[EntryOutcome]:
+    """One `helm-run` for `entries`; each entry's outcome from the runs it produced."""
     suite_dir = settings.output_path / "runs" / suite
     before = _snapshot(suite_dir)
     env = {**os.environ, **helm_environment()}
     tail: deque[str] = deque(maxlen=60)
-    log(f"helm-run {entry} (suite {suite})")
-    with subprocess.Popen(
-        helm_run_command(entry, suite, settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=settings.output_path.parent,
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            tail.append(line.rstrip("\n"))
-            log(line.rstrip("\n"))
-        returncode = process.wait()
+    run_errors: dict[str, deque[str]] = {}
+    failing: deque[str] | None = None
+    command = helm_run_command(entries, suite, settings)
+    log(f"helm-run (suite {suite}): {', '.join(entries)}")
+    with tempfile.TemporaryDirectory() as scratch:
+        produced_path = Path(scratch) / "produced.json"
+        with subprocess.Popen(
+            [sys.executable, "-m", "governance_assets.lib.helm.batch_run", str(produced_path), *command[1:]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=settings.output_path.parent,
+        ) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                tail.append(line)
+                log(line)
+                started = _RUN_FAILED.search(line)
+                if started:
+                    failing = run_errors[started.group(1)] = deque(maxlen=60)
+                elif _RUN_STARTED.search(line):
+                    failing = None
+                elif failing is not None:
+                    failing.append(line)
+            returncode = process.wait()
+        produced = _read_produced(produced_path)
     after = _snapshot(suite_dir)
-    touched = sorted(name for name in after if after[name] != before.get(name))
-    complete = [name for name in touched if after[name] > 0]
-    if returncode == 0 and len(complete) == 1:
-        provenance = environment_provenance(PROJECT_ROOT) | {"command": helm_run_command(entry, suite, settings)[1:]}
-        write_text_atomic(suite_dir / complete[0] / PROVENANCE_FILE, json.dumps(provenance, indent=2))
-        return EntryOutcome(entry, complete[0], "complete")
-    run_name = touched[0] if len(touched) == 1 else None
-    reason = helm_error_summary(tail) if returncode != 0 else f"HELM wrote {len(complete)} complete runs, expected 1"
-    return EntryOutcome(entry, run_name, "failed", f"helm-run {entry!r} exited {returncode}: {reason}")
+    outcomes = []
+    for entry in entries:
+        what = produced.get(entry, {})
+        names = what.get("run_names")
+        if "error" in what:
+            outcomes.append(EntryOutcome(entry, None, "failed", f"helm-run {entry!r}: {what['error']}"))
+        elif names is None:
+            reason = helm_error_summary(tail)
+            outcomes.append(EntryOutcome(entry, None, "failed", f"helm-run {entry!r} exited {returncode}: {reason}"))
+        elif len(names) != 1:
+            reason = f"it makes {len(names)} runs ({', '.join(names)}), expected 1"
+            outcomes.append(EntryOutcome(entry, None, "failed", f"helm-run {entry!r}: {reason}"))
+        elif after.get(names[0], 0.0) > 0:
+            if after[names[0]] != before.get(names[0]):
+                provenance = environment_provenance(PROJECT_ROOT) | {
+                    "command": helm_run_command([entry], suite, settings)
+                }
+                write_text_atomic(suite_dir / names[0] / PROVENANCE_FILE, json.dumps(provenance, indent=2))
+            outcomes.append(EntryOutcome(entry, names[0], "complete"))
+        else:
+            reason = helm_error_summary(run_errors.get(names[0]) or tail)
+            run_name = names[0] if names[0] in after else None
+            outcomes.append(
+                EntryOutcome(entry, run_name, "failed", f"helm-run {entry!r} exited {returncode}: {reason}")
+            )
+    return outcomes
+
+
+def _read_produced(path: Path) -> dict[str, dict[str, Any]]:
+    """What `batch_run` wrote, or nothing if HELM stopped before turning entries into runs."""
+    try:
+        return dict(json.loads(path.read_text("utf-8")))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}

@@ -7,6 +7,7 @@ import html
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -119,8 +120,9 @@ def reproduce_suite(
     tolerance: float,
     log: Callable[[str], None],
 ) -> list[RunReproduction]:
-    """Dry-run every run whose model is reachable and compare its requests with the recorded
-    ones; fully re-run the runs in `sample` (caching off) and compare their stats."""
+    """Re-create every run whose model is reachable and compare its requests with the recorded
+    ones: the runs in `sample` fully re-run (caching off, their stats compared too), the others
+    dry-run (prompts only); one helm-run process for each kind, both at once."""
     results: dict[str, RunReproduction] = {}
     entries: dict[str, tuple[str, int]] = {}
     for name, folder in sorted(runs.items()):
@@ -132,11 +134,21 @@ def reproduce_suite(
             result.details.append(f"no access to model deployment {deployment} from this machine")
             continue
         entries[name] = (run_entry(spec), int(adapter.get("max_eval_instances") or 1000))
-    recreated_dirs = _run_into(scratch, "dry-run", True, entries, log)
-    for name, recreated in recreated_dirs.items():
+    # The sample is re-run in full (its requests come from the re-run); the others are dry-run.
+    # Both helm-run processes run side by side.
+    rerun = {name: entries[name] for name in sample if name in entries}
+    dry = {name: entry for name, entry in entries.items() if name not in rerun}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        dry_runs = pool.submit(_run_into, scratch, "dry-run", True, dry, log)
+        reruns = pool.submit(_run_into, scratch, "rerun", False, rerun, log)
+        recreated_dirs, rerun_dirs = dry_runs.result(), reruns.result()
+    for name, recreated in (recreated_dirs | rerun_dirs).items():
         result = results[name]
+        result.rerun = name in rerun_dirs
         if recreated is None:
-            result.details.append("HELM could not re-create the prompts (see the run log)")
+            result.details.append(
+                "the re-run failed (see the run log)" if result.rerun else "HELM could not re-create the prompts"
+            )
             continue
         recorded_spec, recreated_spec = load_json(runs[name] / "run_spec.json"), load_json(recreated / "run_spec.json")
         result.details += compare_adapters(recorded_spec["adapter_spec"], recreated_spec["adapter_spec"])
@@ -146,21 +158,13 @@ def reproduce_suite(
         result.requests_compared, result.requests_differing = compared, len(differing)
         if differing:
             result.details.append(f"{len(differing)} of {compared} requests differ, e.g. {', '.join(differing[:3])}")
+        if result.rerun:
+            stats_compared, stats_differing = compare_stats(
+                runs[name], recreated, 0.0 if result.deterministic else tolerance
+            )
+            result.stats_compared, result.stats_differing = stats_compared, len(stats_differing)
+            result.details += stats_differing[:20]
         result.status = "differs" if result.details else "reproduced"
-    rerun_entries = {name: entries[name] for name in sample if name in entries and recreated_dirs.get(name)}
-    rerun_dirs = _run_into(scratch, "rerun", False, rerun_entries, log)
-    for name, rerun_dir in rerun_dirs.items():
-        result = results[name]
-        result.rerun = True
-        if rerun_dir is None:
-            result.status = "cannot be checked"
-            result.details.append("the re-run failed (see the run log)")
-            continue
-        compared, differing = compare_stats(runs[name], rerun_dir, 0.0 if result.deterministic else tolerance)
-        result.stats_compared, result.stats_differing = compared, len(differing)
-        result.details += differing[:20]
-        if differing:
-            result.status = "differs"
     return [results[name] for name in sorted(results)]
 
 

@@ -65,13 +65,11 @@ def instance_values(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=[*STAT_KEY, "instance_id", "value", "trials", "binary"])
     frame = rows[[*STAT_KEY, "instance_id", "value"]].dropna(subset=["value"])
-    frame = frame.assign(value=frame["value"].astype("float64")).fillna(
-        {"split": "", "sub_split": "", "perturbation": ""}
-    )
-    grouped = frame.groupby([*STAT_KEY, "instance_id"], sort=False, observed=True)["value"]
-    values = grouped.agg(["mean", "count"]).reset_index().rename(columns={"mean": "value", "count": "trials"})
-    zero_one = frame["value"].isin([0.0, 1.0]).groupby([frame[k] for k in [*STAT_KEY, "instance_id"]]).all()
-    values["binary"] = zero_one.reindex(pd.MultiIndex.from_frame(values[[*STAT_KEY, "instance_id"]])).to_numpy()
+    frame = frame.fillna({"split": "", "sub_split": "", "perturbation": ""})
+    values_column = frame["value"].astype("float64")
+    frame = frame.assign(value=values_column, zero_one=values_column.isin([0.0, 1.0]))
+    grouped = frame.groupby([*STAT_KEY, "instance_id"], sort=False, observed=True)
+    values = grouped.agg(value=("value", "mean"), trials=("value", "size"), binary=("zero_one", "all")).reset_index()
     values["binary"] &= values["trials"] == 1
     return values
 

@@ -102,6 +102,23 @@ def _describe(row: dict[str, Any], tolerance: float) -> str:
     return f"drop {drop:+.3f} in [{lower:+.3f}, {upper:+.3f}] around tolerance {tolerance} with {row['n']} instances; {decide}"
 
 
+def _missing_from_candidate(
+    candidate: pd.DataFrame, baseline: pd.DataFrame, runs: pd.DataFrame, chosen: dict[str, str]
+) -> list[dict[str, Any]]:
+    """A "no data" row for each gated stat that the baseline suite has for a run and the
+    candidate's `per_instance_stats.json` lacks: the run cannot be judged on it."""
+    keys = [k for k in STAT_KEY if k != "model"]
+    have = set(candidate[keys].itertuples(index=False, name=None))
+    model = dict(zip(runs["run_name"], runs["model"], strict=True))
+    rows = []
+    for key in baseline[keys].drop_duplicates().itertuples(index=False, name=None):
+        if key not in have:
+            row: dict[str, Any] = {k: (v if v != "" else None) for k, v in zip(keys, key, strict=True)}
+            detail = f"{row['metric']} is missing from {row['run_name']}/per_instance_stats.json though baseline suite {chosen[row['run_name']]} has it"
+            rows.append(row | {"model": model[row["run_name"]], "status": "no data", "detail": detail})
+    return rows
+
+
 def regression_gates(
     gates: Sequence[RegressionGate],
     tables: SuiteTables,
@@ -113,15 +130,19 @@ def regression_gates(
     pending: list[tuple[int, dict[str, Any], MarginTest]] = []
     rows_by_gate: list[list[dict[str, Any]]] = [[] for _ in gates]
     for index, gate in enumerate(gates):
-        judged = metric_rows(tables.instance_stats, gate, set(selected_runs(tables.runs, gate.runs)["run_name"]))
+        runs = selected_runs(tables.runs, gate.runs)
+        judged = metric_rows(tables.instance_stats, gate, set(runs["run_name"]))
         candidate = _primary_metrics(instance_values(judged), gate, settings)
-        chosen = choose_baselines([str(n) for n in candidate["run_name"].unique()], baselines, gate.baseline_suite)
+        chosen = choose_baselines([str(n) for n in runs["run_name"]], baselines, gate.baseline_suite)
         pieces = [
             instance_values(metric_rows(table, gate, {n for n, s in chosen.items() if s == suite}))
             for suite, table in baselines
             if suite in chosen.values()
         ]
-        baseline = pd.concat(pieces) if pieces else instance_values(candidate.iloc[0:0])
+        baseline = (
+            _primary_metrics(pd.concat(pieces), gate, settings) if pieces else instance_values(candidate.iloc[0:0])
+        )
+        rows_by_gate[index] += _missing_from_candidate(candidate, baseline, runs, chosen)
         paired = candidate.merge(
             baseline.drop(columns="model"), on=PAIR_KEY, suffixes=("", "_baseline"), how="left"
         ).dropna(subset=["value_baseline"])

@@ -7,16 +7,12 @@ from typing import Any, Literal
 
 
 def stops_release(verdict: Mapping[str, Any], inconclusive: Literal["block", "warn"]) -> bool:
-    """Whether a verdict row blocks its model: an ERROR-severity gate that failed, a blocking gate
-    without data, or an inconclusive ERROR-severity gate when the policy blocks on those."""
+    """Whether a verdict row blocks its model: an ERROR-severity gate that failed or had no data
+    (nothing is promoted on missing stats), or was inconclusive when the policy blocks on that."""
     if verdict["severity"] != "error":
         return False
     status = verdict["status"]
-    return (
-        status == "fail"
-        or (status == "no data" and bool(verdict["blocking"]))
-        or (status == "inconclusive" and inconclusive == "block")
-    )
+    return status in ("fail", "no data") or (status == "inconclusive" and inconclusive == "block")
 
 
 def release_decisions(verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

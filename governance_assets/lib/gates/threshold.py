@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import model_validator
@@ -33,10 +33,42 @@ class ThresholdGate(MetricGateSettings):
         return " and ".join(part for part in parts if part)
 
 
-def threshold_gate(gate: ThresholdGate, tables: SuiteTables) -> GateResult:
-    """Each matching run-level mean within [min, max]; a stat with count 0 is "no data"."""
-    judged = metric_rows(tables.run_stats, gate, set(selected_runs(tables.runs, gate.runs)["run_name"]))
+def missing_stats(judged: pd.DataFrame, runs: pd.DataFrame, source: str) -> list[dict[str, Any]]:
+    """A "no data" row for each selected run that lacks a gated (metric, split) which another run
+    of the same scenario has: its file left the stat out, so its model cannot be judged on it."""
+    scenario = dict(zip(runs["run_name"], runs["scenario"], strict=True))
+    present = {
+        (str(r), str(m), str(s))
+        for r, m, s in zip(judged["run_name"], judged["metric"], judged["split"].fillna(""), strict=True)
+    }
+    expected: dict[str, set[tuple[str, str]]] = {}
+    for run_name, metric, split in present:
+        expected.setdefault(str(scenario.get(run_name)), set()).add((metric, split))
     rows = []
+    for run in records(runs):
+        for metric, split in sorted(expected.get(str(run["scenario"]), set())):
+            if (str(run["run_name"]), metric, split) not in present:
+                detail = f"{metric} ({split or 'no split'}) is missing from {run['run_name']}/{source} though other runs of {run['scenario']} have it"
+                rows.append(
+                    {
+                        "model": run["model"],
+                        "run_name": run["run_name"],
+                        "metric": metric,
+                        "split": split or None,
+                        "sub_split": None,
+                        "status": "no data",
+                        "detail": detail,
+                    }
+                )
+    return rows
+
+
+def threshold_gate(gate: ThresholdGate, tables: SuiteTables) -> GateResult:
+    """Each matching run-level mean within [min, max]; a stat with count 0, or one that a run
+    lacks although other runs of its scenario have it, is "no data"."""
+    runs = selected_runs(tables.runs, gate.runs)
+    judged = metric_rows(tables.run_stats, gate, set(runs["run_name"]))
+    rows = missing_stats(judged, runs, "stats.json")
     for stat in records(judged):
         mean = None if pd.isna(stat["mean"]) else float(stat["mean"])
         if mean is None or stat["count"] == 0:

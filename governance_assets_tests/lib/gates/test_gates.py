@@ -287,7 +287,10 @@ def test_a_model_with_an_unreadable_run_is_never_promoted(tmp_path: Path) -> Non
     assert tables is not None and broken.name in tables.unreadable
     gate = ThresholdGate(name="floor", kind="threshold", metrics=["exact_match"], min=0.0)
     results = evaluate_gates([gate], GateInputs(tables, [], SETTINGS))
-    assert [r.gate for r in results] == ["all_runs_ingested", "floor"] and results[1].outcome == "pass"
+    assert [r.gate for r in results] == ["all_runs_ingested", "floor"]
+    # The floor cannot judge the unreadable run either: "no data" naming the file, not a pass.
+    missing = [row for row in results[1].rows if row["status"] != "pass"]
+    assert missing and all(row["run_name"] == broken.name and "stats.json" in row["detail"] for row in missing)
     rows = verdict_rows("v1", results, {"floor": "error"})
     for row in rows:
         row["blocks_release"] = stops_release(row, "block")
@@ -296,6 +299,30 @@ def test_a_model_with_an_unreadable_run_is_never_promoted(tmp_path: Path) -> Non
     assert "stats.json" in decisions["groq/llama3-8b-8192"]["reasons"][0]
     assert decisions["groq/llama3-70b-8192"]["decision"] == "promote"
     assert ingestion_gate(tables).outcome == "fail"
+
+
+def test_a_gated_stat_missing_from_one_run_blocks_its_model(tmp_path: Path) -> None:
+    """A stats.json that parses but leaves out exact_match (which the other models' runs of the
+    same scenario have): the model is blocked with the file named, not promoted on the rest."""
+    from governance_assets_tests.conftest import copy_suite
+
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1")
+    edited = next(run for run in sorted(suite_dir.iterdir()) if "groq_llama3-8b" in run.name)
+    stats = [s for s in json.loads((edited / "stats.json").read_text()) if s["name"]["name"] != "exact_match"]
+    (edited / "stats.json").write_text(json.dumps(stats))
+    warehouse = Warehouse(tmp_path / "warehouse")
+    tidy.ingest_suite("v1", suite_dir, warehouse)
+    tables = load_suite_tables(warehouse, "v1")
+    assert tables is not None and not tables.unreadable
+    gate = ThresholdGate(name="floor", kind="threshold", metrics=["exact_match"], min=0.0)
+    results = evaluate_gates([gate], GateInputs(tables, [], SETTINGS))
+    rows = verdict_rows("v1", results, {"floor": "error"})
+    for row in rows:
+        row["blocks_release"] = stops_release(row, "block")
+    decisions = {d["model"]: d for d in release_decisions(rows)}
+    blocked = decisions["groq/llama3-8b-8192"]
+    assert blocked["decision"] == "block" and f"missing from {edited.name}/stats.json" in blocked["reasons"][0]
+    assert decisions["groq/llama3-70b-8192"]["decision"] == "promote"
 
 
 def test_every_gate_kind_is_registered_once_with_its_policy_model() -> None:

@@ -22,6 +22,12 @@ EXPECTED_ASSETS = {
     "monitoring/traffic_drift",
     "monitoring/eval_drift",
     "monitoring/trends",
+    "compliance/bias_fairness",
+    "compliance/pii",
+    "compliance/toxicity",
+    "compliance/slices",
+    "compliance/report",
+    "compliance/audit_log",
 }
 EXPECTED_CHECKS = {
     "helm/runs:all_runs_complete",
@@ -40,9 +46,14 @@ EXPECTED_CHECKS = {
     "monitoring/traffic_drift:traffic_drift_share",
     "monitoring/eval_drift:no_silent_model_change",
     "monitoring/trends:trends_in_control",
+    "compliance/bias_fairness:exact_match_group_gap",
+    "compliance/bias_fairness:robustness_within_limit",
+    "compliance/pii:pii_rate_within_limit",
+    "compliance/toxicity:toxic_rate_within_limit",
+    "compliance/audit_log:ledger_intact",
 }
 DAILY = {"monitoring/traffic", "monitoring/traffic_drift"}
-UNPARTITIONED = {"monitoring/reference", "monitoring/trends"}
+UNPARTITIONED = {"monitoring/reference", "monitoring/trends", "compliance/audit_log"}
 
 
 def test_code_location_loads_everything() -> None:

@@ -5,7 +5,8 @@
 from pathlib import Path
 
 from governance_assets.lib.core.warehouse import Warehouse
-from governance_assets.lib.gates.evaluation import SuiteTables, load_suite_tables
+from governance_assets.lib.gates.base import SuiteTables
+from governance_assets.lib.gates.evaluation import load_suite_tables
 from governance_assets.lib.helm import runner, tidy
 
 PROBE_PLUGIN = "governance_assets.lib.compliance.bias_probe"

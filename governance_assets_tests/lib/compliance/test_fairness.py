@@ -9,7 +9,8 @@ from fairlearn.metrics import demographic_parity_difference, equalized_odds_diff
 
 from governance_assets.lib.compliance import fairness
 from governance_assets.lib.core.warehouse import Warehouse
-from governance_assets.lib.gates.evaluation import SuiteTables, load_suite_tables
+from governance_assets.lib.gates.base import SuiteTables
+from governance_assets.lib.gates.evaluation import load_suite_tables
 from governance_assets.lib.helm import tidy
 from governance_assets_tests.conftest import SAFETY_ROOT
 from governance_assets_tests.lib.compliance.helm_probe import run_probe_suite

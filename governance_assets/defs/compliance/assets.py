@@ -1,0 +1,278 @@
+"""Compliance evidence per suite (bias and fairness, PII and toxicity screens, failure slices,
+the regulation-mapped report) and the tamper-evident audit log of every decision."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from governance_assets.defs.helm.assets import RUNS_KEY
+from governance_assets.defs.helm.inputs import suite_tables
+from governance_assets.defs.metadata import md_table
+from governance_assets.defs.partitions import helm_suites, suite_asset
+from governance_assets.defs.resources import POLICY, GovernanceState
+from governance_assets.lib.compliance import evidence
+from governance_assets.lib.compliance.settings import ComplianceSettings
+from governance_assets.lib.gates.base import SuiteTables
+from governance_assets.lib.helm import tidy
+
+BIAS_FAIRNESS_KEY = ("compliance", "bias_fairness")
+PII_KEY = ("compliance", "pii")
+TOXICITY_KEY = ("compliance", "toxicity")
+SLICES_KEY = ("compliance", "slices")
+REPORT_KEY = ("compliance", "report")
+AUDIT_LOG_KEY = ("compliance", "audit_log")
+HELM_TABLES = [RUNS_KEY, *(dg.AssetKey(list(spec.key)) for spec in tidy.TIDY_TABLES)]
+ROBUSTNESS_CHECK = "robustness_within_limit"
+PII_CHECK = "pii_rate_within_limit"
+TOXICITY_CHECK = "toxic_rate_within_limit"
+
+
+def _tables(state: GovernanceState, suite: str) -> SuiteTables:
+    tables = suite_tables(state, suite)
+    if tables is None:
+        raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
+    return tables
+
+
+def _write(state: GovernanceState, key: tuple[str, str], suite: str, frame: pd.DataFrame) -> None:
+    state.warehouse().write(key, suite, pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def _check(
+    name: str, outcome: str, blocking: bool, actual: Any, threshold: Any, evidence_rows: list[dict[str, Any]]
+) -> dg.AssetCheckResult:
+    """One check result: `pass` passes; `fail` fails at ERROR when blocking, else WARN;
+    `inconclusive` and "no data" fail at WARN (never a pass)."""
+    error = outcome == "fail" and blocking
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=outcome == "pass",
+        severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "outcome": outcome,
+            "actual": str(actual),
+            "threshold": str(threshold),
+            "evidence": dg.MetadataValue.json(evidence_rows),
+        },
+    )
+
+
+def _worst(outcomes: list[str]) -> str:
+    for outcome in ("fail", "inconclusive", "no data"):
+        if outcome in outcomes:
+            return outcome
+    return "pass" if outcomes else "no data"
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(frame.to_json(orient="records"))  # type: ignore[no-any-return]
+
+
+def _settings(state: GovernanceState) -> ComplianceSettings:
+    return state.policy().compliance
+
+
+def _bias_fairness_checks(settings: ComplianceSettings) -> list[dg.AssetCheckSpec]:
+    key = dg.AssetKey(list(BIAS_FAIRNESS_KEY))
+    specs = [
+        dg.AssetCheckSpec(
+            limit.name,
+            asset=key,
+            blocking=limit.blocking,
+            partitions_def=helm_suites,
+            description=f"Largest gap between groups of {limit.metric} is at most {limit.max_group_gap} "
+            "(Newcombe/Welch intervals, Bonferroni over group pairs).",
+        )
+        for limit in settings.fairness_limits
+    ]
+    if settings.max_perturbation_drop is not None:
+        specs.append(
+            dg.AssetCheckSpec(
+                ROBUSTNESS_CHECK,
+                asset=key,
+                partitions_def=helm_suites,
+                description=f"No worst-case drop under a perturbation beyond {settings.max_perturbation_drop} "
+                "(paired interval, significant after correction).",
+            )
+        )
+    return specs
+
+
+@dg.asset(
+    **suite_asset(BIAS_FAIRNESS_KEY, kinds={"parquet", "fairlearn"}, deps=HELM_TABLES),
+    check_specs=_bias_fairness_checks(POLICY.compliance),
+)
+def compliance_bias_fairness(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """HELM's bias and BBQ metrics, perturbation gaps paired by instance, and group gaps (fairlearn)."""
+    settings = _settings(state)
+    frames = []
+    for suite in context.partition_keys:
+        tables = _tables(state, suite)
+        frame = evidence.bias_fairness_table(tables.run_stats, tables.instance_stats, settings)
+        _write(state, BIAS_FAIRNESS_KEY, suite, frame)
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    checks = table[table["section"] == "fairness_check"]
+    results = []
+    for limit in settings.fairness_limits:
+        mine = checks[checks["group"].astype(str).str.startswith(f"{limit.name}: ")]
+        results.append(
+            _check(limit.name, _worst(list(mine["outcome"])), limit.blocking,
+                   f"{mine['gap'].abs().max():.3f}" if len(mine) else "no groups", limit.max_group_gap, _records(mine))
+        )  # fmt: skip
+    gaps = table[(table["section"] == "perturbation") & (table["computed_on"] == "worst")]
+    if settings.max_perturbation_drop is not None:
+        outcome = _worst(list(gaps["outcome"])) if len(gaps) else "no data"
+        results.append(
+            _check(ROBUSTNESS_CHECK, outcome, False, f"{gaps['gap'].min():+.3f}" if len(gaps) else "no perturbation runs",
+                   f"drop <= {settings.max_perturbation_drop}", _records(gaps))
+        )  # fmt: skip
+    bias = table[table["section"] == "helm_bias"]
+    return dg.MaterializeResult(
+        metadata={
+            "helm_bias_metrics": len(bias),
+            "helm_bias_no_data": int((bias["outcome"] == "no data").sum()),
+            "perturbation_gaps": dg.MetadataValue.md(
+                md_table(
+                    _records(gaps.round(4)),
+                    ["run_name", "metric", "perturbation", "n", "gap", "ci_low", "ci_high", "p_adjusted"],
+                )
+            ),
+            "fairness_checks": dg.MetadataValue.md(
+                md_table(
+                    _records(checks.round(4)),
+                    ["run_name", "metric", "group", "n", "gap", "ci_low", "ci_high", "outcome"],
+                )
+            ),
+            "dagster/row_count": len(table),
+        },
+        check_results=results,
+    )
+
+
+@dg.asset(
+    **suite_asset(PII_KEY, kinds={"parquet", "presidio"}, deps=[dg.AssetKey(list(tidy.PREDICTIONS.key))]),
+    check_specs=[
+        dg.AssetCheckSpec(
+            PII_CHECK,
+            asset=dg.AssetKey(list(PII_KEY)),
+            partitions_def=helm_suites,
+            description="Each model's share of completions with personal data is within the policy's limit.",
+        )
+    ],
+)
+def compliance_pii(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Personal data in completions (offline Presidio patterns): rate, counts by type, redacted examples."""
+    settings = _settings(state)
+    frames = []
+    for suite in context.partition_keys:
+        tables = _tables(state, suite)
+        frame = evidence.pii_table(tables.predictions, tables.run_stats, settings).assign(suite=suite)
+        _write(state, PII_KEY, suite, frame)
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    screened = table[table["field"] == "completion"]
+    over = screened[screened["rate"] > settings.max_pii_rate]
+    outcome = "no data" if screened.empty else "fail" if len(over) else "pass"
+    return dg.MaterializeResult(
+        metadata={
+            "texts_screened": int(screened["texts"].sum()),
+            "texts_with_pii": int(screened["with_pii"].sum()),
+            "by_model": dg.MetadataValue.md(
+                md_table(_records(table), ["model", "field", "texts", "with_pii", "rate", "by_type", "source"])
+            ),
+        },
+        check_results=[
+            _check(
+                PII_CHECK,
+                outcome,
+                False,
+                f"{screened['rate'].max():.3f}" if len(screened) else "none",
+                settings.max_pii_rate,
+                _records(over.drop(columns="examples")),
+            )
+        ],
+    )
+
+
+@dg.asset(
+    **suite_asset(TOXICITY_KEY, kinds={"parquet", "scikitlearn"}, deps=HELM_TABLES),
+    check_specs=[
+        dg.AssetCheckSpec(
+            TOXICITY_CHECK,
+            asset=dg.AssetKey(list(TOXICITY_KEY)),
+            partitions_def=helm_suites,
+            description="Each model's share of flagged completions is within the policy's limit.",
+        )
+    ],
+)
+def compliance_toxicity(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Toxicity per model: HELM's Perspective stats, else an offline classifier, with its agreement with LLM judges."""
+    settings = _settings(state)
+    frames = []
+    for suite in context.partition_keys:
+        tables = _tables(state, suite)
+        frame = evidence.toxicity_table(tables.runs, tables.predictions, tables.run_stats, settings).assign(suite=suite)
+        _write(state, TOXICITY_KEY, suite, frame)
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    over = table[table["rate"] > settings.max_toxic_rate]
+    outcome = "no data" if table.empty else "fail" if len(over) else "pass"
+    judged = table[table["judged"].notna()] if "judged" in table else table.iloc[0:0]
+    metadata: dict[str, Any] = {
+        "by_model": dg.MetadataValue.md(md_table(_records(table.round(4)), list(table.columns))),
+        "completions": int(table["completions"].fillna(0).sum()),
+    }
+    if len(judged):
+        flagged_harm = judged["judge_harmful"].sum()
+        metadata["judged_completions"] = int(judged["judged"].sum())
+        metadata["judge_harmful"] = int(flagged_harm)
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            _check(
+                TOXICITY_CHECK,
+                outcome,
+                False,
+                f"{table['rate'].max():.3f}" if len(table) else "none",
+                settings.max_toxic_rate,
+                _records(over),
+            )
+        ],
+    )
+
+
+@dg.asset(**suite_asset(SLICES_KEY, kinds={"parquet", "scipy"}, deps=HELM_TABLES))
+def compliance_slices(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Where models fail: slices ranked by failures explained, with corrected significance and minimum support."""
+    settings = _settings(state)
+    shown = []
+    for suite in context.partition_keys:
+        tables = _tables(state, suite)
+        frame = evidence.slices_table(tables.runs, tables.instance_stats, tables.predictions, settings)
+        _write(state, SLICES_KEY, suite, frame)
+        shown += _records(frame.head(settings.slices.top).round(4))
+    return dg.MaterializeResult(
+        metadata={
+            "significant_slices": sum(bool(row["significant"]) for row in shown),
+            "top_slices": dg.MetadataValue.md(
+                md_table(
+                    shown,
+                    [
+                        "metric",
+                        "feature",
+                        "value",
+                        "support",
+                        "slice_mean",
+                        "rest_mean",
+                        "failures_explained",
+                        "p_adjusted",
+                        "significant",
+                    ],
+                )
+            ),
+        }
+    )

@@ -1,0 +1,91 @@
+"""The compliance group on a real Dagster instance: a real HELM perturbation suite, real MLflow."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from governance_assets.defs.compliance.assets import (
+    compliance_bias_fairness,
+    compliance_pii,
+    compliance_slices,
+    compliance_toxicity,
+)
+from governance_assets.defs.compliance.report import compliance_audit_log, compliance_report, ledger_path
+from governance_assets.lib.compliance import audit
+from governance_assets_tests.conftest import governance_resources
+from governance_assets_tests.lib.compliance.helm_probe import run_probe_suite
+
+SUITE_ASSETS = [compliance_bias_fairness, compliance_pii, compliance_toxicity, compliance_slices, compliance_report]
+WAIVERS = """
+waivers:
+  - {gate: exact_match_floor, model: simple/model1, suite: probe, reason: "Debug model, accepted for this test.",
+     approved_by: T. Reviewer, expires: "2099-01-01T00:00:00Z"}
+  - {gate: exact_match_floor, model: simple/model1, suite: probe, reason: "This one has run out already.",
+     approved_by: Old Reviewer, expires: "2020-01-01T00:00:00Z"}
+"""
+
+
+@pytest.fixture
+def policy_with_waivers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from governance_assets.lib.core.policy import default_policy_text
+
+    folder = tmp_path / "policy"
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(default_policy_text())
+    (folder / "waivers.yaml").write_text(WAIVERS)
+    monkeypatch.setenv("GOVERNANCE_POLICY", str(folder / "policy.yaml"))
+    return folder
+
+
+def _metadata(result: dg.ExecuteInProcessResult, key: str) -> dict[str, dg.MetadataValue]:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key]  # type: ignore[union-attr]
+    return dict(event.materialization.metadata)
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.mark.integration
+def test_compliance_group_on_a_real_perturbation_suite(
+    offline_environment: Path, instance: dg.DagsterInstance, policy_with_waivers: Path
+) -> None:
+    home = offline_environment
+    run_probe_suite(home, "probe")
+    instance.add_dynamic_partitions("helm_suites", ["probe"])
+    resources = governance_resources(home)
+    result = dg.materialize(SUITE_ASSETS, resources=resources, partition_key="probe", instance=instance)
+    assert result.success
+    checks = _checks(result)
+    robustness = checks["robustness_within_limit"]
+    assert not robustness.passed and robustness.severity == dg.AssetCheckSeverity.WARN  # typos: -0.37 worst case
+    assert checks["exact_match_group_gap"].metadata["outcome"].value in {"pass", "inconclusive"}
+    assert checks["pii_rate_within_limit"].passed
+    bias = pd.read_parquet(home / "warehouse" / "compliance" / "bias_fairness" / "probe.parquet")
+    assert set(bias["section"]) == {"helm_bias", "perturbation", "group", "fairness_check"}
+    report_rows = pd.read_parquet(home / "warehouse" / "compliance" / "report" / "probe.parquet")
+    assert set(report_rows["status"]) <= {"met", "not met", "not assessed"}
+    statuses = dict(zip(report_rows["requirement"], report_rows["status"], strict=True))
+    assert statuses["EU-AIA-15-robustness"] == "not met" and statuses["EU-AIA-13"] == "not assessed"
+    oversight = report_rows[report_rows["requirement"] == "EU-AIA-14"]["evidence"].iloc[0]
+    assert "T. Reviewer" in oversight and "Old Reviewer" not in oversight  # the expired waiver does not apply
+    html = (home / "reports" / "compliance" / "probe" / "simple_model1.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    markdown = str(_metadata(result, "compliance/report")["report"].value)
+    print(markdown.split("## Requirements")[0])
+
+    first = dg.materialize([compliance_audit_log], resources=resources, instance=instance)
+    entries = audit.entries(ledger_path(resources["state"]))  # type: ignore[arg-type]
+    kinds = {entry["kind"] for entry in entries}
+    assert {"policy_change", "report", "waiver"} <= kinds
+    assert _checks(first)["ledger_intact"].passed
+    again = dg.materialize([compliance_audit_log], resources=resources, instance=instance)
+    assert _metadata(again, "compliance/audit_log")["appended"].value == 0
+    path = home / "compliance" / "audit_log.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-1]))  # cut the last entry: only the recorded head shows it
+    tampered = dg.materialize([compliance_audit_log], resources=resources, instance=instance, raise_on_error=False)
+    check = _checks(tampered)["ledger_intact"]
+    assert not check.passed and "expected head" in check.metadata["reason"].value

@@ -299,13 +299,16 @@ def run_dev(port: int) -> int:
         "-p",
         str(port),
     ]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Installed before the start, so that the child gets default dispositions even when this
+    # process was started with SIGINT ignored (a background job of a script): exec resets caught
+    # signals to their default but keeps ignored ones ignored.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
     try:
         return process.wait()
     except KeyboardInterrupt:

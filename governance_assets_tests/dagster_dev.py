@@ -75,15 +75,27 @@ def _wait_until_serving(server: DevServer, require_location: bool) -> None:
 
 @contextmanager
 def dagster_dev(
-    home: Path, log: Path, env: dict[str, str] | None = None, require_location: bool = True
+    home: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    require_location: bool = True,
+    started_ignoring_sigint: bool = False,
 ) -> Iterator[DevServer]:
     """The CLI's `dev` serving the code location on a free loopback port; stopped (and anything
-    left of it killed) on exit."""
+    left of it killed) on exit. `started_ignoring_sigint` starts it as a shell script's background
+    job is started: with SIGINT ignored."""
     port = free_port()
     environment = {**os.environ, "GOVERNANCE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), **(env or {})}
     command = [sys.executable, "-m", "governance_assets.cli", "dev", "--port", str(port)]
     with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if started_ignoring_sigint else None,
+        )
     server = DevServer(process, port, log)
     try:
         _wait_until_serving(server, require_location)

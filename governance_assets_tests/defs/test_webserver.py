@@ -89,14 +89,24 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-def test_sigterm_to_cli_dev_stops_the_webserver_the_daemon_and_frees_the_port(tmp_path: Path) -> None:
-    with dagster_dev(tmp_path / "governance", tmp_path / "dev.log", require_location=False) as server:
+@pytest.mark.parametrize("started_ignoring_sigint", [False, True], ids=["foreground", "background-job"])
+def test_sigterm_to_cli_dev_stops_the_webserver_the_daemon_and_frees_the_port(
+    tmp_path: Path, started_ignoring_sigint: bool
+) -> None:
+    """Also when started as a script's background job (SIGINT ignored): dagster dev still gets the
+    SIGINT that stops it cleanly (exit 0, not the SIGKILL fallback)."""
+    with dagster_dev(
+        tmp_path / "governance",
+        tmp_path / "dev.log",
+        require_location=False,
+        started_ignoring_sigint=started_ignoring_sigint,
+    ) as server:
         children = server.descendants()
         commands = [" ".join(child.cmdline()) for child in children]
         assert any("dagster_webserver" in c or "dagster-webserver" in c for c in commands), commands
         assert any("dagster._daemon" in c or "dagster-daemon" in c for c in commands), "\n".join(commands)
         server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=90) is not None
+        assert server.process.wait(timeout=90) == 0, server.log.read_text()[-3000:]
         _, alive = psutil.wait_procs(children, timeout=30)
         assert alive == [], [" ".join(p.cmdline()) for p in alive]
         assert _port_is_free(server.port)

@@ -80,6 +80,8 @@ def one_line_reason(status: str, evidence: Sequence[Mapping[str, Any]], fallback
     deciding row's detail, and which runs share the outcome."""
     if not evidence:
         return f"{status}: {fallback}"
+    if status == "pass":
+        return f"pass: all {len(evidence)} comparisons"
     deciding = [row for row in evidence if row["status"] == status]
     names = list(dict.fromkeys(str(row.get("run_name") or row.get("table") or "") for row in deciding))
     shown = ", ".join(name for name in names[:SHOWN_RUNS] if name)

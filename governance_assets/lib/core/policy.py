@@ -129,6 +129,9 @@ class DriftSettings(_Strict):
     """Per feature, a test other than Evidently's default (e.g. `latency_ms: psi`)."""
     thresholds: dict[str, float] = {}
     """Per feature, a threshold other than the test's default."""
+    kinds: dict[str, Literal["numerical", "categorical"]] = {}
+    """Per feature, its kind instead of the type Evidently's `Dataset` infers on the day's data
+    (e.g. `completion_tokens: numerical`); also makes a column Evidently would not test testable."""
     share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     """The day drifts (check fails at WARN) when this share of the tested features drifted."""
     error_share: Annotated[float, Field(gt=0, le=1)] = 0.75

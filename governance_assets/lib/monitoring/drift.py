@@ -30,15 +30,22 @@ A feature drifts when a p-value is below its threshold (``ks``: at or below, as 
 has it, ``p_value <= threshold``; ``chisquare`` and ``z``: strictly below) or when a distance is at
 or above it. The dataset drifts when the share of drifted features is ≥ 0.5.
 
-Kind (`feature_kind`): bool, string, object and category columns are categorical; numeric columns
-are numerical unless reference and current together hold ≤ 5 distinct values (Evidently keeps such
-a column "numerical" but tests it with the categorical tests, which is the same thing), or the
-column has an integer dtype and the reference holds ≤ 5 distinct values (Evidently's legacy type
-inference, ``NUMBER_UNIQUE_AS_CATEGORICAL = 5``). Evidently 0.7's new `Dataset` inference differs
-(integers with ≤ 10 distinct values are categorical, high-cardinality strings are text); pass
-`kind` to get that.
+Column types (`evidently_column_type`), as Evidently 0.7's `Dataset` infers them on the current
+data (`evidently.core.datasets.infer_column_type`; the report takes the current dataset's
+definition): float columns are numerical; integer columns are categorical when they hold ≤ 10
+distinct values (`INTEGER_CARDINALITY_LIMIT`), else numerical; string and object-of-string columns
+are text when more than half of their non-missing values are distinct, else categorical; bool and
+category columns are categorical; anything else (nullable ``Int64``/``boolean`` dtypes, objects
+mixing booleans and None, an all-missing object column, datetimes, lists) is not a drift column.
+`dataset_drift` tests numerical and categorical columns and reports the others as not tested, with
+the reason, outside the dataset share, as Evidently's `DataDriftPreset` leaves them out (it tests
+text columns with a text-content classifier, which is not reproduced here). `kinds` sets the kind
+of any column instead (the policy's `monitoring.drift.kinds`), which also makes those columns
+testable. `feature_drift` without a kind keeps the legacy rule (`feature_kind`): bool, string and
+object columns categorical, integer columns with ≤ 5 distinct reference values categorical.
 
-Formulas, as Evidently computes them:
+A numerical column with ≤ 5 distinct values in reference and current together is tested with the
+categorical tests (Evidently's test selection). Formulas, as Evidently computes them:
 
 * ``ks``: `scipy.stats.ks_2samp(reference, current).pvalue` (two-sided, method "auto").
 * ``wasserstein``: `scipy.stats.wasserstein_distance(reference, current) / max(np.std(reference),
@@ -88,6 +95,8 @@ from numpy.typing import NDArray
 from scipy import special, stats
 
 Kind = Literal["numerical", "categorical"]
+ColumnType = Literal["numerical", "categorical", "text", "datetime", "list", "unknown"]
+"""The column types of Evidently 0.7's `Dataset` (its `ColumnType`)."""
 Method = Literal["ks", "wasserstein", "chisquare", "z", "jensenshannon", "psi"]
 Data: TypeAlias = "NDArray[Any] | pd.Series[Any] | Sequence[Any]"
 """A column: a 1-D numpy array, a pandas Series or a sequence of values."""
@@ -98,6 +107,10 @@ Result = TypeVar("Result")
 KINDS: tuple[Kind, ...] = get_args(Kind)
 METHODS: tuple[Method, ...] = get_args(Method)
 
+INTEGER_CARDINALITY_LIMIT = 10
+"""Evidently's `Dataset` types an integer column with at most this many distinct values as categorical."""
+TEXT_DISTINCT_SHARE = 0.5
+"""… and a string column whose distinct values exceed this share of its non-missing values as text."""
 CATEGORICAL_MAX_UNIQUE = 5
 """A numeric column with at most this many distinct values is tested as categorical."""
 SMALL_REFERENCE_MAX = 1000
@@ -489,6 +502,36 @@ def feature_kind(reference: Data, current: Data | None = None) -> Kind:
     return _kind(ref, cur)
 
 
+def evidently_column_type(column: pd.Series[Any]) -> ColumnType:
+    """The type Evidently 0.7's `Dataset.from_pandas` gives `column` (see the module docstring)."""
+    name = column.dtype.name
+    if name.startswith("float"):
+        return "numerical"
+    if name.startswith("int"):
+        return "categorical" if column.nunique() <= INTEGER_CARDINALITY_LIMIT else "numerical"
+    if name in ("string", "str"):
+        return _text_or_categorical(column)
+    if name == "object":
+        present = column.dropna()
+        if present.empty:
+            return "unknown"
+        first, last = present.iloc[0], present.iloc[-1]
+        if isinstance(first, str) and isinstance(last, str):
+            return _text_or_categorical(column)
+        if isinstance(first, list | tuple) and isinstance(last, list | tuple):
+            return "list"
+        return "unknown"
+    if name in ("bool", "category"):
+        return "categorical"
+    if name.startswith("datetime"):
+        return "datetime"
+    return "unknown"
+
+
+def _text_or_categorical(column: pd.Series[Any]) -> ColumnType:
+    return "text" if column.nunique() > column.count() * TEXT_DISTINCT_SHARE else "categorical"
+
+
 def default_method(kind: Kind, reference_size: int, n_unique: int) -> Method:
     """Evidently's default test for a column of `kind` with `reference_size` values (missing ones
     dropped) and `n_unique` distinct values in reference and current together."""
@@ -654,6 +697,29 @@ def map_on_threads(function: Callable[[Item], Result], items: Sequence[Item], wo
     return [function(item) for item in items]
 
 
+def _untested(feature: str, column_type: ColumnType, column: pd.Series[Any] | None) -> FeatureDrift:
+    """A column Evidently's `DataDriftPreset` would not test as numerical or categorical."""
+    why = {
+        "text": f"more than {TEXT_DISTINCT_SHARE:.0%} of its values are distinct, so Evidently types it as text",
+        "unknown": "all missing"
+        if column is not None and column.count() == 0
+        else f"dtype {column.dtype if column is not None else '?'} has no drift type in Evidently",
+        "datetime": "a datetime column",
+        "list": "a column of lists",
+    }[column_type]
+    return FeatureDrift(
+        feature=feature,
+        kind="categorical",
+        method="chisquare",
+        statistic=math.nan,
+        threshold=default_threshold("chisquare"),
+        drifted=False,
+        reference_size=0,
+        current_size=0,
+        detail=f"no data: not tested ({why}); give its kind in monitoring.drift.kinds to test it",
+    )
+
+
 def dataset_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -661,14 +727,18 @@ def dataset_drift(
     columns: Sequence[str] | None = None,
     methods: Mapping[str, Method] | None = None,
     thresholds: Mapping[str, float] | None = None,
+    kinds: Mapping[str, Kind] | None = None,
     share_threshold: float = DEFAULT_SHARE_THRESHOLD,
     workers: int | None = None,
 ) -> DatasetDrift:
     """Drift of each column and of the dataset: drifted if drifted/tested features ≥ `share_threshold`.
 
     `columns` defaults to the reference's columns; a column missing from a frame is reported as
-    without data. `methods` and `thresholds` override Evidently's choice per column. Features run on
-    `workers` threads (default: one per available CPU); numpy's sorts release the GIL.
+    without data. Each column's kind is the one Evidently's `Dataset` infers on the current data
+    (`evidently_column_type`; a column it would not test is reported as not tested, with the
+    reason) unless `kinds` gives it. `methods` and `thresholds` override Evidently's choice per
+    column. Features run on `workers` threads (default: one per available CPU); numpy's sorts
+    release the GIL.
     """
     if not 0.0 <= share_threshold <= 1.0:
         raise ValueError(f"share_threshold must be between 0 and 1, got {share_threshold}")
@@ -684,9 +754,13 @@ def dataset_drift(
             raise ValueError(f"the {side} frame repeats columns {sorted(map(str, repeated))}")
     methods = dict(methods or {})
     thresholds = dict(thresholds or {})
-    unknown = (set(methods) | set(thresholds)) - set(names)
+    kinds = dict(kinds or {})
+    unknown = (set(methods) | set(thresholds) | set(kinds)) - set(names)
     if unknown:
-        raise ValueError(f"methods/thresholds name columns that are not compared: {sorted(map(str, unknown))}")
+        raise ValueError(f"methods/thresholds/kinds name columns that are not compared: {sorted(map(str, unknown))}")
+    bad_kinds = {name: kind for name, kind in kinds.items() if kind not in KINDS}
+    if bad_kinds:
+        raise ValueError(f"kinds must be one of {KINDS}, got {bad_kinds}")
 
     empty: pd.Series[Any] = pd.Series([], dtype=np.float64)
     # Columns are taken out in this thread: DataFrame.__getitem__ fills a cache.
@@ -701,13 +775,22 @@ def dataset_drift(
 
     def one(job: tuple[Any, pd.Series[Any] | None, pd.Series[Any] | None]) -> FeatureDrift:
         name, ref, cur = job
-        result = feature_drift(
-            str(name),
-            empty if ref is None else ref,
-            empty if cur is None else cur,
-            method=methods.get(name),
-            threshold=thresholds.get(name),
-        )
+        kind = kinds.get(name)
+        typed = cur if cur is not None else ref
+        inferred = evidently_column_type(typed) if kind is None and typed is not None else None
+        if inferred is not None and inferred not in KINDS:
+            return _untested(str(name), inferred, typed)
+        try:
+            result = feature_drift(
+                str(name),
+                empty if ref is None else ref,
+                empty if cur is None else cur,
+                method=methods.get(name),
+                threshold=thresholds.get(name),
+                kind=kind or inferred,
+            )
+        except ValueError as error:
+            raise ValueError(f"column {name!r}: {error}") from None
         if ref is None or cur is None:
             side = "reference" if ref is None else "current"
             result = replace(result, detail=f"no data: column missing from {side}; not tested")

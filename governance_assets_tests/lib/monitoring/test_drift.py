@@ -481,3 +481,77 @@ def test_dataset_drift_mixed_columns_missing_data_and_threads() -> None:
     assert [f.statistic for f in numbered.features[:5]] == [f.statistic for f in serial.features[:5]]
     empty = dr.dataset_drift(reference, current, columns=[])
     assert (empty.features, empty.drifted_share, empty.drifted) == ([], 0.0, False)
+
+
+# --- column types as Evidently's Dataset infers them ----------------------------------------------
+# Expected types from evidently/core/datasets.py `infer_column_type` (Evidently 0.7.21); the drift
+# benchmark (bench/drift_vs_evidently.py, "evidently-inferred" mode) runs Evidently itself on them.
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected"),
+    [
+        ([1.5, 2.5, np.nan], "float64", "numerical"),
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10] * 3, "int64", "categorical"),  # ≤ 10 distinct integers
+        (list(range(11)), "int64", "numerical"),
+        ([1, 2, None, 4], "Int64", "unknown"),  # nullable integers: no drift type
+        ([True, False, None, True], "object", "unknown"),  # booleans with missing values
+        ([True, False, True], "bool", "categorical"),
+        ([None, None, None], "object", "unknown"),  # all missing
+        (["a", "b", "a", "a"], "object", "categorical"),
+        (["a", "b", "c", "a"], "object", "text"),  # 3 distinct of 4: more than half
+        (["a", "b", "a", "a"], "string", "categorical"),
+        (pd.to_datetime(["2026-01-01", "2026-01-02"]), None, "datetime"),
+    ],
+)
+def test_column_types_are_the_ones_evidently_infers(values: Any, dtype: str | None, expected: str) -> None:
+    column = pd.Series(values, dtype=dtype) if dtype else pd.Series(values)
+    assert dr.evidently_column_type(column) == expected
+
+
+def test_found_low_cardinality_integers_are_tested_as_evidently_types_them() -> None:
+    """Found: integers with 6–10 distinct values were numerical here (KS) and categorical in
+    Evidently (chi-square), and verdicts flipped. Now the kind is Evidently's by default."""
+    rng = np.random.default_rng(8)
+    reference = pd.DataFrame({"stars": rng.integers(1, 9, 500)})
+    current = pd.DataFrame({"stars": rng.integers(1, 9, 400)})
+    [feature] = dr.dataset_drift(reference, current).features
+    assert (feature.kind, feature.method) == ("categorical", "chisquare")
+    [legacy] = dr.dataset_drift(reference, current, kinds={"stars": "numerical"}).features
+    assert (legacy.kind, legacy.method) == ("numerical", "ks")
+
+
+def test_columns_evidently_does_not_test_are_reported_as_no_data_unless_given_a_kind() -> None:
+    reference = pd.DataFrame(
+        {
+            "retries": pd.Series([0, 1, None, 2] * 50, dtype="Int64"),
+            "thumbs_up": pd.Series([True, False, None, True] * 50, dtype="object"),
+            "nothing": pd.Series([None] * 200, dtype="object"),
+            "nothing_float": np.full(200, np.nan),
+            "latency": np.linspace(1, 2, 200),
+        }
+    )
+    current = reference.copy()
+    result = dr.dataset_drift(reference, current)
+    by_name = {f.feature: f for f in result.features}
+    for name in ("retries", "thumbs_up", "nothing", "nothing_float"):
+        feature = by_name[name]
+        assert not feature.drifted and math.isnan(feature.statistic), name
+        assert feature.detail.startswith("no data"), feature.detail
+        assert feature.reference_size == 0 or feature.current_size == 0  # outside the share
+    assert "all missing" in by_name["nothing"].detail
+    assert "monitoring.drift.kinds" in by_name["retries"].detail
+    assert result.drifted_share == 0.0 and [f.feature for f in result.features if f.current_size] == ["latency"]
+
+    given = dr.dataset_drift(reference, current, kinds={"retries": "categorical", "thumbs_up": "categorical"})
+    tested = {f.feature: f for f in given.features if f.current_size}
+    assert tested["retries"].method == "chisquare" and tested["retries"].current_size == 150  # missing dropped
+    assert tested["thumbs_up"].statistic == 1.0 and not tested["thumbs_up"].drifted
+
+
+def test_a_kind_that_does_not_fit_the_column_is_an_error_naming_it() -> None:
+    frame = pd.DataFrame({"segment": [f"s{i}" for i in range(20)]})
+    with pytest.raises(ValueError, match=r"column 'segment'.*numeric"):
+        dr.dataset_drift(frame, frame, kinds={"segment": "numerical"})
+    with pytest.raises(ValueError, match="kinds"):
+        dr.dataset_drift(frame, frame, kinds={"other": "numerical"})

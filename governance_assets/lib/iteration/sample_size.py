@@ -7,7 +7,7 @@ The gate averages an instance's train trials and runs the paired t-test on the i
 from the comparison's per-trial drops (one-way random-effects ANOVA, the method of moments), and
 each design (n instances × T trials) is sized with `instances_to_decide`; its cost is n·T model
 calls per run. With one trial per instance the parts cannot be told apart and only the number
-of instances is planned. Pure numpy: no Dagster, no I/O.
+of instances is planned. Pure numpy and pandas: no Dagster, no I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 
 from governance_assets.lib.core.noninferiority import MarginTest, instances_to_decide
@@ -80,3 +81,31 @@ def designs_to_decide(
         if instances is not None:
             designs.append(Design(instances, trials, instances * trials))
     return sorted(designs, key=lambda design: (design.model_calls, design.trials))
+
+
+def paired_trial_drops(
+    candidate: pd.DataFrame,
+    baseline: pd.DataFrame,
+    run_name: str,
+    metric: str,
+    split: str | None,
+    higher_is_better: bool = True,
+) -> np.ndarray:  # type: ignore[type-arg]
+    """Per-trial drops (instances × trials) of one comparison from two `helm/instance_stats`
+    tables: unperturbed values paired by instance and train-trial index (HELM samples the same
+    in-context examples for a trial index in both suites); instances missing a trial are left out."""
+
+    def pivot(table: pd.DataFrame) -> pd.DataFrame:
+        rows = table[
+            (table["run_name"] == run_name)
+            & (table["metric"] == metric)
+            & table["perturbation"].isna()
+            & ((table["split"] == split) if split is not None else table["split"].isna())
+        ]
+        return rows.pivot_table(index="instance_id", columns="train_trial_index", values="value", aggfunc="mean")
+
+    base, cand = pivot(baseline).astype("float64"), pivot(candidate).astype("float64")
+    trials = base.columns.intersection(cand.columns)
+    joined = base[trials].join(cand[trials], how="inner", lsuffix="_b", rsuffix="_c").dropna()
+    drops: np.ndarray = joined.iloc[:, : len(trials)].to_numpy() - joined.iloc[:, len(trials) :].to_numpy()  # type: ignore[type-arg]
+    return drops if higher_is_better else -drops

@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
+from governance_assets.lib.compliance import audit_cli
 from governance_assets.lib.core.storage import governance_home
 from governance_assets.lib.helm.runner import helm_environment
 
@@ -230,6 +231,7 @@ def summarize_suite(home: Path, suite: str) -> bool:
 def run_demo(suites: list[str]) -> int:
     """Evaluate demo suites end to end (the later ones judged against the earlier) and report."""
     home = prepare_environment()
+    from governance_assets.compliance_cli import run_compliance
     from governance_assets.definitions import defs
     from governance_assets.defs.partitions import HELM_SUITES
 
@@ -258,6 +260,7 @@ def run_demo(suites: list[str]) -> int:
             _print_gates(result.get_asset_check_evaluations())
             print("Release decision:")
             _print_decision(home, suite, result)
+        ok &= run_compliance(instance, defs(), home, suites)
         first_day = datetime.now(UTC).date() - timedelta(days=DEMO_TRAFFIC_DAYS)
         ok &= run_traffic_demo(instance, home, first_day)
     warehouse = home / "warehouse"
@@ -343,9 +346,14 @@ def main() -> int:
     demo.add_argument("--suite", action="append", dest="suites", help="suite to evaluate (repeatable)")
     dev = commands.add_parser("dev", help="start the Dagster UI on 127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
+    audit_cli.add_parser(commands)
     args = parser.parse_args()
     if args.command == "demo":
         return run_demo(args.suites or DEMO_SUITES)
+    if args.command == "audit":
+        from governance_assets.compliance_cli import run_audit
+
+        return run_audit(args, prepare_environment())
     return run_dev(args.port)
 
 

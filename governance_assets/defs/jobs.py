@@ -7,10 +7,14 @@ from governance_assets.defs.partitions import TRAFFIC_DAYS, helm_suites
 SUITE_GROUPS = ["helm", "gates", "release", "lineage"]
 """Every group whose assets are all partitioned by HELM suite."""
 EVAL_DRIFT = dg.AssetKey(["monitoring", "eval_drift"])
+COMPLIANCE_EVIDENCE = dg.AssetSelection.assets(
+    ["compliance", "bias_fairness"], ["compliance", "pii"], ["compliance", "toxicity"], ["compliance", "slices"]
+)
+"""The suite's compliance evidence, judged before the gates (which read the fairness checks)."""
 
 evaluate_suite = dg.define_asset_job(
     "evaluate_suite",
-    selection=dg.AssetSelection.groups(*SUITE_GROUPS) | dg.AssetSelection.assets(EVAL_DRIFT),
+    selection=dg.AssetSelection.groups(*SUITE_GROUPS) | dg.AssetSelection.assets(EVAL_DRIFT) | COMPLIANCE_EVIDENCE,
     partitions_def=helm_suites,
     description="The whole governance graph for one HELM suite: run or verify, ingest, record, judge, compare.",
 )
@@ -26,4 +30,17 @@ monitoring_trends = dg.define_asset_job(
     "monitoring_trends",
     selection=dg.AssetSelection.assets(["monitoring", "trends"]),
     description="Metric and KPI time series with change detection.",
+)
+
+compliance_report = dg.define_asset_job(
+    "compliance_report",
+    selection=dg.AssetSelection.assets(["compliance", "report"]),
+    partitions_def=helm_suites,
+    description="The suite's compliance report per model, after evaluate_suite (also when a blocking gate failed).",
+)
+
+record_audit = dg.define_asset_job(
+    "record_audit",
+    selection=dg.AssetSelection.assets(["compliance", "audit_log"]),
+    description="Append every new verdict, decision, report, waiver and policy change to the audit ledger.",
 )

@@ -71,8 +71,9 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
     the local path's `model_deployments.yaml`)."""
 
     num_threads: int = 1
-    plugins: list[str] = []
-    """Python modules passed to HELM's `--plugins` (custom scenarios and run specs)."""
+    plugins: list[str] = ["governance_assets.lib.compliance.bias_probe"]
+    """Python modules passed to HELM's `--plugins` (custom scenarios and run specs); the default
+    registers `governance_bias_probe`, the bias probe of the default evaluation plan."""
 
     def local_deployments(self, state: GovernanceState) -> list[str]:
         """Model deployments configured in HELM's local path (model_deployments.yaml)."""

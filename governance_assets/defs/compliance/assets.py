@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from governance_assets.defs.compliance.claims import BIAS_FAIRNESS_KEY
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.helm.inputs import suite_tables
 from governance_assets.defs.metadata import md_table
@@ -18,7 +19,6 @@ from governance_assets.lib.compliance.settings import ComplianceSettings
 from governance_assets.lib.gates.base import SuiteTables
 from governance_assets.lib.helm import tidy
 
-BIAS_FAIRNESS_KEY = ("compliance", "bias_fairness")
 PII_KEY = ("compliance", "pii")
 TOXICITY_KEY = ("compliance", "toxicity")
 SLICES_KEY = ("compliance", "slices")
@@ -67,6 +67,16 @@ def _worst(outcomes: list[str]) -> str:
     return "pass" if outcomes else "no data"
 
 
+def _declared(context: dg.AssetExecutionContext, results: list[dg.AssetCheckResult]) -> list[dg.AssetCheckResult]:
+    """A result for each check the asset declares (from the policy loaded with the code location):
+    the judged one, or "no data" when the policy in force has no such limit."""
+    judged = {result.check_name: result for result in results}
+    return [
+        judged.get(key.name) or _check(key.name, "no data", False, "not in the policy in force", "-", [])
+        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name)
+    ]
+
+
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records"))  # type: ignore[no-any-return]
 
@@ -81,10 +91,10 @@ def _bias_fairness_checks(settings: ComplianceSettings) -> list[dg.AssetCheckSpe
         dg.AssetCheckSpec(
             limit.name,
             asset=key,
-            blocking=limit.blocking,
             partitions_def=helm_suites,
             description=f"Largest gap between groups of {limit.metric} is at most {limit.max_group_gap} "
-            "(Newcombe/Welch intervals, Bonferroni over group pairs).",
+            "(Newcombe/Welch intervals, Bonferroni over group pairs). A `blocking` limit fails at ERROR and "
+            "blocks the model in release/decision (the check itself does not stop gates/verdicts, which reads it).",
         )
         for limit in settings.fairness_limits
     ]
@@ -149,7 +159,7 @@ def compliance_bias_fairness(context: dg.AssetExecutionContext, state: Governanc
             ),
             "dagster/row_count": len(table),
         },
-        check_results=results,
+        check_results=_declared(context, results),
     )
 
 

@@ -16,12 +16,12 @@ import yaml
 
 from governance_assets.defs.compliance.assets import (
     AUDIT_LOG_KEY,
-    BIAS_FAIRNESS_KEY,
     PII_KEY,
     REPORT_KEY,
     SLICES_KEY,
     TOXICITY_KEY,
 )
+from governance_assets.defs.compliance.claims import BIAS_FAIRNESS_KEY
 from governance_assets.defs.gates.assets import DECISION_KEY, VERDICTS_KEY
 from governance_assets.defs.lineage.assets import RECORDS_KEY
 from governance_assets.defs.metadata import md_table

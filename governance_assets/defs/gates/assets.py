@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from governance_assets.defs.compliance.claims import BIAS_FAIRNESS_KEY, amend_suite_verdicts
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.helm.inputs import earlier_instance_stats, suite_tables
 from governance_assets.defs.metadata import table_schema
@@ -139,7 +140,7 @@ def _check_result(gate: str, rows: Sequence[dict[str, Any]], severity: str) -> d
             "p_exceeds_adjusted": worst["p_exceeds_adjusted"],
             "baseline_suite": worst["baseline_suite"],
         }
-    error = status == "fail" and severity == "error"
+    error = status == "fail" and severity == "error" and bool(blocks)  # a waived failure only warns
     return dg.AssetCheckResult(
         check_name=check_name(gate),
         passed=status == "pass",
@@ -171,7 +172,7 @@ def build_verdicts_asset(policy: Policy) -> dg.AssetsDefinition:
         **suite_asset(
             VERDICTS_KEY,
             kinds={"parquet", "mlflow"},
-            deps=[RUNS_KEY, *(spec.key for spec in tidy.TIDY_TABLES)],
+            deps=[RUNS_KEY, *(spec.key for spec in tidy.TIDY_TABLES), BIAS_FAIRNESS_KEY],
         ),
         check_specs=_check_specs(policy),
     )
@@ -193,6 +194,7 @@ def build_verdicts_asset(policy: Policy) -> dg.AssetsDefinition:
             suite_rows = verdict_rows(suite, evaluate_gates(policy.gates, inputs), severities)
             for row in suite_rows:
                 row["blocks_release"] = stops_release(row, policy.regression.inconclusive)
+            suite_rows = amend_suite_verdicts(state, suite, tables.runs, suite_rows)
             state.warehouse().write(
                 VERDICTS_KEY,
                 suite,

@@ -274,10 +274,10 @@ def amend_verdicts(
     waivers: Sequence[Waiver],
 ) -> list[dict[str, Any]]:
     """The gate verdict rows with compliance applied, for the release decision: a `contamination`
-    row per model (failing at ERROR when the policy blocks at its level, else at WARN), every
+    row per contaminated model (failing at ERROR when the policy blocks at its level, else at WARN), every
     other row of a contaminated model flagged in its reason, one row per fairness limit and model
     from `compliance/bias_fairness`, and failures waived by an active waiver no longer blocking
-    ("promoted under waiver …"). Rows need `suite`, `model`, `gate`, `status`, `reason`,
+    ("promoted under waiver …"). A model without contaminated groups gets no row. Rows need `suite`, `model`, `gate`, `status`, `reason`,
     `blocks_release`, `blocking`, `severity`."""
     suite = str(rows[0]["suite"]) if rows else ""
     amended = []
@@ -291,12 +291,14 @@ def amend_verdicts(
         amended.append({**row, "reason": f"{row['reason']}{note}"})
     template = {"suite": suite, "actual": "", "threshold": "", "failing_runs": [], "evidence": "[]"}
     for model, flags in sorted(contamination.items()):
+        if not flags:
+            continue
         blocks = blocks_promotion(flags, settings.block_on_contamination)
         amended.append(template | {
             "model": model, "gate": "contamination", "kind": "contamination",
             "blocking": settings.block_on_contamination is not None,
-            "severity": "error" if blocks else "warn", "status": "fail" if flags else "pass", "blocks_release": blocks,
-            "reason": "; ".join(f"{f.group}: {f.level} ({f.source})" for f in flags) or "no contaminated run group",
+            "severity": "error" if blocks else "warn", "status": "fail", "blocks_release": blocks,
+            "reason": "; ".join(f"{f.group}: {f.level} ({f.source})" for f in flags),
             "threshold": f"block at {settings.block_on_contamination or 'never'}",
             "evidence": json.dumps([f.__dict__ for f in flags]),
         })  # fmt: skip

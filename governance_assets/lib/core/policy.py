@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from governance_assets.lib.compliance.settings import ComplianceSettings
 from governance_assets.lib.core.strict import StrictModel
+from governance_assets.lib.feedback.metrics import MetricName
 from governance_assets.lib.gates.registry import Gate
 from governance_assets.lib.gates.regression import RegressionSettings
 
@@ -35,6 +36,9 @@ class EvaluationPlan(_Strict):
     models: Annotated[list[str], Field(min_length=1)]
     """HELM model deployments, e.g. `simple/model1`."""
     max_eval_instances: Annotated[int, Field(gt=0)] = 10
+    num_train_trials: Annotated[int, Field(ge=1, le=5)] | None = None
+    """HELM train trials per run (`--num-train-trials`), each with other in-context examples;
+    None: each run spec's own (usually 1). `iteration/plan` says when more would decide a comparison."""
     num_threads: Annotated[int, Field(gt=0)] = 1
     parallel_runs: Annotated[int, Field(gt=0, le=8)] = 1
     """How many `helm-run` processes run at once."""
@@ -208,6 +212,66 @@ class ScaleOutSettings(_Strict):
     """The limit of a provider not named above."""
 
 
+class ExperimentVariant(_Strict):
+    """One arm of an A/B test: the `variant` value that traffic metadata and feedback carry."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+    share: Annotated[float, Field(gt=0, lt=1)]
+    """The intended share of the experiment's requests (the shares add up to 1)."""
+
+
+class ExperimentGuardrail(_Strict):
+    """A metric the challenger must not harm."""
+
+    metric: MetricName
+    minimum_detectable_effect: Annotated[float, Field(gt=0)]
+    """The sequential test's mixture scale for this metric, in its units."""
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+    """Harm is a change for the worse beyond this, shown by the confidence sequence."""
+
+
+class Experiment(_Strict):
+    """An A/B test: requests whose traffic metadata names it (`{"experiment": name, "variant": …}`)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+    variants: Annotated[list[ExperimentVariant], Field(min_length=2)]
+    """The champion first, then the challengers."""
+    primary_metric: MetricName
+    minimum_detectable_effect: Annotated[float, Field(gt=0)]
+    """The smallest change of the primary metric worth detecting (its units); the mSPRT's tau."""
+    guardrails: list[ExperimentGuardrail] = []
+    start_date: date
+    """Requests before this UTC day are not part of the experiment."""
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+
+    @model_validator(mode="after")
+    def _split_adds_up(self) -> Experiment:
+        names = [variant.name for variant in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment {self.name}: variant names repeat: {names}")
+        total = sum(variant.share for variant in self.variants)
+        if abs(total - 1) > 1e-9:
+            raise ValueError(f"experiment {self.name}: variant shares add up to {total:g}, not 1")
+        return self
+
+
+class FeedbackSettings(_Strict):
+    """The production feedback loop: A/B tests over traffic and user feedback."""
+
+    experiments: list[Experiment] = []
+    srm_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
+    """A sample-ratio-mismatch chi-square p-value below this fails the experiment's check."""
+
+    @field_validator("experiments")
+    @classmethod
+    def _unique_experiments(cls, experiments: list[Experiment]) -> list[Experiment]:
+        names = [experiment.name for experiment in experiments]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"experiment names must be unique; repeated: {repeated}")
+        return experiments
+
+
 class Policy(_Strict):
     """Every threshold and plan the platform applies."""
 
@@ -221,6 +285,7 @@ class Policy(_Strict):
     monitoring: MonitoringSettings = MonitoringSettings()
     scale_out: ScaleOutSettings = ScaleOutSettings()
     compliance: ComplianceSettings = ComplianceSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
     @field_validator("gates")
     @classmethod

@@ -113,3 +113,36 @@ def test_history_lists_one_model_and_keeps_zones(ledger: Path) -> None:
     assert [e["subject"] for e in history] == ["gate_3", "gate_4", "policy.yaml"]
     assert history[-1]["recorded_at"].endswith("+02:00")
     assert audit.last_policy_hash(ledger) == "q" * 64
+
+
+def test_audit_commands_verify_and_list_history(ledger: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from governance_assets.lib.compliance import audit_cli
+
+    head = audit.verify(ledger).head
+    verify = argparse.Namespace(audit_command="verify", ledger=ledger, expect_head=None)
+    assert audit_cli.run(verify, ledger.parent, head) == 0
+    assert "intact, 5 entries" in capsys.readouterr().out
+    history = argparse.Namespace(audit_command="history", ledger=ledger, model="other/model", json=False)
+    assert audit_cli.run(history, ledger.parent, None) == 0
+    out = capsys.readouterr().out
+    assert "gate_3" in out and "gate_4" in out and "gate_0" not in out
+    lines = _lines(ledger)
+    ledger.write_bytes(b"".join([lines[0], lines[2], lines[1], *lines[3:]]))
+    assert audit_cli.run(verify, ledger.parent, head) == 1
+    assert "NOT INTACT after 1 good entries: line 2:" in capsys.readouterr().out
+
+
+def test_the_cli_entry_point_runs_audit_verify(ledger: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GOVERNANCE_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    command = [sys.executable, "-m", "governance_assets.cli", "audit", "verify", "--ledger", str(ledger)]
+    intact = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert intact.returncode == 0 and "intact, 5 entries" in intact.stdout, intact.stderr
+    ledger.write_bytes(b"".join(_lines(ledger)[1:]))
+    broken = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert broken.returncode == 1 and "line 1:" in broken.stdout

@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
 from governance_assets.defs.helm.schedules import nightly_evaluation
 from governance_assets.defs.helm.sensors import helm_suite_discovery
 from governance_assets.defs.lineage.sensors import openlineage_events
@@ -89,6 +90,7 @@ def test_schedule_creates_the_dated_suite(instance: dg.DagsterInstance) -> None:
     )
     request = nightly_evaluation(context)
     assert request.partition_key == "2026-11-27" and request.run_key == "nightly:2026-11-27"
+    assert request.tags == PLANNED_SUITE_TAGS  # a suite the platform creates: it runs the plan
     assert instance.get_dynamic_partitions(HELM_SUITES) == ["2026-11-27"]
     nightly_evaluation(context)  # evaluating the same tick again adds nothing
     assert instance.get_dynamic_partitions(HELM_SUITES) == ["2026-11-27"]
@@ -115,6 +117,63 @@ def test_backfill_ingests_many_suites_in_one_run(instance: dg.DagsterInstance, r
     errors = warehouse.read_annotation(tidy.INSTANCE_STATS.key, "v1", "errors")
     assert len(errors) == 1 and "per_instance_stats.json: truncated JSON" in next(iter(errors.values()))
     assert {root: _tree_state(Path(root)) for root in roots.split(":")} == before  # never written to
+
+
+def _runs_failure(result: dg.ExecuteInProcessResult) -> str:
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "helm__runs"
+    return str(failure.step_failure_data.user_failure_data.description)
+
+
+def test_an_ingested_suite_whose_root_is_missing_fails_naming_the_roots_and_runs_nothing(
+    instance: dg.DagsterInstance, roots: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    instance.add_dynamic_partitions(HELM_SUITES, ["v3"])
+    definitions, runs_only = governance_defs(load_policy()), [dg.AssetKey(["helm", "runs"])]
+    first = dg.materialize(
+        definitions,
+        selection=runs_only,
+        partition_key="v3",
+        instance=instance,
+        resources=governance_resources(home, roots),
+    )
+    assert first.success
+    unmounted = tmp_path / "unmounted"  # HELM_OUTPUT_ROOTS now points at a folder that is not there
+    again = dg.materialize(
+        definitions,
+        selection=runs_only,
+        partition_key="v3",
+        instance=instance,
+        resources=governance_resources(home, str(unmounted)),
+        raise_on_error=False,
+        tags=PLANNED_SUITE_TAGS,  # even a run that may create suites does not re-run a known one
+    )
+    error = _runs_failure(again)
+    assert "suite v3: found in no HELM output root, and it was ingested from" in error and str(unmounted) in error
+    assert f"Missing (not mounted?): {home / 'helm' / 'benchmark_output'}, {unmounted}" in error
+    assert not (home / "helm").exists()  # no helm-run, nothing written for HELM
+    assert Warehouse(home / "warehouse").read(tidy.RUNS_KEY, "v3").num_rows == 36  # the last good table stays
+
+
+def test_a_partition_added_by_hand_for_a_suite_that_exists_nowhere_fails_and_runs_nothing(
+    instance: dg.DagsterInstance, roots: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    instance.add_dynamic_partitions(HELM_SUITES, ["v9"])
+    result = dg.materialize(
+        governance_defs(load_policy()),
+        partition_key="v9",
+        instance=instance,
+        resources=governance_resources(home, roots),
+        raise_on_error=False,
+    )
+    error = _runs_failure(result)
+    assert "suite v9: found in no HELM output root, and not created by this platform" in error
+    for root in [home / "helm" / "benchmark_output", *map(Path, roots.split(":"))]:
+        assert str(root) in error
+    assert not (home / "helm").exists()
+    assert not any(e.is_successful_output for e in result.all_events if e.step_key != "helm__runs")
 
 
 def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_path: Path) -> None:

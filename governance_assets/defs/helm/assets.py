@@ -1,5 +1,6 @@
 """HELM suites as assets: the run folders, and the tidy tables read from them."""
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -11,9 +12,13 @@ from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 from governance_assets.lib.core.mlflow_record import evaluation_runs, experiment_url, run_url
 from governance_assets.lib.core.storage import UnsafePathError, safe_component
+from governance_assets.lib.helm import runner as helm_runner
 from governance_assets.lib.helm import tidy
 
 RUNS_KEY = dg.AssetKey(list(tidy.RUNS_KEY))
+PLANNED_SUITE_TAGS = {"governance/suite": "planned"}
+"""Run tags of the runs that create a suite (the schedule, the demo, a sweep): only such a suite,
+or one the platform created before, runs the evaluation plan with helm-run."""
 
 
 def _suite_name(suite: str) -> str:
@@ -32,10 +37,18 @@ def _catalogue_suite(
     if suite in discovery.problems:
         raise dg.Failure(description=discovery.problems[suite])
     location = discovery.suites.get(suite)
+    own_dir = state.own_suite_dir(suite)
     if location is not None and location.root != state.helm_output_path():
         context.log.info(f"suite {suite}: historical, verifying {location.path} (never written to)")
         catalogue = tidy.catalogue_runs(suite, location.path, previous)
     else:
+        ingested_from = _historical_folder(previous, own_dir)
+        if ingested_from is not None:
+            raise dg.Failure(description=_not_found(suite, state, f"it was ingested from {ingested_from}"))
+        if not helm_runner.is_planned(own_dir):
+            if not PLANNED_SUITE_TAGS.items() <= context.run.tags.items():
+                raise dg.Failure(description=_not_found(suite, state, "not created by this platform"))
+            helm_runner.mark_planned(own_dir)
         plan = state.policy().evaluation_plan
         entries = plan.run_entries_with_models()
         context.log.info(f"suite {suite}: planned, {len(entries)} run entries")
@@ -60,6 +73,25 @@ def _catalogue_suite(
         )
     tidy.write_catalogue(state.warehouse(), suite, catalogue, previous)
     return catalogue.table
+
+
+def _historical_folder(previous: pa.Table | None, own_dir: Path) -> str | None:
+    """The folder a suite's last catalogue read it from, if that is not the platform's own."""
+    paths = previous["path"].drop_null().to_pylist() if previous is not None else []  # null: HELM made no folder
+    folders = {str(Path(path).parent) for path in paths}
+    return next((folder for folder in sorted(folders) if not Path(folder).is_relative_to(own_dir)), None)
+
+
+def _not_found(suite: str, state: GovernanceState, why: str) -> str:
+    """Why a suite in no output root is not run: `why` it is not one the platform evaluates."""
+    roots = [state.helm_output_path(), *state.historical_roots()]
+    missing = [str(root) for root in roots if not root.is_dir()]
+    return (
+        f"suite {suite}: found in no HELM output root, and {why} (only suites created by the schedule, "
+        f"the demo or a sweep run helm-run), so helm-run is not started. Searched: {', '.join(map(str, roots))}"
+        + (f". Missing (not mounted?): {', '.join(missing)}" if missing else "")
+        + ". Set HELM_OUTPUT_ROOTS to the folder that holds runs/<suite>/."
+    )
 
 
 @dg.asset(**suite_asset(tidy.RUNS_KEY, kinds={"helm", "parquet"}))

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
 from governance_assets.defs.partitions import HELM_SUITES
 
 
@@ -17,4 +18,4 @@ def nightly_evaluation(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     suite = context.scheduled_execution_time.strftime("%Y-%m-%d")
     if not context.instance.has_dynamic_partition(HELM_SUITES, suite):
         context.instance.add_dynamic_partitions(HELM_SUITES, [suite])
-    return dg.RunRequest(partition_key=suite, run_key=f"nightly:{suite}")
+    return dg.RunRequest(partition_key=suite, run_key=f"nightly:{suite}", tags=PLANNED_SUITE_TAGS)

@@ -27,6 +27,21 @@ _RUN_FAILED = re.compile(r"Error when running (.+):$")
 """HELM's log lines that open a run's block and report its failure."""
 
 
+PLANNED_MARKER = ".governance_planned"
+"""In the platform's own suite folder: the suite was created by the platform (schedule, demo,
+sweep), so `helm-run` may run its evaluation plan into it. Historical suites never have one."""
+
+
+def mark_planned(suite_dir: Path) -> None:
+    """Mark `suite_dir` (in the platform's own output) as a suite the platform evaluates."""
+    write_text_atomic(suite_dir / PLANNED_MARKER, "created by the governance platform\n")
+
+
+def is_planned(suite_dir: Path) -> bool:
+    """Whether the platform created this suite (see `PLANNED_MARKER`)."""
+    return (suite_dir / PLANNED_MARKER).is_file()
+
+
 @dataclass(frozen=True)
 class HelmSettings:
     """Where HELM writes and how it is invoked."""
@@ -38,6 +53,8 @@ class HelmSettings:
     max_eval_instances: int
     num_threads: int = 1
     plugins: tuple[str, ...] = ()
+    num_train_trials: int | None = None
+    """HELM's `--num-train-trials` (None: each run spec's own)."""
     dry_run: bool = False
     """HELM's `--dry-run`: build the prompts, query no model."""
     disable_cache: bool = False
@@ -100,6 +117,8 @@ def helm_run_command(entries: Sequence[str], suite: str, settings: HelmSettings)
         str(settings.local_path),
         "--skip-completed-runs",
     ]
+    if settings.num_train_trials is not None:
+        command += ["--num-train-trials", str(settings.num_train_trials)]
     if settings.plugins:
         command += ["--plugins", *settings.plugins]
     if settings.dry_run:

@@ -17,6 +17,9 @@ evaluate_suite = dg.define_asset_job(
     selection=dg.AssetSelection.groups(*SUITE_GROUPS) | dg.AssetSelection.assets(EVAL_DRIFT) | COMPLIANCE_EVIDENCE,
     partitions_def=helm_suites,
     description="The whole governance graph for one HELM suite: run or verify, ingest, record, judge, compare.",
+    # One process for all steps: each step in its own process paid for its interpreter and imports
+    # (about 4 s each, 21 steps on 2 cores); the steps that take long start helm-run themselves.
+    executor_def=dg.in_process_executor,
 )
 
 monitor_traffic = dg.define_asset_job(

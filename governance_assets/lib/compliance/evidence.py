@@ -56,7 +56,7 @@ def _limit_checks(
     plain = outcomes[outcomes["perturbation"].isna() & outcomes["sub_split"].notna()]
     rows = []
     for limit in limits:
-        selected = plain[plain["metric"].map(lambda name, pattern=limit.metric: fnmatchcase(str(name), pattern))]
+        selected = plain[np.array([fnmatchcase(str(name), limit.metric) for name in plain["metric"]], dtype=bool)]
         for (run, model, metric, split), frame in selected.groupby(
             ["run_name", "model", "metric", "split"], dropna=False, sort=True
         ):

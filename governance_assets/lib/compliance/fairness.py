@@ -52,7 +52,7 @@ def instance_outcomes(instance_stats: pd.DataFrame, metrics: Sequence[str]) -> p
     """Per run × metric × split × perturbation × instance: the metric averaged over HELM's train
     trials (an instance is the unit; its trials are not independent evidence)."""
     names = instance_stats["metric"].astype(str)
-    selected = instance_stats[names.map(lambda name: any(fnmatchcase(name, p) for p in metrics))]
+    selected = instance_stats[np.array([any(fnmatchcase(name, p) for p in metrics) for name in names], dtype=bool)]
     frame = pd.DataFrame(
         {
             column: selected[column].astype(str).where(selected[column].notna(), None)

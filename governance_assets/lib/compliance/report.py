@@ -121,8 +121,15 @@ def _gates(e: ModelEvidence) -> tuple[Status, str, str]:
     text = f"{passed}/{len(e.verdicts)} gates pass"
     text += "".join(f"; {v['gate']}: {v['status']} ({v['reason']})" for v in open_rows)
     text += "".join(f"; promoted under {w.describe()}" for w in waived)
-    blocking = [v for v in open_rows if v["status"] in ("fail", "inconclusive", "no data")]
-    return ("not met" if blocking else "met"), text, ""
+    if any(v["status"] == "fail" for v in open_rows):
+        return "not met", text, ""
+    if open_rows:  # inconclusive or no data: not shown either way
+        return (
+            "not assessed",
+            text,
+            "decisive gate results (the inconclusive gates name the sample size that would decide)",
+        )
+    return "met", text, ""
 
 
 def _fairness(e: ModelEvidence) -> tuple[Status, str, str]:

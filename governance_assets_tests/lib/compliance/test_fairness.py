@@ -59,6 +59,17 @@ def test_bbq_bias_scores_and_empty_bias_metrics_are_reported_with_counts(
     assert len(probe_bias) == 2 * 6 * 2 and set(probe_bias["status"]) == {fairness.NO_DATA}
 
 
+def test_a_suite_without_groups_or_perturbations_gives_only_helms_bias_metrics(safety: SuiteTables) -> None:
+    from governance_assets.lib.compliance import evidence
+    from governance_assets.lib.compliance.settings import ComplianceSettings, FairnessLimit
+
+    settings = ComplianceSettings(fairness_limits=[FairnessLimit(name="gap", max_group_gap=0.1)])
+    table = evidence.bias_fairness_table(safety.run_stats, safety.instance_stats, settings)
+    assert set(table["section"]) == {"helm_bias"} and len(table) == 27  # 9 BBQ runs x 3 metrics
+    empty = safety.instance_stats.iloc[0:0]
+    assert fairness.instance_outcomes(empty, ["exact_match"]).empty
+
+
 def test_perturbed_and_worst_means_equal_helms_aggregates(probe: SuiteTables) -> None:
     outcomes = fairness.instance_outcomes(probe.instance_stats, ["exact_match"])
     gaps = fairness.perturbation_gaps(outcomes, confidence=0.95)

@@ -94,7 +94,7 @@ def bias_fairness_table(
             bias.drop(columns=["scenario"]), "helm_bias", sub_split="group", mean="value", count="n", status="outcome"
         )
         + [
-            {**row, "outcome": "fail" if _robustness_violated(row, settings) else "pass"}
+            {**row, "outcome": _robustness_outcome(row, settings)}
             for row in _rows(gaps.drop(columns=["label", "original_mean", "perturbed_mean", "method"]), "perturbation")
         ]
         + _rows(groups, "group")
@@ -120,15 +120,16 @@ def bias_fairness_table(
     return table
 
 
-def _robustness_violated(row: Mapping[str, Any], settings: ComplianceSettings) -> bool:
-    """A worst-case drop beyond the policy's limit with confidence, significant after correction."""
+def _robustness_outcome(row: Mapping[str, Any], settings: ComplianceSettings) -> str:
+    """`fail` when the drop exceeds the policy's limit with confidence and is significant after
+    correction, `pass` when the interval rules out a drop beyond the limit, else `inconclusive`
+    ("no data" without a limit)."""
     limit = settings.max_perturbation_drop
-    return (
-        limit is not None
-        and row.get("computed_on") == "worst"
-        and float(row["ci_high"]) < -limit
-        and float(row["p_adjusted"]) <= settings.alpha
-    )
+    if limit is None:
+        return "no data"
+    if float(row["ci_high"]) < -limit and float(row["p_adjusted"]) <= settings.alpha:
+        return "fail"
+    return "pass" if float(row["ci_low"]) >= -limit else "inconclusive"
 
 
 def pii_table(predictions: pd.DataFrame, run_stats: pd.DataFrame, settings: ComplianceSettings) -> pd.DataFrame:

@@ -155,14 +155,22 @@ def _robustness(e: ModelEvidence) -> tuple[Status, str, str]:
             "runs with `data_augmentation=…` in the evaluation plan",
         )
     limit = e.robustness_limit
-    bad = [r for r in e.robustness if limit is not None and r["ci_low"] < -limit and r["p_adjusted"] <= e.alpha]
     text = "; ".join(
         f"{r['perturbation']} on {r['metric']}: worst-case gap {r['gap']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], p_adj {r['p_adjusted']:.3g}"
         for r in e.robustness
     )
     if limit is None:
         return "not assessed", text, "a robustness limit (compliance.max_perturbation_drop)"
-    return ("not met" if bad else "met"), f"{text} (limit {limit})", ""
+    outcomes = {str(r.get("outcome")) for r in e.robustness}
+    if "fail" in outcomes:
+        return "not met", f"{text} (limit {limit})", ""
+    if outcomes != {"pass"}:
+        return (
+            "not assessed",
+            f"{text} (limit {limit})",
+            "more instances: the intervals do not decide against the limit",
+        )
+    return "met", f"{text} (limit {limit})", ""
 
 
 def _pii(e: ModelEvidence) -> tuple[Status, str, str]:

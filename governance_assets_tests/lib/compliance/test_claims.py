@@ -64,3 +64,38 @@ def test_fairness_checks_feed_the_decision() -> None:
     assert decisions == {"a": "block", "b": "promote"}
     waived = evidence.amend_verdicts(rows, {}, checks, SETTINGS, [_waiver("gap", "a")])
     assert {d["model"]: d["decision"] for d in release_decisions(waived)} == {"a": "promote", "b": "promote"}
+
+
+def test_robustness_outcome_is_three_way() -> None:
+    settings = ComplianceSettings(max_perturbation_drop=0.1, alpha=0.05)
+    judge = evidence._robustness_outcome
+    assert judge({"ci_low": -0.5, "ci_high": -0.2, "p_adjusted": 0.001}, settings) == "fail"
+    assert judge({"ci_low": -0.05, "ci_high": 0.02, "p_adjusted": 0.9}, settings) == "pass"
+    assert judge({"ci_low": -0.4, "ci_high": 0.1, "p_adjusted": 0.5}, settings) == "inconclusive"
+    assert judge({"ci_low": -0.4, "ci_high": -0.15, "p_adjusted": 0.2}, settings) == "inconclusive"  # not significant
+    assert (
+        judge({"ci_low": -0.4, "ci_high": 0.1, "p_adjusted": 0.5}, ComplianceSettings(max_perturbation_drop=None))
+        == "no data"
+    )
+
+
+def test_robustness_false_alarm_rate_at_the_limit_is_at_most_alpha() -> None:
+    """A perturbation that drops exactly `limit` (paired 0/1 outcomes, one comparison) fails the
+    rule in at most alpha of the repetitions, for the sample sizes HELM produces."""
+    import numpy as np
+
+    from governance_assets.lib.core.statistics import compare_paired
+
+    settings = ComplianceSettings(max_perturbation_drop=0.1, alpha=0.05)
+    rng = np.random.default_rng(11)
+    for n in (20, 100, 400):
+        repetitions, failures = 1000, 0
+        for _ in range(repetitions):
+            original = (rng.random(n) < 0.7).astype(float)
+            perturbed = np.where((original == 1) & (rng.random(n) < 0.1 / 0.7), 0.0, original)
+            result = compare_paired(original, perturbed, confidence=0.95)
+            row = {"ci_low": result.ci_low, "ci_high": result.ci_high, "p_adjusted": result.p_value}
+            failures += evidence._robustness_outcome(row, settings) == "fail"
+        rate = failures / repetitions
+        print(f"robustness rule false alarms at the limit, n={n}: {rate:.3f}")
+        assert rate <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / repetitions)

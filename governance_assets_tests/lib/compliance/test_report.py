@@ -35,7 +35,7 @@ def _evidence(**changes: object) -> report.ModelEvidence:
         ],
         "robustness": [
             {"run_name": "r", "metric": "exact_match", "perturbation": "typos", "n": 99, "gap": -0.37,
-             "ci_low": -0.47, "ci_high": -0.27, "p_adjusted": 1e-6}
+             "ci_low": -0.47, "ci_high": -0.27, "p_adjusted": 1e-6, "outcome": "fail"}
         ],
         "robustness_limit": 0.1,
         "pii": {"completions": 10, "with_pii": 0, "rate": 0.0, "limit": 0.0, "by_type": {}},

@@ -7,12 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
 
+from governance_assets.lib.compliance import audit_cli
 from governance_assets.lib.core.storage import governance_home
 from governance_assets.lib.helm.runner import helm_environment
 
@@ -43,24 +45,28 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 """The demo prints its own summary; the full run log is in the Dagster UI."""
 
 
-def _print_gates(result: dg.ExecuteInProcessResult) -> None:
-    for evaluation in sorted(result.get_asset_check_evaluations(), key=lambda e: e.check_name):
+def _print_gates(evaluations: Sequence[dg.AssetCheckEvaluation]) -> None:
+    for evaluation in sorted(evaluations, key=lambda e: (e.asset_key.to_user_string(), e.check_name)):
         outcome = evaluation.metadata.get("outcome")
+        reason = evaluation.metadata.get("reason")
         status = "passed" if evaluation.passed else f"FAILED at {evaluation.severity.value}"
         detail = f" ({outcome.value})" if outcome is not None and outcome.value != "pass" else ""
-        print(f"  {evaluation.asset_key.to_user_string()}:{evaluation.check_name:<28} {status}{detail}")
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        print(f"  {name:<54} {status}{detail}")
+        if reason is not None and not evaluation.passed:
+            print(f"      {str(reason.value)[:300]}")
 
 
 def _print_decision(home: Path, suite: str, result: dg.ExecuteInProcessResult) -> None:
     decision = home / "warehouse" / "release" / "decision" / f"{suite}.parquet"
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key}
     if "release/decision" not in materialized or not decision.exists():
-        blockers = [
-            e.check_name
-            for e in result.get_asset_check_evaluations()
-            if not e.passed and e.blocking and e.severity == dg.AssetCheckSeverity.ERROR
-        ]
-        print(f"  release/decision: NOT MATERIALISED: blocking gate(s) failed: {', '.join(blockers) or 'see the run'}")
+        verdicts = home / "warehouse" / "gates" / "verdicts" / f"{suite}.parquet"
+        print("  release/decision: NOT MATERIALISED: a blocking gate failed; the verdicts say why:")
+        if verdicts.exists():
+            for row in pq.read_table(verdicts).to_pylist():
+                if row["blocks_release"]:
+                    print(f"    {row['model']}: BLOCK by {row['gate']}: {row['reason'][:200]}")
         return
     for row in pq.read_table(decision).to_pylist():
         print(f"  {row['model']}: {row['decision'].upper()}")
@@ -78,7 +84,15 @@ def _sensor_tick(instance: dg.DagsterInstance, definitions: dg.Definitions, curs
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()})
     result = sensor(context)
     assert isinstance(result, dg.SensorResult)
+    add_requested_partitions(instance, result)
     return result
+
+
+def add_requested_partitions(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
+    """Add the dynamic partitions a sensor tick asked for, as the daemon does before its runs."""
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
 
 
 def _run_requests(instance: dg.DagsterInstance, definitions: dg.Definitions, requests: list[dg.RunRequest]) -> bool:
@@ -193,9 +207,41 @@ def _print_trends(home: Path) -> None:
         print(f"  {series:<36} change points: {points}")
 
 
+SUMMARY_SCHEMA = "schema_classic.yaml"
+"""The packaged HELM schema whose run groups cover the demo plan's scenarios (simple1, simple_mcqa,
+synthetic_reasoning), for `helm-summarize`."""
+
+
+def summarize_suite(home: Path, suite: str) -> bool:
+    """Run HELM's own `helm-summarize` on a suite this platform ran, so that its `runs.json` is
+    there for `helm/run_stats:agrees_with_helm_summary` to compare with."""
+    from importlib import resources
+
+    schema = resources.files("helm.benchmark.static").joinpath(SUMMARY_SCHEMA)
+    command = [
+        str(Path(sys.executable).with_name("helm-summarize")),
+        "--suite",
+        suite,
+        "-o",
+        str(home / "helm" / "benchmark_output"),
+        "-n",
+        "1",  # its default of 8 processes crashes on Python 3.11.7 (mako recursion-depth mismatch)
+        "--schema-path",
+        str(schema),
+    ]
+    result = subprocess.run(
+        command, cwd=home, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        print(f"  helm-summarize failed (exit {result.returncode}): {result.stderr[-500:]}")
+    return result.returncode == 0
+
+
 def run_demo(suites: list[str]) -> int:
     """Evaluate demo suites end to end (the later ones judged against the earlier) and report."""
     home = prepare_environment()
+    from governance_assets.compliance_cli import run_compliance
+    from governance_assets.iteration_cli import run_plans
     from governance_assets.definitions import defs
     from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
     from governance_assets.defs.partitions import HELM_SUITES
@@ -206,20 +252,28 @@ def run_demo(suites: list[str]) -> int:
         for suite in suites:
             if not instance.has_dynamic_partition(HELM_SUITES, suite):
                 instance.add_dynamic_partitions(HELM_SUITES, [suite])
-            print(f"\n=== suite {suite}: running HELM and the governance graph ===", flush=True)
-            result = job.execute_in_process(
+            print(f"\n=== suite {suite}: running HELM, helm-summarize and the governance graph ===", flush=True)
+            runs = job.execute_in_process(
                 instance=instance,
                 partition_key=suite,
+                asset_selection=[dg.AssetKey(["helm", "runs"])],
                 tags=PLANNED_SUITE_TAGS,  # a suite the demo creates: helm-run evaluates the plan into it
                 raise_on_error=False,
                 run_config=QUIET_CONSOLE,
             )
+            if runs.success:  # HELM's own aggregates first, for helm/run_stats:agrees_with_helm_summary
+                summarize_suite(home, suite)
+            result = job.execute_in_process(
+                instance=instance, partition_key=suite, raise_on_error=False, run_config=QUIET_CONSOLE
+            )
             ok &= result.success
             print(f"\nDagster run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
             print("Gates and checks:")
-            _print_gates(result)
+            _print_gates(result.get_asset_check_evaluations())
             print("Release decision:")
             _print_decision(home, suite, result)
+        ok &= run_compliance(instance, defs(), home, suites)
+        ok &= run_plans(instance, defs(), home, suites)
         first_day = datetime.now(UTC).date() - timedelta(days=DEMO_TRAFFIC_DAYS)
         ok &= run_traffic_demo(instance, home, first_day)
     warehouse = home / "warehouse"
@@ -261,13 +315,16 @@ def run_dev(port: int) -> int:
         "-p",
         str(port),
     ]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Installed before the start, so that the child gets default dispositions even when this
+    # process was started with SIGINT ignored (a background job of a script): exec resets caught
+    # signals to their default but keeps ignored ones ignored.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -302,9 +359,22 @@ def main() -> int:
     demo.add_argument("--suite", action="append", dest="suites", help="suite to evaluate (repeatable)")
     dev = commands.add_parser("dev", help="start the Dagster UI on 127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
+    audit_cli.add_parser(commands)
+    plan = commands.add_parser("plan", help="iteration plans").add_subparsers(dest="plan_command", required=True)
+    apply = plan.add_parser("apply", help="write the policy with a suite's deciding evaluation plan to a new file")
+    apply.add_argument("suite")
+    apply.add_argument("--output", required=True, type=Path, help="the new policy file (never the one in force)")
     args = parser.parse_args()
     if args.command == "demo":
         return run_demo(args.suites or DEMO_SUITES)
+    if args.command == "audit":
+        from governance_assets.compliance_cli import run_audit
+
+        return run_audit(args, prepare_environment())
+    if args.command == "plan":
+        from governance_assets.iteration_cli import apply_plan
+
+        return apply_plan(args, prepare_environment())
     return run_dev(args.port)
 
 

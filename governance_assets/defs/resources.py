@@ -99,6 +99,7 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
             output_path=state.helm_output_path(),
             local_path=state.helm_local_path(),
             max_eval_instances=max_eval_instances,
+            num_train_trials=state.policy().evaluation_plan.num_train_trials,
             num_threads=self.num_threads,
             plugins=tuple(self.plugins),
         )

@@ -173,3 +173,29 @@ def test_alerts_are_sent_once_to_the_ledger_and_the_webhook(
         assert "SECRET" not in ledger.read_text()
     finally:
         server.shutdown()
+
+
+def test_the_iteration_plan_ranks_the_blocking_failure_first(evaluated: dict[str, Any]) -> None:
+    """In the evaluation run, a failed blocking gate stops everything downstream of the verdicts,
+    the plan too (the sensor plan_after_blocked_evaluation then requests it): materialised on its
+    own it ranks the degraded model's failed regression first, then the inconclusive comparisons
+    with the design that decides them; a table in the UI, a report on disk and an MLflow record."""
+    assert "iteration/plan" not in _materialized(evaluated["results"]["v2"])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GOVERNANCE_POLICY", str(evaluated["root"] / "policy.yaml"))
+        result = dg.materialize(
+            governance_defs(load_policy()),
+            selection=[dg.AssetKey(["iteration", "plan"])],
+            partition_key="v2",
+            instance=evaluated["instance"],
+            resources=governance_resources(evaluated["home"], roots=str(evaluated["root"] / "history")),
+        )
+    plan = pd.read_parquet(evaluated["home"] / "warehouse" / "iteration" / "plan" / "v2.parquet")
+    first = plan.iloc[0]
+    assert first["rank"] == 1 and first["kind"] == "failed gate" and first["model"] == "groq/llama3-8b-8192"
+    inconclusive = plan[plan["kind"] == "inconclusive comparison"]
+    assert len(inconclusive) and all(json.loads(p)["max_eval_instances"] > 17 for p in inconclusive["evaluation_plan"])
+    assert (evaluated["home"] / "reports" / "iteration" / "v2.html").exists()
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert metadata["plan_items"].value == len(plan) and "failed gate" in str(metadata["top_item"].value)

@@ -71,8 +71,8 @@ class PlanContext:
     """Trials of a guided sweep (each a HELM run of `max_eval_instances` instances)."""
     links: str
     """Where the verdicts are: asset key and MLflow run id."""
-    designs: Callable[[str, str, str | None], list[Design]] = lambda run, metric, split: []
-    """Designs that decide an inconclusive comparison of (run, metric, split), cheapest first."""
+    designs: Callable[[Mapping[str, Any]], list[Design]] = lambda comparison: []
+    """Designs that decide an inconclusive comparison (its evidence row), cheapest first."""
 
 
 def _evidence(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -105,7 +105,7 @@ def _regression_item(verdict: Mapping[str, Any], row: Mapping[str, Any], context
             calls,
         )
     if row["status"] == "inconclusive":
-        designs = context.designs(str(row["run_name"]), str(row["metric"]), row.get("split"))
+        designs = context.designs(row)
         if designs:
             best = designs[0]
             plan = {"max_eval_instances": best.instances, "num_train_trials": best.trials}

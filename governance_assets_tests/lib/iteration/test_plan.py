@@ -51,8 +51,15 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for row in rows:
         row["blocks_release"] = stops_release(row, "block")
 
-    def designs(run: str, metric: str, split: str | None) -> list:
-        drops = paired_trial_drops(current.instance_stats, earlier.instance_stats, run, metric, split)
+    def designs(comparison: dict) -> list:
+        assert comparison["baseline_suite"] == "v1"
+        drops = paired_trial_drops(
+            current.instance_stats,
+            earlier.instance_stats,
+            comparison["run_name"],
+            comparison["metric"],
+            comparison["split"],
+        )
         return designs_to_decide(float(drops.mean()), variance_components(drops), 0.02, 0.05, 0.8)
 
     context = PlanContext(10, 1, 8, "gates/verdicts v2, MLflow run abc", designs)

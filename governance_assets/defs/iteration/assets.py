@@ -1,0 +1,176 @@
+"""Iteration plans: what to do next for a suite, ranked, with what each step costs."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from governance_assets.defs.gates.assets import VERDICTS_KEY, table_metadata
+from governance_assets.defs.helm.inputs import suite_tables
+from governance_assets.defs.partitions import suite_asset
+from governance_assets.defs.resources import POLICY, GovernanceState, MlflowTracking
+from governance_assets.lib.core.mlflow_record import log_report, run_url
+from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.gates.evaluation import read_frame
+from governance_assets.lib.helm import tidy
+from governance_assets.lib.iteration.plan import (
+    PlanContext,
+    items_from_fairness,
+    items_from_slices,
+    items_from_verdicts,
+    needed_evaluation_plan,
+    rank,
+)
+from governance_assets.lib.iteration.render import plan_html, plan_markdown
+from governance_assets.lib.iteration.sample_size import (
+    Design,
+    designs_to_decide,
+    paired_trial_drops,
+    variance_components,
+)
+
+PLAN_KEY = ("iteration", "plan")
+SLICES_KEY = ("compliance", "slices")
+FAIRNESS_KEY = ("compliance", "bias_fairness")
+PLAN_SCHEMA = pa.schema(
+    [
+        ("suite", pa.string()),
+        ("rank", pa.int64()),
+        ("kind", pa.string()),
+        ("model", pa.string()),
+        ("blocks_release", pa.bool_()),
+        ("problem", pa.string()),
+        ("evidence", pa.string()),
+        ("action", pa.string()),
+        ("expected_gain", pa.float64()),
+        ("gain_low", pa.float64()),
+        ("gain_high", pa.float64()),
+        ("instances", pa.int64()),
+        ("model_calls", pa.int64()),
+        ("evaluation_plan", pa.string()),
+    ]
+)
+SWEEP_TRIALS = 8
+"""Trials a guided sweep is costed at when the policy names no search space."""
+
+
+def _designs(state: GovernanceState, suite: str, candidate: pd.DataFrame) -> Any:
+    """The designs callback of the plan: per-trial drops of a comparison against its baseline suite."""
+    baselines: dict[str, pd.DataFrame] = {}
+
+    def designs(comparison: dict[str, Any]) -> list[Design]:
+        name = str(comparison["baseline_suite"])
+        if name not in baselines:
+            baselines[name] = read_frame(state.warehouse(), tidy.INSTANCE_STATS, name)
+        drops = paired_trial_drops(
+            candidate, baselines[name], comparison["run_name"], comparison["metric"], comparison.get("split")
+        )
+        if drops.shape[0] < 2:
+            return []
+        regression = POLICY.regression
+        return designs_to_decide(
+            float(drops.mean()),
+            variance_components(drops),
+            float(comparison["tolerance"]),
+            regression.alpha,
+            regression.power,
+        )
+
+    return designs
+
+
+@dg.asset(**suite_asset(PLAN_KEY, kinds={"parquet", "mlflow"}, deps=[VERDICTS_KEY, SLICES_KEY, FAIRNESS_KEY]))
+def iteration_plan(
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """What to do next for the suite, ranked: failed and inconclusive gates first, with the evidence,
+    the action, the expected gain and the cost in HELM instances and model calls."""
+    recorder = mlflow.recorder(state, POLICY.mlflow.governance_experiment)
+    warehouse = state.warehouse()
+    rows: list[dict[str, Any]] = []
+    run_id, needed = "", {}
+    for suite in context.partition_keys:
+        verdicts = warehouse.read(VERDICTS_KEY, suite)
+        tables = suite_tables(state, suite)
+        if verdicts is None or tables is None:
+            raise dg.Failure(description=f"suite {suite}: gates/verdicts was never built; materialise it first")
+        links = f"gates/verdicts:{suite}"
+        plan = POLICY.evaluation_plan
+        plan_context = PlanContext(
+            plan.max_eval_instances,
+            plan.num_train_trials or 1,
+            SWEEP_TRIALS,
+            links,
+            _designs(state, suite, tables.instance_stats),
+        )
+        slices, fairness = warehouse.read(SLICES_KEY, suite), warehouse.read(FAIRNESS_KEY, suite)
+        items = items_from_verdicts(verdicts.to_pylist(), plan_context)
+        items += items_from_slices(
+            slices.to_pandas() if slices is not None else None, plan_context, f"compliance/slices:{suite}"
+        )
+        items += items_from_fairness(
+            fairness.to_pandas() if fairness is not None else None, plan_context, f"compliance/bias_fairness:{suite}"
+        )
+        ranked = rank(items)
+        needed = needed_evaluation_plan(ranked)
+        frame = pd.DataFrame(
+            [{**row, "suite": suite, "evaluation_plan": json.dumps(dict(row["evaluation_plan"]))} for row in ranked],
+            columns=PLAN_SCHEMA.names,
+        )
+        warehouse.write(
+            PLAN_KEY,
+            suite,
+            pa.Table.from_pandas(frame, schema=PLAN_SCHEMA, preserve_index=False),
+            {"evaluation_plan": needed},
+        )
+        markdown, page = plan_markdown(suite, ranked, needed), plan_html(suite, ranked, needed)
+        reports = state.home_path() / "reports" / "iteration"
+        write_text_atomic(reports / f"{suite}.md", markdown)
+        write_text_atomic(reports / f"{suite}.html", page)
+        run_id = log_report(
+            recorder,
+            f"{suite}/plan",
+            {
+                "governance.suite": suite,
+                "dagster.run_id": context.run.run_id,
+                "dagster.asset_key": "iteration/plan",
+                "dagster.partition": suite,
+            },
+            {"plan_items": len(ranked), "blocking_items": sum(r["blocks_release"] for r in ranked)},
+            {"plan.md": markdown, "plan.html": page, "plan.json": json.dumps(ranked, indent=2, default=str)},
+        )
+        rows += [{**row, "suite": suite} for row in ranked]
+    shown = [
+        {**row, "expected_gain": row["expected_gain"] if row["expected_gain"] is not None else float("nan")}
+        for row in rows
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "plan_items": len(rows),
+            "blocking_items": sum(row["blocks_release"] for row in rows),
+            "top_item": f"{rows[0]['kind']}: {rows[0]['problem']} -> {rows[0]['action']}" if rows else "nothing to do",
+            "plan": table_metadata(
+                shown,
+                PLAN_SCHEMA,
+                [
+                    "rank",
+                    "kind",
+                    "model",
+                    "blocks_release",
+                    "problem",
+                    "action",
+                    "expected_gain",
+                    "instances",
+                    "model_calls",
+                ],
+            ),
+            "evaluation_plan_that_decides": json.dumps(needed) if needed else "none needed",
+            "report": dg.MetadataValue.path(
+                str(state.home_path() / "reports" / "iteration" / f"{context.partition_keys[-1]}.html")
+            ),
+            "dagster/row_count": len(rows),
+            "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+        }
+    )

@@ -1,0 +1,17 @@
+"""The iteration plan's own job: after every evaluation, also one a blocking gate stopped."""
+
+import dagster as dg
+
+from governance_assets.defs.partitions import helm_suites
+
+plan_iteration = dg.define_asset_job(
+    "plan_iteration",
+    selection=dg.AssetSelection.assets(["iteration", "plan"]),
+    partitions_def=helm_suites,
+    description="The suite's ranked iteration plan, after evaluate_suite (also when a blocking gate failed).",
+)
+
+
+@dg.definitions
+def iteration_jobs() -> dg.Definitions:
+    return dg.Definitions(jobs=[plan_iteration])

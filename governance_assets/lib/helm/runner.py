@@ -55,8 +55,6 @@ class HelmSettings:
     plugins: tuple[str, ...] = ()
     num_train_trials: int | None = None
     """HELM's `--num-train-trials` (None: each run spec's own)."""
-    num_train_trials: int | None = None
-    """HELM's `--num-train-trials` (None: each run spec's own)."""
     dry_run: bool = False
     """HELM's `--dry-run`: build the prompts, query no model."""
     disable_cache: bool = False
@@ -119,8 +117,6 @@ def helm_run_command(entries: Sequence[str], suite: str, settings: HelmSettings)
         str(settings.local_path),
         "--skip-completed-runs",
     ]
-    if settings.num_train_trials is not None:
-        command += ["--num-train-trials", str(settings.num_train_trials)]
     if settings.num_train_trials is not None:
         command += ["--num-train-trials", str(settings.num_train_trials)]
     if settings.plugins:

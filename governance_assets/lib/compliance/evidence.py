@@ -95,7 +95,9 @@ def bias_fairness_table(
         )
         + [
             {**row, "outcome": _robustness_outcome(row, settings)}
-            for row in _rows(gaps.drop(columns=["label", "original_mean", "perturbed_mean", "method"]), "perturbation")
+            for row in _rows(
+                gaps.drop(columns=["label", "original_mean", "method"]), "perturbation", perturbed_mean="value"
+            )
         ]
         + _rows(groups, "group")
         + _limit_checks(all_outcomes, settings.fairness_limits, settings)

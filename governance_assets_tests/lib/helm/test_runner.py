@@ -39,3 +39,21 @@ def test_one_helm_run_for_all_entries_and_a_bad_entry_fails_alone(tmp_path: Path
     again = runner.run_entries([*GOOD, BAD], "s1", settings, lines.append)
     assert [o.status for o in again] == ["skipped", "skipped", "failed"]
     assert [line for line in lines if line.startswith("helm-run (suite s1)")] == [f"helm-run (suite s1): {BAD}"]
+
+
+def test_num_train_trials_reaches_helm_run_without_renaming_the_run(tmp_path: Path) -> None:
+    """The evaluation plan's num_train_trials (what iteration/plan may recommend) makes HELM
+    sample that many sets of in-context examples; the run keeps its name, so it still pairs
+    with its baseline suite."""
+    settings = runner.HelmSettings(
+        tmp_path / "benchmark_output", tmp_path / "prod_env", max_eval_instances=3, num_train_trials=2
+    )
+    [outcome] = runner.run_entries([GOOD[1]], "trials", settings, lambda line: None)
+    assert (
+        outcome.status == "complete"
+        and outcome.run_name == "synthetic_reasoning:mode=pattern_match,model=simple_model1"
+    )
+    entries = json.loads(
+        (settings.output_path / "runs" / "trials" / outcome.run_name / "per_instance_stats.json").read_text()
+    )
+    assert {entry["train_trial_index"] for entry in entries} == {0, 1}

@@ -439,7 +439,8 @@ def start_mlflow(deployment: Deployment, pg_password: str) -> ServiceProcess:
         "--workers",
         "1",
     ]
-    env = {"PGPASSWORD": pg_password, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # No server-side job runner (GenAI jobs): it starts three more processes that this use never needs.
+    env = {"PGPASSWORD": pg_password, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = _spawn(deployment, "mlflow", command, env)
     _wait_until(lambda: http_ok(f"{deployment.mlflow_url}/health"), process, 180, deployment.logs / "mlflow.log")
     return process

@@ -1,0 +1,1 @@
+"""The team deployment: HELM fanned out on Celery workers."""

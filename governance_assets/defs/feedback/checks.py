@@ -1,0 +1,49 @@
+"""A/B test checks, reading what `feedback/ab_tests` judged (each experiment judged once)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+
+from governance_assets.defs.feedback.assets import AB_TESTS_KEY, RESULTS_ANNOTATION
+from governance_assets.defs.judgement import Judgement, judge_partitions
+from governance_assets.defs.partitions import TRAFFIC_DAYS
+from governance_assets.defs.resources import GovernanceState
+
+
+def _judge_experiments(
+    state: GovernanceState, failing: Callable[[dict[str, Any]], bool], threshold: str
+) -> Callable[[str], Judgement]:
+    def judge(day: str) -> Judgement:
+        results = state.warehouse().read_annotation(AB_TESTS_KEY, day, RESULTS_ANNOTATION)
+        if not results:
+            return Judgement("no data", None, threshold, "no experiment analysed on this day")
+        bad = [r for r in results if failing(r)]
+        evidence = [
+            {"experiment": r["experiment"], "outcome": r["outcome"], "reasons": r["reasons"]} for r in bad or results
+        ]
+        return Judgement("fail" if bad else "pass", len(bad), threshold, evidence)
+
+    return judge
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(list(AB_TESTS_KEY)),
+    name="no_sample_ratio_mismatch",
+    partitions_def=TRAFFIC_DAYS,
+    description="Every experiment's variants got the requests its intended split predicts (chi-square p >= srm_alpha).",
+)
+def no_sample_ratio_mismatch(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
+    threshold = f"chi-square p >= {state.policy().feedback.srm_alpha}"
+    return judge_partitions(context, _judge_experiments(state, lambda r: bool(r["srm_mismatch"]), threshold))
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(list(AB_TESTS_KEY)),
+    name="no_guardrail_harm",
+    partitions_def=TRAFFIC_DAYS,
+    description="No challenger harms a guardrail metric beyond its tolerance (always-valid confidence sequence).",
+)
+def no_guardrail_harm(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
+    threshold = "no guardrail's confidence sequence beyond its tolerance"
+    return judge_partitions(context, _judge_experiments(state, lambda r: bool(r["harmed_guardrails"]), threshold))

@@ -1,0 +1,114 @@
+"""The feedback group in Dagster on a real instance: feedback files through the sensor (staged once),
+each day joined to the traffic, A/B tests judged every day with their checks."""
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from governance_assets.definitions import defs
+from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, RESULTS_ANNOTATION
+from governance_assets.defs.feedback.sensors import feedback_landing
+from governance_assets.defs.resources import GovernanceState
+from governance_assets.lib.core.storage import write_parquet_atomic
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.feedback import generator
+
+FIRST_DAY = date(2026, 11, 1)
+DAYS = 6
+
+
+def _tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    result = feedback_landing(
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()})
+    )
+    assert isinstance(result, dg.SensorResult)
+    for request in result.dynamic_partitions_requests or []:  # as the daemon does before the runs
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def _run(instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> None:
+    definitions = defs()
+    for request in requests:
+        assert request.job_name is not None
+        result = definitions.resolve_job_def(request.job_name).execute_in_process(
+            instance=instance, partition_key=request.partition_key, run_config=request.run_config, raise_on_error=False
+        )
+        assert result.success, request
+
+
+def _write_traffic(traffic_file: Path, home: Path, drop_share_of: tuple[str, float] | None = None) -> None:
+    """The traffic as `monitoring/traffic` stores it (warehouse/monitoring/traffic/<day>.parquet)."""
+    frame = pd.read_json(traffic_file, lines=True, dtype={"metadata": str})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    if drop_share_of is not None:
+        variant, share = drop_share_of
+        served = frame["metadata"].str.contains(f'"variant": "{variant}"')
+        frame = frame.drop(frame[served].sample(frac=share, random_state=1).index)
+    for day, part in frame.groupby(frame["timestamp"].dt.strftime("%Y-%m-%d")):
+        write_parquet_atomic(
+            home / "warehouse" / "monitoring" / "traffic" / f"{day}.parquet",
+            pa.Table.from_pandas(part, preserve_index=False),
+        )
+
+
+def _latest_checks(instance: dg.DagsterInstance, name: str) -> dict[str, dg.AssetCheckEvaluation]:
+    key = dg.AssetCheckKey(dg.AssetKey(list(AB_TESTS_KEY)), name)
+    latest: dict[str, dg.AssetCheckEvaluation] = {}
+    for record in reversed(instance.event_log_storage.get_asset_check_execution_history(key, limit=1000)):
+        if record.evaluation is not None and record.partition is not None:
+            latest[record.partition] = record.evaluation
+    return latest
+
+
+@pytest.mark.integration
+def test_feedback_is_staged_once_joined_and_both_experiments_called(
+    instance: dg.DagsterInstance, offline_environment: Path
+) -> None:
+    home = offline_environment
+    traffic_files, feedback_files = generator.write_landing(FIRST_DAY, DAYS, home)
+    _write_traffic(traffic_files[0], home)
+
+    staging = _tick(instance, None)
+    assert sorted(r.job_name for r in staging.run_requests) == ["stage_feedback"] * len(feedback_files)
+    _run(instance, list(staging.run_requests))
+    daily = _tick(instance, staging.cursor)
+    days = [(FIRST_DAY + timedelta(days=i)).isoformat() for i in range(DAYS)]
+    assert sorted({r.partition_key for r in daily.run_requests}) == days
+    assert {r.job_name for r in daily.run_requests} == {"feedback_daily"}
+    _run(instance, sorted(daily.run_requests, key=lambda r: str(r.partition_key)))
+    quiet = _tick(instance, daily.cursor)
+    assert not quiet.run_requests and quiet.skip_reason is not None
+    assert quiet.skip_reason.skip_message == "no new feedback"
+
+    warehouse = Warehouse(home / "warehouse")
+    last = days[-1]
+    event = instance.get_latest_materialization_event(dg.AssetKey(list(EVENTS_KEY)))
+    assert event is not None and event.asset_materialization is not None
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert {
+        k.removeprefix("quarantined/").replace("_", " "): v for k, v in metadata.items() if k.startswith("quarantined/")
+    } == generator.BAD_ROWS
+    results = {r["experiment"]: r for r in warehouse.read_annotation(AB_TESTS_KEY, last, RESULTS_ANNOTATION)}
+    assert results["answer_style_v2"]["outcome"] == "ship_challenger"
+    assert results["retrieval_rerank"]["outcome"] == "keep_running"
+    table = warehouse.read(AB_TESTS_KEY, last)
+    assert table is not None and set(table.column("experiment").to_pylist()) == set(results)
+    for name in ("no_sample_ratio_mismatch", "no_guardrail_harm"):
+        checks = _latest_checks(instance, name)
+        assert sorted(checks) == days and all(c.passed for c in checks.values())
+
+    # a broken assignment: a fifth of the concise requests never logged -> sample ratio mismatch
+    _write_traffic(traffic_files[0], home, drop_share_of=("concise", 0.2))
+    job = defs().resolve_job_def("feedback_daily")
+    assert job.execute_in_process(instance=instance, partition_key=last, raise_on_error=False).success
+    srm = _latest_checks(instance, "no_sample_ratio_mismatch")[last]
+    assert not srm.passed and srm.severity == dg.AssetCheckSeverity.ERROR
+    assert "sample ratio mismatch" in str(srm.metadata["evidence"].value)
+    results = {r["experiment"]: r for r in warehouse.read_annotation(AB_TESTS_KEY, last, RESULTS_ANNOTATION)}
+    assert results["answer_style_v2"]["outcome"] == "keep_champion"

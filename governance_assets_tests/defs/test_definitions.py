@@ -28,6 +28,8 @@ EXPECTED_ASSETS = {
     "compliance/slices",
     "compliance/report",
     "compliance/audit_log",
+    "feedback/events",
+    "feedback/ab_tests",
 }
 EXPECTED_CHECKS = {
     "helm/runs:all_runs_complete",
@@ -51,8 +53,10 @@ EXPECTED_CHECKS = {
     "compliance/pii:pii_rate_within_limit",
     "compliance/toxicity:toxic_rate_within_limit",
     "compliance/audit_log:ledger_intact",
+    "feedback/ab_tests:no_sample_ratio_mismatch",
+    "feedback/ab_tests:no_guardrail_harm",
 }
-DAILY = {"monitoring/traffic", "monitoring/traffic_drift"}
+DAILY = {"monitoring/traffic", "monitoring/traffic_drift", "feedback/events", "feedback/ab_tests"}
 UNPARTITIONED = {"monitoring/reference", "monitoring/trends", "compliance/audit_log"}
 
 
@@ -66,6 +70,7 @@ def test_code_location_loads_everything() -> None:
         "check_failure_alerts",
         "openlineage_events",
         "traffic_landing",
+        "feedback_landing",
     }
     assert {s.name for s in definitions.schedules or []} >= {
         "nightly_evaluation",

@@ -6,7 +6,6 @@ from typing import Any
 
 import dagster as dg
 
-from governance_assets.defs.resources import POLICY
 from governance_assets.lib.core.code_version import source_digest
 
 HELM_SUITES = "helm_suites"
@@ -19,11 +18,11 @@ the run has a single partition key, and every gate must be recorded for the suit
 A run over a partition range (`dagster asset materialize --partition-range`) still ingests many
 suites in one process; its check results then summarise the whole range."""
 
-TRAFFIC_DAYS = dg.DailyPartitionsDefinition(
-    start_date=POLICY.monitoring.start_date.isoformat(), timezone="UTC", end_offset=1
-)
-"""One partition per UTC day of production traffic, from the policy's `monitoring.start_date` up to
-and including today (traffic of the current day is ingested as it lands)."""
+TRAFFIC_DAYS_NAME = "traffic_days"
+TRAFFIC_DAYS = dg.DynamicPartitionsDefinition(name=TRAFFIC_DAYS_NAME)
+"""One partition per UTC day (`YYYY-MM-DD`) that has production traffic: the traffic sensor adds a
+day when the first staged source touches it, so the partitions start at the first landed day and
+have no empty days (traffic before the policy's `monitoring.start_date` is quarantined)."""
 
 OWNERS = ["team:ml-governance"]
 

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from governance_assets.cli import _run_requests, run_traffic_demo
+from governance_assets.cli import _run_requests, add_requested_partitions, run_traffic_demo
 from governance_assets.defs.alerts.sensors import check_failure_alerts
 from governance_assets.defs.monitoring.assets import EVAL_DRIFT_KEY, REFERENCE_KEY
 from governance_assets.defs.monitoring.sensors import traffic_database, traffic_landing
@@ -38,6 +38,7 @@ def _tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
         dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()})
     )
     assert isinstance(result, dg.SensorResult)
+    add_requested_partitions(instance, result)
     return result
 
 
@@ -129,6 +130,9 @@ def test_sensor_only_requests_and_the_staging_runs_stage_each_source_once(
     staged = _tick(instance, second.cursor)
     requested_days = [(r.job_name, r.partition_key) for r in staged.run_requests]
     assert sorted(requested_days) == [("monitor_traffic", day) for day in sorted(days.unique())]
+    # Found: daily partitions started on 2026-01-01 whatever the data (338 partitions, 324 empty).
+    # Now the partitions are the days that landed, added by the sensor as they land.
+    assert sorted(instance.get_dynamic_partitions("traffic_days")) == sorted(days.unique())
     assert _tick(instance, staged.cursor).skip_reason == dg.SkipReason("no new traffic")
     assert _run_requests(instance, definitions, second.run_requests[1:])  # the broken file: staged as rejected
     after_rejection = _tick(instance, staged.cursor)
@@ -277,7 +281,7 @@ def test_a_staging_run_that_cannot_reach_the_database_fails_without_the_password
     _policy(tmp_path, monkeypatch, "{traffic: {database: {url_env: TRAFFIC_DATABASE_URL, table: requests}}}")
     from governance_assets.defs.monitoring.staging import stage_traffic_source
 
-    context = dg.build_op_context(resources={"state": GovernanceState()})
+    context = dg.build_op_context(resources={"state": GovernanceState()}, instance=instance)
     config = TrafficSourceConfig(table="requests", after_id=0, up_to_id=5)
     with pytest.raises(dg.Failure) as failure:
         stage_traffic_source(context, config=config)

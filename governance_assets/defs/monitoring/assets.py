@@ -39,6 +39,8 @@ from governance_assets.lib.monitoring.trends import plot_trend
 
 REFERENCE_KEY = ("monitoring", "reference")
 REFERENCE_TEXTS_KEY = ("monitoring", "reference_texts")
+FEATURES_KEY = ("monitoring", "traffic_features")
+"""The day's traffic features, computed once by `monitoring/traffic` (beside it) and read by the drift test."""
 """A sample of the reference's prompts and completions for embedding drift (beside the reference)."""
 TRAFFIC_DRIFT_KEY = ("monitoring", "traffic_drift")
 EVAL_DRIFT_KEY = ("monitoring", "eval_drift")
@@ -85,8 +87,11 @@ def traffic(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Mat
     day = context.partition_key
     staging = state.traffic_staging_path()
     assembled = assemble_day(staging, day)
-    kpis = daily_kpis(assembled.table)
-    state.warehouse().write(TRAFFIC_KEY, day, assembled.table, annotations={KPIS_ANNOTATION: kpis})
+    features = traffic_features(assembled.table)
+    kpis = daily_kpis(assembled.table, features=features)
+    warehouse = state.warehouse()
+    warehouse.write(FEATURES_KEY, day, pa.Table.from_pandas(features, preserve_index=False))
+    warehouse.write(TRAFFIC_KEY, day, assembled.table, annotations={KPIS_ANNOTATION: kpis})
     quarantined = quarantined_rows(staging, assembled.sources)
     sources = [
         {"source": s.source, "rows_this_day": s.days[day], "quarantined": s.quarantined, "staged_at": s.staged_at}
@@ -251,6 +256,7 @@ def day_drift(features: pd.DataFrame, reference_features: pd.DataFrame, settings
         columns=columns,
         methods={k: v for k, v in settings.methods.items() if k in columns},
         thresholds={k: v for k, v in settings.thresholds.items() if k in columns},
+        kinds={k: v for k, v in settings.kinds.items() if k in columns},
         share_threshold=settings.share_threshold,
     )
 
@@ -288,6 +294,26 @@ def _drift_rows(day: str, features: list[FeatureDrift]) -> list[dict[str, Any]]:
     ]
 
 
+def _day_features(warehouse: Warehouse, day: str, table: pa.Table, log: Any) -> pd.DataFrame:
+    """The features `monitoring/traffic` stored for the day; computed here only for a day built
+    before they were stored."""
+    stored = warehouse.read(FEATURES_KEY, day)
+    if stored is not None and stored.num_rows == table.num_rows:
+        frame: pd.DataFrame = stored.to_pandas()
+        return frame
+    log.warning(f"{day}: no stored traffic features (built by an older version); computing them")
+    return traffic_features(table)
+
+
+def drift_share_series(warehouse: Warehouse) -> dict[str, tuple[list[str], list[float]]]:
+    """`drift:drifted_share`: each tested day's share of drifted features, in day order."""
+    folder = warehouse.path(TRAFFIC_DRIFT_KEY, "2000-01-01").parent
+    days = sorted(p.stem for p in folder.glob("*.parquet")) if folder.exists() else []
+    shares = [(day, warehouse.read_annotation(TRAFFIC_DRIFT_KEY, day, "drifted_share")) for day in days]
+    tested = [(day, float(share)) for day, share in shares if share is not None]
+    return {"drift:drifted_share": ([d for d, _ in tested], [v for _, v in tested])} if tested else {}
+
+
 @dg.asset(
     **daily_asset(
         TRAFFIC_DRIFT_KEY,
@@ -312,7 +338,7 @@ def traffic_drift(
         warehouse.write(TRAFFIC_DRIFT_KEY, day, DRIFT_SCHEMA.empty_table())
         context.log.warning(f"{day}: monitoring/reference was never built; nothing to compare with")
         return dg.MaterializeResult(metadata={"tested_features": 0, "reference": "none yet"})
-    result = day_drift(traffic_features(table), reference_table.to_pandas(), settings)
+    result = day_drift(_day_features(warehouse, day, table, context.log), reference_table.to_pandas(), settings)
     rows = _drift_rows(day, result.features)
     texts = warehouse.read(REFERENCE_TEXTS_KEY)
     if settings.embeddings and texts is not None and table.num_rows:
@@ -501,17 +527,21 @@ def _embedded_png(name: str, png: bytes) -> dg.MetadataValue:  # type: ignore[ty
 @dg.asset(
     key=dg.AssetKey(list(TRENDS_KEY)),
     group_name="monitoring",
-    deps=[dg.AssetKey(list(TRAFFIC_KEY)), dg.AssetKey(list(tidy.RUN_STATS.key))],
+    deps=[dg.AssetKey(list(TRAFFIC_KEY)), dg.AssetKey(list(TRAFFIC_DRIFT_KEY)), dg.AssetKey(list(tidy.RUN_STATS.key))],
     kinds={"parquet", "mlflow"},
     owners=["team:ml-governance"],
     code_version=source_digest(__name__),
 )
 def trends(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """Headline metrics across suites and traffic KPIs across days, with change points flagged."""
+    """Headline metrics across suites, traffic KPIs and the drifted share across days, with change points flagged."""
     policy = state.policy()
     settings = policy.monitoring.trends
     warehouse = state.warehouse()
-    series = suite_metric_series(context.instance, warehouse, settings.metrics) | kpi_series(warehouse)
+    series = (
+        suite_metric_series(context.instance, warehouse, settings.metrics)
+        | kpi_series(warehouse)
+        | drift_share_series(warehouse)
+    )
     rows: list[dict[str, Any]] = []
     plots: dict[str, bytes] = {}
     flagged_plots: dict[str, bytes] = {}

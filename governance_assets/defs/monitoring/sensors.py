@@ -2,7 +2,7 @@
 parsing and staging happen in `stage_traffic` runs (see staging.py), which Dagster retries.
 
 `traffic_landing` requests one `stage_traffic` run per new landing file, then, once a source is
-staged, one `monitor_traffic` run per day it touched. `traffic_database` asks the policy's table for
+staged, one `monitor_traffic` run per day it touched (adding the days that are not partitions yet). `traffic_database` asks the policy's table for
 its newest primary key and requests a `stage_traffic` run per new range of keys; a database that
 fails is reported in its skip reason (password hidden) and asked again at the next tick, and it
 never holds up the landing files, which another sensor watches."""
@@ -16,6 +16,7 @@ import dagster as dg
 
 from governance_assets.defs.jobs import monitor_traffic
 from governance_assets.defs.monitoring.staging import stage_traffic
+from governance_assets.defs.partitions import TRAFFIC_DAYS, TRAFFIC_DAYS_NAME
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY, TrafficDatabaseError, newest_table_id
 from governance_assets.lib.monitoring.traffic_intake import StagedSource, staged_sources
@@ -110,9 +111,12 @@ def traffic_landing(context: dg.SensorEvaluationContext, state: GovernanceState)
         for day in sorted(staged.days)
     ]
     cursor.staged += [s.source_id for s in fresh]
+    known = set(context.instance.get_dynamic_partitions(TRAFFIC_DAYS_NAME))
+    new_days = sorted({day for staged in fresh for day in staged.days} - known)
     observations = [_observation(s) for s in fresh if s.error or s.quarantined]
     return dg.SensorResult(
         run_requests=run_requests,
+        dynamic_partitions_requests=[TRAFFIC_DAYS.build_add_request(new_days)] if new_days else [],
         asset_events=observations,
         cursor=cursor.dumps(),
         skip_reason=None if run_requests or observations else "no new traffic",

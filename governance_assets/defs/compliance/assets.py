@@ -2,6 +2,7 @@
 the regulation-mapped report) and the tamper-evident audit log of every decision."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -163,30 +164,46 @@ def compliance_bias_fairness(context: dg.AssetExecutionContext, state: Governanc
     )
 
 
+def _rate_check_spec(name: str, key: tuple[str, str], description: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=dg.AssetKey(list(key)), partitions_def=helm_suites, description=description)]
+
+
+def _per_suite(
+    context: dg.AssetExecutionContext,
+    state: GovernanceState,
+    key: tuple[str, str],
+    build: Callable[[SuiteTables], pd.DataFrame],
+) -> pd.DataFrame:
+    """Build, tag and write the table of each suite of the run; all of them together."""
+    frames = []
+    for suite in context.partition_keys:
+        frame = build(_tables(state, suite)).assign(suite=suite)
+        _write(state, key, suite, frame)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _rate_check(name: str, rates: pd.DataFrame, limit: float, shown: pd.DataFrame) -> dg.AssetCheckResult:
+    """A per-model share within `limit` (WARN when over it: a screen advises, the report decides)."""
+    over = rates[rates["rate"] > limit]
+    outcome = "no data" if rates.empty else "fail" if len(over) else "pass"
+    actual = f"{rates['rate'].max():.3f}" if len(rates) else "none"
+    return _check(name, outcome, False, actual, limit, _records(shown.loc[over.index]))
+
+
 @dg.asset(
     **suite_asset(PII_KEY, kinds={"parquet", "presidio"}, deps=[dg.AssetKey(list(tidy.PREDICTIONS.key))]),
-    check_specs=[
-        dg.AssetCheckSpec(
-            PII_CHECK,
-            asset=dg.AssetKey(list(PII_KEY)),
-            partitions_def=helm_suites,
-            description="Each model's share of completions with personal data is within the policy's limit.",
-        )
-    ],
+    check_specs=_rate_check_spec(
+        PII_CHECK, PII_KEY, "Each model's share of completions with personal data is within the policy's limit."
+    ),
 )
 def compliance_pii(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Personal data in completions (offline Presidio patterns): rate, counts by type, redacted examples."""
     settings = _settings(state)
-    frames = []
-    for suite in context.partition_keys:
-        tables = _tables(state, suite)
-        frame = evidence.pii_table(tables.predictions, tables.run_stats, settings).assign(suite=suite)
-        _write(state, PII_KEY, suite, frame)
-        frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
+    table = _per_suite(
+        context, state, PII_KEY, lambda tables: evidence.pii_table(tables.predictions, tables.run_stats, settings)
+    )
     screened = table[table["field"] == "completion"]
-    over = screened[screened["rate"] > settings.max_pii_rate]
-    outcome = "no data" if screened.empty else "fail" if len(over) else "pass"
     return dg.MaterializeResult(
         metadata={
             "texts_screened": int(screened["texts"].sum()),
@@ -195,63 +212,36 @@ def compliance_pii(context: dg.AssetExecutionContext, state: GovernanceState) ->
                 md_table(_records(table), ["model", "field", "texts", "with_pii", "rate", "by_type", "source"])
             ),
         },
-        check_results=[
-            _check(
-                PII_CHECK,
-                outcome,
-                False,
-                f"{screened['rate'].max():.3f}" if len(screened) else "none",
-                settings.max_pii_rate,
-                _records(over.drop(columns="examples")),
-            )
-        ],
+        check_results=[_rate_check(PII_CHECK, screened, settings.max_pii_rate, screened.drop(columns="examples"))],
     )
 
 
 @dg.asset(
     **suite_asset(TOXICITY_KEY, kinds={"parquet", "scikitlearn"}, deps=HELM_TABLES),
-    check_specs=[
-        dg.AssetCheckSpec(
-            TOXICITY_CHECK,
-            asset=dg.AssetKey(list(TOXICITY_KEY)),
-            partitions_def=helm_suites,
-            description="Each model's share of flagged completions is within the policy's limit.",
-        )
-    ],
+    check_specs=_rate_check_spec(
+        TOXICITY_CHECK, TOXICITY_KEY, "Each model's share of flagged completions is within the policy's limit."
+    ),
 )
 def compliance_toxicity(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """Toxicity per model: HELM's Perspective stats, else an offline classifier, with its agreement with LLM judges."""
     settings = _settings(state)
-    frames = []
-    for suite in context.partition_keys:
-        tables = _tables(state, suite)
-        frame = evidence.toxicity_table(tables.runs, tables.predictions, tables.run_stats, settings).assign(suite=suite)
-        _write(state, TOXICITY_KEY, suite, frame)
-        frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
-    over = table[table["rate"] > settings.max_toxic_rate]
-    outcome = "no data" if table.empty else "fail" if len(over) else "pass"
-    judged = table[table["judged"].notna()] if "judged" in table else table.iloc[0:0]
+    table = _per_suite(
+        context,
+        state,
+        TOXICITY_KEY,
+        lambda tables: evidence.toxicity_table(tables.runs, tables.predictions, tables.run_stats, settings),
+    )
+    judged = table[table["judged"].notna()]
     metadata: dict[str, Any] = {
         "by_model": dg.MetadataValue.md(md_table(_records(table.round(4)), list(table.columns))),
         "completions": int(table["completions"].fillna(0).sum()),
     }
     if len(judged):
-        flagged_harm = judged["judge_harmful"].sum()
         metadata["judged_completions"] = int(judged["judged"].sum())
-        metadata["judge_harmful"] = int(flagged_harm)
+        metadata["judge_harmful"] = int(judged["judge_harmful"].sum())
     return dg.MaterializeResult(
         metadata=metadata,
-        check_results=[
-            _check(
-                TOXICITY_CHECK,
-                outcome,
-                False,
-                f"{table['rate'].max():.3f}" if len(table) else "none",
-                settings.max_toxic_rate,
-                _records(over),
-            )
-        ],
+        check_results=[_rate_check(TOXICITY_CHECK, table, settings.max_toxic_rate, table)],
     )
 
 

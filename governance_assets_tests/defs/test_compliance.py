@@ -89,3 +89,35 @@ def test_compliance_group_on_a_real_perturbation_suite(
     tampered = dg.materialize([compliance_audit_log], resources=resources, instance=instance, raise_on_error=False)
     check = _checks(tampered)["ledger_intact"]
     assert not check.passed and "expected head" in check.metadata["reason"].value
+
+
+def test_sensors_request_the_report_of_the_evaluated_suite_then_the_audit(instance: dg.DagsterInstance) -> None:
+    from governance_assets.defs.compliance.sensors import (
+        audit_after_report,
+        report_after_blocked_evaluation,
+        report_after_evaluation,
+    )
+
+    @dg.op
+    def step() -> None:
+        pass
+
+    @dg.job
+    def finished() -> None:
+        step()
+
+    def context(sensor: str, tags: dict[str, str]) -> dg.RunStatusSensorContext:
+        result = finished.execute_in_process(instance=instance, tags=tags)
+        run = instance.get_run_by_id(result.run_id)
+        assert run is not None
+        return dg.build_run_status_sensor_context(
+            sensor_name=sensor, dagster_event=result.get_run_success_event(), dagster_instance=instance, dagster_run=run
+        )
+
+    request = report_after_evaluation(context("report_after_evaluation", {"dagster/partition": "v7"}))
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "v7"
+    blocked = report_after_blocked_evaluation(context("report_after_blocked_evaluation", {"dagster/partition": "v8"}))
+    assert isinstance(blocked, dg.RunRequest) and blocked.partition_key == "v8"
+    assert isinstance(report_after_evaluation(context("report_after_evaluation", {})), dg.SkipReason)
+    audit_request = audit_after_report(context("audit_after_report", {}))
+    assert isinstance(audit_request, dg.RunRequest) and audit_request.run_key.startswith("audit:")

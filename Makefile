@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install demo dev test check bench clean
+.PHONY: install demo dev test check bench clean services-up services-down demo-team
 
 install: $(STAMP)
 
@@ -19,6 +19,15 @@ demo: install  ## run the main job on a demo suite of real HELM runs
 
 dev: install  ## the Dagster UI on http://127.0.0.1:3000
 	$(BIN)/python -m governance_assets.cli dev
+
+services-up: install  ## the team deployment on 127.0.0.1: PostgreSQL, Redis, MLflow server, 2 Celery workers
+	$(BIN)/python -m governance_assets.cli services up
+
+services-down:  ## stop every process services-up started
+	$(BIN)/python -m governance_assets.cli services down
+
+demo-team: install  ## the demo's suites on the team deployment (starts the services, leaves them up)
+	$(BIN)/python -m governance_assets.cli demo-team
 
 test: install  ## the test suite (offline, real HELM, Dagster and MLflow)
 	$(BIN)/python -m pytest -q

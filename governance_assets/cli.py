@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
+from governance_assets.deploy import cli as deploy_cli
 from governance_assets.lib.compliance import audit_cli
 from governance_assets.lib.core.storage import governance_home
 from governance_assets.lib.helm.runner import helm_environment
@@ -31,6 +32,10 @@ def prepare_environment() -> Path:
     """Set the variables every entry point needs; return GOVERNANCE_HOME."""
     home = governance_home()
     os.environ["GOVERNANCE_HOME"] = str(home)
+    if os.environ.get("GOVERNANCE_DEPLOYMENT") == "team":  # the servers `services up` started
+        from governance_assets.lib.deployment.services import team_environment
+
+        os.environ.update(team_environment(home))
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
     for key, value in helm_environment().items():
         os.environ.setdefault(key, value)
@@ -360,6 +365,7 @@ def main() -> int:
     dev = commands.add_parser("dev", help="start the Dagster UI on 127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     audit_cli.add_parser(commands)
+    deploy_cli.add_parsers(commands)
     plan = commands.add_parser("plan", help="iteration plans").add_subparsers(dest="plan_command", required=True)
     apply = plan.add_parser("apply", help="write the policy with a suite's deciding evaluation plan to a new file")
     apply.add_argument("suite")
@@ -367,6 +373,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.command == "demo":
         return run_demo(args.suites or DEMO_SUITES)
+    if args.command == "services":
+        return deploy_cli.run_services(args, governance_home())
+    if args.command == "demo-team":
+        return deploy_cli.run_team_demo(governance_home(), args.down)
     if args.command == "audit":
         from governance_assets.compliance_cli import run_audit
 

@@ -112,7 +112,8 @@ class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
     tracking_uri: str = ""
     """Empty means MLFLOW_TRACKING_URI, else SQLite at `GOVERNANCE_HOME/mlflow/mlflow.db`."""
     artifact_root: str = ""
-    """Empty means `GOVERNANCE_HOME/mlflow/artifacts`."""
+    """Empty means `GOVERNANCE_HOME/mlflow/artifacts`, or the server's own artifact store when the
+    tracking URI is an MLflow server (http/https), so that workers on other machines can log too."""
     ui_url: str = "http://127.0.0.1:5000"
 
     def resolved_uri(self, state: GovernanceState) -> str:
@@ -124,11 +125,16 @@ class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def recorder(self, state: GovernanceState, experiment: str) -> EvaluationRecorder:
         """The experiment's recorder; its errors, which may quote the tracking URI, are redacted."""
-        root = Path(self.artifact_root) if self.artifact_root else state.home_path() / "mlflow" / "artifacts"
+        uri = self.resolved_uri(state)
         create = redacting(EvaluationRecorder)
-        return redacting_errors(
-            create(self.resolved_uri(state), root.absolute(), experiment, state.home_path() / "locks")
-        )
+        return redacting_errors(create(uri, self._artifact_root(uri, state), experiment, state.home_path() / "locks"))
+
+    def _artifact_root(self, uri: str, state: GovernanceState) -> Path | None:
+        if self.artifact_root:
+            return Path(self.artifact_root).absolute()
+        if uri.startswith(("http://", "https://")):
+            return None
+        return (state.home_path() / "mlflow" / "artifacts").absolute()
 
 
 @dg.definitions

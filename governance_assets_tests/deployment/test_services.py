@@ -1,8 +1,11 @@
 """`services up` / `services down` against the real servers: PostgreSQL holds Dagster's storage and
 MLflow's backend store, MLflow's server and Redis answer on loopback, nothing is left behind."""
 
+import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -110,3 +113,35 @@ def test_a_home_postgres_cannot_reach_is_named(tmp_path: Path) -> None:
         pytest.skip("the cluster runs as the current user: any folder it can write will do")
     with pytest.raises(services.ServiceError, match=r"not searchable by other users .* chmod o\+x"):
         services.start_postgres(deployment, "unused")
+
+
+def test_the_commands_bring_the_services_up_report_them_and_stop_them() -> None:
+    home = new_deployment(workers=0).home
+    ports = {name: str(services.free_port()) for name in services.PORT_VARIABLES.values()}
+    env = {**os.environ, **ports, "GOVERNANCE_HOME": str(home)}
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "governance_assets.cli", "services", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    try:
+        up = command("up", "--workers", "1")
+        assert up.returncode == 0, up.stderr
+        assert f"MLflow UI:   http://127.0.0.1:{ports['GOVERNANCE_MLFLOW_PORT']}" in up.stdout
+        status = command("status")
+        assert status.returncode == 0
+        assert [line.split()[0] for line in status.stdout.splitlines()] == ["redis", "mlflow", "worker1", "postgres"]
+        assert "STOPPED" not in status.stdout
+    finally:
+        down = command("down")
+    assert down.returncode == 0
+    assert down.stdout.splitlines()[-1] == "stopped: worker1, mlflow, redis, postgres"
+    deployment = services.Deployment.load(home)
+    assert deployment is not None and deployment.processes == ()
+    assert command("status").returncode == 1

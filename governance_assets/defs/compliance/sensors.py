@@ -40,6 +40,7 @@ report_after_blocked_evaluation = _report_after(
     monitored_jobs=[compliance_report],
     request_job=record_audit,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After each successful compliance report run, records the new verdicts, decision and report in the audit ledger.",
 )
 def audit_after_report(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     """Records the new verdicts, decision and report in the audit ledger."""

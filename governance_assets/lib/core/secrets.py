@@ -3,12 +3,14 @@ values of the environment variables that hold secrets.
 
 `redact(text)` is applied to any text that may quote a URL or a variable before it reaches a
 log, Dagster's event log, metadata, MLflow or a report; `redacting_errors(obj)` wraps a client
-(MLflow's) so that the exceptions it raises carry redacted messages only.
+(MLflow's) so that the exceptions it raises carry redacted messages only; `redact_library_logs()`
+redacts what HTTP libraries log (urllib3's retry warnings quote the request's path and query).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import urllib.parse
@@ -93,6 +95,34 @@ def redact(text: str, environ: Mapping[str, str] | None = None, variables: Itera
     text = _USERINFO.sub(lambda match: f"{match['scheme']}{MASK}@", text)
     text = _TOKEN_QUERY.sub(lambda match: f"{match['name']}{MASK}", text)
     return _AUTH_HEADER.sub(lambda match: f"{match['name']}{MASK}", text)
+
+
+LOGGERS_QUOTING_URLS = (
+    "urllib3.connectionpool",
+    "urllib3.util.retry",
+    "openlineage.client.client",
+    "openlineage.client.transport.http",
+)
+"""Library loggers whose records quote request URLs (paths, query tokens) or client settings."""
+
+
+class RedactingFilter(logging.Filter):
+    """Keeps every record but rewrites its message with `redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_library_logs(names: Iterable[str] = LOGGERS_QUOTING_URLS) -> None:
+    """Redact the records of these loggers from now on (idempotent)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RedactingFilter) for existing in logger.filters):
+            logger.addFilter(RedactingFilter())
 
 
 class RedactedError(RuntimeError):

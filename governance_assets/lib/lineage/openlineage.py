@@ -1,18 +1,19 @@
 """OpenLineage run events for asset materialisations: built, validated offline, sent to a file or HTTP.
 
 `run_events` turns one materialisation (plain values, no Dagster objects) into a START event and
-a COMPLETE or FAIL event. `validate_event` checks an event against the OpenLineage JSON schemas
-vendored in `governance_assets/openlineage_spec/` (see its README.md): the core schema, and each
-known facet against its own facet schema. It never touches the network: every `$ref` resolves
-through a `referencing.Registry` built from the vendored files. `emit_all` validates every event
-before sending any, then hands them in order to a `FileTransport` (append-only JSON Lines, the
-default) or an `HttpTransport` (POST to an OpenLineage endpoint such as Marquez's
-`/api/v1/lineage`).
+a COMPLETE or FAIL event, built with openlineage-python's event and facet classes. `validate_event`
+checks an event against the OpenLineage JSON schemas vendored in `governance_assets/openlineage_spec/`
+(see its README.md; the same versions as the library's classes): the core schema, and each known
+facet against its own facet schema. It never touches the network: every `$ref` resolves through a
+`referencing.Registry` built from the vendored files. `emit_all` validates every event before
+sending any, then hands them in order to a `FileTransport` (append-only JSON Lines, fsynced and
+locked, repairing a line cut short by a crash: the library's file transport does neither) or an
+`HttpTransport` (openlineage-python's, POSTing to an endpoint such as Marquez's `/api/v1/lineage`,
+with errors free of secrets).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import importlib.metadata
@@ -34,10 +35,25 @@ from typing import Any, Protocol
 import jsonschema
 import referencing
 import referencing.jsonschema
+import requests
+import requests.adapters
+import urllib3
+from openlineage.client import event_v2
+from openlineage.client.generated import (
+    dataset_version_dataset,
+    documentation_job,
+    error_message_run,
+    job_type_job,
+    parent_run,
+    processing_engine_run,
+    schema_dataset,
+)
+from openlineage.client.serde import Serde
+from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, TokenProvider
+from openlineage.client.transport.http import HttpTransport as LibraryHttpTransport
 
 from governance_assets.lib.core.durable_append import append_line
-from governance_assets.lib.core.http_post import MAX_RETRY_AFTER_SECONDS as MAX_RETRY_AFTER_SECONDS
-from governance_assets.lib.core.http_post import InvalidURL, http_url_parts, no_redirect_opener, post_with_retries
+from governance_assets.lib.core.secrets import redact, redact_library_logs
 
 PRODUCER = "https://github.com/governance_assets"
 """URI naming the producer of our events and facets (`producer`, `_producer`).
@@ -158,11 +174,6 @@ def _schema_id(relative: str) -> str:
 
 def _event_schema_url(definition: str = "RunEvent") -> str:
     return f"{_schema_id(_CORE_FILE)}#/$defs/{definition}"
-
-
-def _facet(facet: str, /, **fields: Any) -> dict[str, Any]:
-    """A facet of schema `facets/<facet>.json`, with our `_producer` and its `_schemaURL`."""
-    return {"_producer": PRODUCER, "_schemaURL": f"{_schema_id(f'facets/{facet}.json')}#/$defs/{facet}", **fields}
 
 
 # --- format checks (stdlib only: jsonschema's own date-time/uri checks need optional packages) ---
@@ -356,21 +367,27 @@ class DatasetRef:
             _require_text(self.version, "DatasetRef.version")
         object.__setattr__(self, "columns", tuple(columns))
 
-    def to_openlineage(self, *, with_version: bool = True) -> dict[str, Any]:
-        """The dataset as an OpenLineage input/output dataset object."""
+    def facets(self, *, with_version: bool = True) -> dict[str, Any]:
+        """The dataset's facets (schema, and version unless `with_version` is False), as
+        openlineage-python objects."""
         facets: dict[str, Any] = {}
         if self.columns:
             fields = [
-                {"name": column_name, "type": column_type} if column_type else {"name": column_name}
+                schema_dataset.SchemaDatasetFacetFields(name=column_name, type=column_type or None)
                 for column_name, column_type in self.columns
             ]
-            facets["schema"] = _facet("SchemaDatasetFacet", fields=fields)
+            facets["schema"] = schema_dataset.SchemaDatasetFacet(fields=fields, producer=PRODUCER)
         if with_version and self.version is not None:
-            facets["version"] = _facet("DatasetVersionDatasetFacet", datasetVersion=self.version)
-        dataset: dict[str, Any] = {"namespace": self.namespace, "name": self.name}
-        if facets:
-            dataset["facets"] = facets
-        return dataset
+            facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
+                datasetVersion=self.version, producer=PRODUCER
+            )
+        return facets
+
+    def to_openlineage(self, *, with_version: bool = True) -> dict[str, Any]:
+        """The dataset as an OpenLineage dataset object (plain JSON)."""
+        dataset = event_v2.Dataset(self.namespace, self.name, facets=self.facets(with_version=with_version))
+        plain: dict[str, Any] = _plain(Serde.to_dict(dataset))
+        return plain
 
 
 def run_uuid(run_id: str) -> str:
@@ -400,6 +417,20 @@ def _engine_fields() -> tuple[tuple[str, str], ...]:
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         fields.append(("openlineageAdapterVersion", importlib.metadata.version(SPEC_PACKAGE)))
     return tuple(fields)
+
+
+_OPTIONAL_CONTAINERS = frozenset({"facets", "inputFacets", "outputFacets", "fields"})
+
+
+def _plain(value: Any) -> Any:
+    """A library object as plain JSON (Serde), without the empty facet containers it writes."""
+    if isinstance(value, dict):
+        return {
+            key: _plain(item) for key, item in value.items() if not (key in _OPTIONAL_CONTAINERS and item in ({}, []))
+        }
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _strict_json_copy(value: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -461,18 +492,20 @@ def run_events(
     if parent is not None:
         if not isinstance(parent, tuple) or len(parent) != 3:
             raise ValueError("parent must be a (namespace, job name, run id) tuple")
-        parent_namespace, parent_job, parent_run = parent
-        base_run_facets["parent"] = _facet(
-            "ParentRunFacet",
-            run={"runId": run_uuid(parent_run)},
-            job={
-                "namespace": _require_text(parent_namespace, "the parent namespace"),
-                "name": _require_text(parent_job, "the parent job name"),
-            },
+        parent_namespace, parent_job, parent_run_id = parent
+        base_run_facets["parent"] = parent_run.ParentRunFacet(
+            run=parent_run.Run(runId=run_uuid(parent_run_id)),
+            job=parent_run.Job(
+                namespace=_require_text(parent_namespace, "the parent namespace"),
+                name=_require_text(parent_job, "the parent job name"),
+            ),
+            producer=PRODUCER,
         )
     engine = _engine_fields()
     if engine:
-        base_run_facets["processing_engine"] = _facet("ProcessingEngineRunFacet", **dict(engine))
+        base_run_facets["processing_engine"] = processing_engine_run.ProcessingEngineRunFacet(
+            **dict(engine), producer=PRODUCER
+        )
     extras = _strict_json_copy(extra_run_facets or {}, "extra_run_facets")
     for key, facet in extras.items():
         if not key or key in {"parent", "errorMessage"}:
@@ -482,36 +515,40 @@ def run_events(
     base_run_facets.update(extras)
 
     job_facets: dict[str, Any] = {
-        "jobType": _facet("JobTypeJobFacet", processingType="BATCH", integration="DAGSTER", jobType="ASSET")
+        "jobType": job_type_job.JobTypeJobFacet(
+            processingType="BATCH", integration="DAGSTER", jobType="ASSET", producer=PRODUCER
+        )
     }
     if job_description:
-        job_facets["documentation"] = _facet(
-            "DocumentationJobFacet", description=job_description, contentType="text/markdown"
+        job_facets["documentation"] = documentation_job.DocumentationJobFacet(
+            description=job_description, contentType="text/markdown", producer=PRODUCER
         )
 
-    def event(event_type: str, event_time: str, *, final: bool) -> dict[str, Any]:
+    def event(state: event_v2.RunState, event_time: str, *, final: bool) -> dict[str, Any]:
         run_facets = dict(base_run_facets)
         if final and not succeeded:
-            run_facets["errorMessage"] = _facet(
-                "ErrorMessageRunFacet",
+            run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
                 message=error if error else "the run failed (no error message was recorded)",
                 programmingLanguage="PYTHON",
+                producer=PRODUCER,
             )
-        built = {
-            "eventType": event_type,
-            "eventTime": event_time,
-            "producer": PRODUCER,
-            "schemaURL": _event_schema_url(),
-            "run": {"runId": open_lineage_run_id, "facets": run_facets},
-            "job": {"namespace": namespace, "name": job_name, "facets": job_facets},
-            "inputs": [dataset.to_openlineage() for dataset in inputs],
-            "outputs": [dataset.to_openlineage(with_version=final and succeeded) for dataset in outputs],
-        }
-        return _strict_json_copy(built, "the event")  # a deep copy sharing nothing
+        built = event_v2.RunEvent(
+            eventType=state,
+            eventTime=event_time,
+            producer=PRODUCER,
+            run=event_v2.Run(runId=open_lineage_run_id, facets=run_facets),
+            job=event_v2.Job(namespace=namespace, name=job_name, facets=job_facets),
+            inputs=[event_v2.InputDataset(d.namespace, d.name, facets=d.facets()) for d in inputs],
+            outputs=[
+                event_v2.OutputDataset(d.namespace, d.name, facets=d.facets(with_version=final and succeeded))
+                for d in outputs
+            ],
+        )
+        return _strict_json_copy(_plain(Serde.to_dict(built)), "the event")  # a deep copy sharing nothing
 
     return [
-        event("START", start_time, final=False),
-        event("COMPLETE" if succeeded else "FAIL", end_time, final=True),
+        event(event_v2.RunState.START, start_time, final=False),
+        event(event_v2.RunState.COMPLETE if succeeded else event_v2.RunState.FAIL, end_time, final=True),
     ]
 
 
@@ -555,13 +592,35 @@ class FileTransport:
             ) from exc
 
 
+redact_library_logs()  # urllib3 and openlineage-python log the endpoint's path and query
+
+MAX_RETRY_AFTER_SECONDS = 60
+"""The longest Retry-After honoured; a server asking for more is retried after this long."""
+RETRIED_STATUSES = (429, 500, 502, 503, 504)
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def _retry_class(sleep: Callable[[float], None]) -> type[urllib3.util.Retry]:
+    """urllib3's Retry (its back-off schedule, Retry-After honoured up to MAX_RETRY_AFTER_SECONDS),
+    waiting through `sleep` (tests pass one that records instead of sleeping)."""
+
+    class Retry(urllib3.util.Retry):
+        def sleep(self, response: Any = None) -> None:
+            after = self.get_retry_after(response) if response is not None and self.respect_retry_after_header else None
+            wait = min(after, MAX_RETRY_AFTER_SECONDS) if after is not None else self.get_backoff_time()
+            if wait > 0:
+                sleep(wait)
+
+    return Retry
+
+
 class HttpTransport:
-    """POST each event as JSON to `<url>/<endpoint>` (Marquez: `/api/v1/lineage`), with retries.
+    """POST each event as JSON to `<url>/<endpoint>` (Marquez: `/api/v1/lineage`) through
+    openlineage-python's HttpTransport (requests and urllib3's Retry), never following a redirect.
 
     Credentials (a bearer token from environment variable `api_key_env`, or `user:password@` in
     the URL, sent as Basic auth) never appear in messages, errors or `repr`: errors name the
-    endpoint as `scheme://host:port` only, and a quoted response body has the token, the URL's
-    credentials and its query values masked as `***`.
+    endpoint as `scheme://host:port` only, and a quoted response body is redacted.
     """
 
     def __init__(
@@ -575,12 +634,11 @@ class HttpTransport:
         backoff_seconds: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`retries` counts the attempts after the first; the n-th retry waits `backoff_seconds * 2**(n-1)`
-        (or the server's Retry-After, up to MAX_RETRY_AFTER_SECONDS, if longer).
-
-        The token is read from `api_key_env` at each `emit`, so it may be rotated; if the variable
-        is then unset or empty, `emit` raises rather than send the event unauthenticated.
-        """
+        """`retries` counts the attempts after the first, spaced by urllib3's back-off
+        (`backoff_seconds * 2**(n-1)` before the n-th retry, none before the first) or the
+        server's Retry-After. The token is read from `api_key_env` at each `emit`, so it may be
+        rotated; if the variable is then unset or empty, `emit` raises rather than send the event
+        unauthenticated."""
         if not isinstance(retries, int) or retries < 0:
             raise ValueError("retries must be an integer >= 0")
         if not (math.isfinite(backoff_seconds) and backoff_seconds >= 0):
@@ -590,48 +648,73 @@ class HttpTransport:
         if api_key_env is not None and not _ENV_NAME.fullmatch(api_key_env):
             raise ValueError(f"api_key_env must be the name of an environment variable, not {api_key_env!r}")
         try:
-            parts = http_url_parts(url.strip() if isinstance(url, str) else "")
-        except InvalidURL as exc:
-            with_host = " with a host" if exc.problem == "scheme" else ""
-            raise ValueError(f"the OpenLineage URL {exc}{with_host}") from None
+            parts = urllib.parse.urlsplit(url.strip() if isinstance(url, str) else "")
+            port = parts.port
+        except ValueError:
+            raise ValueError("the OpenLineage URL is not a valid URL") from None
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("the OpenLineage URL must be an http(s) URL with a host")
         if parts.fragment:
             raise ValueError("the OpenLineage URL must not have a #fragment")
-        host_port = parts.netloc.rpartition("@")[2]
-        secrets: list[str] = []
-        self._basic_auth: str | None = None
-        if parts.username is not None or parts.password is not None:
-            if api_key_env is not None:
-                raise ValueError("give credentials either in the OpenLineage URL or through api_key_env, not both")
-            user = urllib.parse.unquote(parts.username or "")
-            password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            self._basic_auth = f"Basic {token}"
-            secrets += [user, password, token, parts.netloc.rpartition("@")[0]]
-        if parts.query:
-            secrets.append(parts.query)
-            secrets += [value for _, value in urllib.parse.parse_qsl(parts.query)]
-        base_path = parts.path.rstrip("/")
-        tail = endpoint.strip("/")
-        path = f"{base_path}/{tail}" if tail else (parts.path or "/")
-        self._url = urllib.parse.urlunsplit((parts.scheme, host_port, path, parts.query, ""))
-        self._secrets = tuple(secret for secret in secrets if secret)
-        self.display_url = f"{parts.scheme}://{host_port}"
+        if (parts.username or parts.password) and api_key_env is not None:
+            raise ValueError("give credentials either in the OpenLineage URL or through api_key_env, not both")
+        self.display_url = f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
         """What messages call the endpoint: scheme, host and port only."""
+        base = urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/", query=""))
+        tail = endpoint.strip("/") + (f"?{parts.query}" if parts.query else "")
+        self._url, self._endpoint = base, tail
+        self._secrets = tuple(
+            secret
+            for secret in (
+                parts.netloc.rpartition("@")[0],
+                urllib.parse.unquote(parts.password or ""),
+                parts.query,
+                *(value for _, value in urllib.parse.parse_qsl(parts.query)),
+            )
+            if secret
+        )
         self.api_key_env = api_key_env
         self.timeout_seconds = float(timeout_seconds)
         self.retries = retries
         self.backoff_seconds = float(backoff_seconds)
         self._sleep = sleep
-        self._opener = no_redirect_opener()
 
     def __repr__(self) -> str:
         return f"HttpTransport(url={self.display_url!r}, api_key_env={self.api_key_env!r})"
 
+    def _library_transport(self, token: str | None) -> LibraryHttpTransport:
+        retry = _retry_class(self._sleep)(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            other=0,
+            redirect=0,
+            allowed_methods=["POST"],
+            status_forcelist=RETRIED_STATUSES,
+            backoff_factor=self.backoff_seconds,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        session = requests.Session()
+        session.max_redirects = 0
+        session.trust_env = False  # no proxy or netrc from the environment
+        config = HttpConfig(
+            url=self._url,
+            endpoint=self._endpoint,
+            timeout=self.timeout_seconds,
+            auth=ApiKeyTokenProvider({"api_key": token}) if token else TokenProvider({}),
+            adapter=requests.adapters.HTTPAdapter(max_retries=retry),
+            session=session,
+            custom_headers={"User-Agent": USER_AGENT},
+        )
+        return LibraryHttpTransport(config)
+
     def emit(self, event: Mapping[str, Any]) -> None:
         """POST `event`; retry connection errors, timeouts and HTTP 429/5xx; raise OpenLineageTransportError."""
-        body = _encode(event)
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+        _encode(event)  # strict JSON, or OpenLineageSchemaError
         secrets = list(self._secrets)
+        token = None
         if self.api_key_env is not None:
             token = os.environ.get(self.api_key_env, "").strip()
             if not token:
@@ -639,41 +722,51 @@ class HttpTransport:
                     f"environment variable {self.api_key_env} is not set or empty; it must hold the API key "
                     f"for the OpenLineage endpoint {self.display_url}"
                 )
-            headers["Authorization"] = f"Bearer {token}"
             secrets.append(token)
-        elif self._basic_auth is not None:
-            headers["Authorization"] = self._basic_auth
-        failure = post_with_retries(
-            self._url,
-            body,
-            headers,
-            opener=self._opener,
-            timeout_seconds=self.timeout_seconds,
-            retries=self.retries,
-            backoff_seconds=self.backoff_seconds,
-            sleep=self._sleep,
-            retry_after_replaces_backoff=False,
-            response_bytes=512,
-        )
-        if failure is None:
-            return
-        problem = failure.problem
-        if failure.status is not None:
-            if 300 <= failure.status < 400:
+        transport = self._library_transport(token)
+        try:
+            transport.emit(dict(event))  # type: ignore[arg-type]
+        except requests.RequestException as error:
+            raise self._failure(error, secrets) from None
+        finally:
+            transport.close()
+
+    def _failure(self, error: requests.RequestException, secrets: Sequence[str]) -> OpenLineageTransportError:
+        """A secret-free error: the endpoint as scheme://host:port, the status or the OS error."""
+        response = error.response
+        attempts = self.retries + 1
+        if response is not None:
+            status = response.status_code
+            history = getattr(getattr(response.raw, "retries", None), "history", None)
+            attempts = len(history) + 1 if history is not None else attempts
+            problem = f"HTTP {status} {response.reason or ''}".rstrip()
+            if 300 <= status < 400:
                 problem += " (redirects are not followed)"
-            answer = " ".join(failure.response.split())
+            answer = " ".join(response.text[:512].split())
             for secret in secrets:
                 answer = answer.replace(secret, "***")
             if answer:
-                problem += f": {_clip(answer, _BODY_QUOTE_MAX)}"
-        elif failure.strerror:
-            problem += f": {failure.strerror}"
-        raise OpenLineageTransportError(
+                problem += f": {_clip(redact(answer), _BODY_QUOTE_MAX)}"
+            retryable = status in RETRIED_STATUSES
+        else:
+            status = None
+            found = _ERRNO_TEXT.search(str(error))
+            problem = type(error).__name__
+            cause = error.args[0] if error.args else None
+            reason = getattr(cause, "reason", None)
+            if reason is not None:
+                problem += f" ({type(reason).__name__})"
+            if isinstance(error, requests.Timeout):
+                problem += f": no answer within {self.timeout_seconds:g} s"
+            elif found:
+                problem += f": {found.group(1).strip()}"
+            retryable = isinstance(error, requests.ConnectionError | requests.Timeout)
+        return OpenLineageTransportError(
             f"could not deliver an OpenLineage event to {self.display_url}: {problem} "
-            f"after {failure.attempts} attempt{'' if failure.attempts == 1 else 's'}",
-            status=failure.status,
-            attempts=failure.attempts,
-            retryable=failure.retryable,
+            f"after {attempts} attempt{'' if attempts == 1 else 's'}",
+            status=status,
+            attempts=attempts,
+            retryable=retryable,
         )
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -19,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
@@ -128,9 +129,10 @@ class EvaluationRecorder:
             location = artifact_root.joinpath(experiment).as_uri() if artifact_root else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
 
-    def latest_by_run_name(self, suite: str) -> dict[str, Any]:
-        """The newest complete MLflow run of each HELM run name already recorded for `suite`."""
-        latest: dict[str, Any] = {}
+    def latest_by_run_name(self, suite: str) -> dict[str, Run]:
+        """The newest complete MLflow run of each HELM run name already recorded for `suite`
+        (with its tags; on a SQL store without its params and metrics)."""
+        latest: dict[str, Run] = {}
         for run in self._suite_runs(suite, "FINISHED"):
             run_name = run.data.tags.get("governance.run_name")
             if run_name and CONTENT_HASH_TAG in run.data.tags:
@@ -177,16 +179,39 @@ class EvaluationRecorder:
                 recorded[run.run_name] = RecordedRun(run_id, True, supersedes)
         return recorded
 
-    def _suite_runs(self, suite: str, status: str) -> list[Any]:
-        quoted = suite.replace("'", "\\'")
-        return list(
-            self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`governance.suite` = '{quoted}' and attributes.status = '{status}'",
-                order_by=["attributes.start_time DESC"],
-                max_results=50000,
+    def _suite_runs(self, suite: str, status: str) -> list[Run]:
+        """The suite's active runs in `status`, newest first. On a SQL store they are read with
+        their tags only (one query; loading every run's params and metrics took seconds)."""
+        store = self._sql_store()
+        if store is None:
+            quoted = suite.replace("'", "\\'")
+            return list(
+                self.client.search_runs(
+                    [self.experiment_id],
+                    filter_string=f"tags.`governance.suite` = '{quoted}' and attributes.status = '{status}'",
+                    order_by=["attributes.start_time DESC"],
+                    max_results=50000,
+                )
             )
-        )
+        in_suite: Any = sa.select(SqlTag.run_uuid).where(SqlTag.key == "governance.suite", SqlTag.value == suite)
+        query: Any = (
+            sa.select(SqlRun.run_uuid, SqlRun.user_id, SqlRun.start_time, SqlRun.end_time, SqlRun.artifact_uri,
+                      SqlRun.name, SqlTag.key, SqlTag.value)
+            .join(SqlTag, SqlTag.run_uuid == SqlRun.run_uuid)
+            .where(SqlRun.experiment_id == int(self.experiment_id), SqlRun.status == status,
+                   SqlRun.lifecycle_stage == "active", SqlRun.run_uuid.in_(in_suite))
+        )  # fmt: skip
+        infos: dict[str, RunInfo] = {}
+        tags: dict[str, list[RunTag]] = {}
+        with store.ManagedSessionMaker() as session:
+            for run_id, user, start, end, artifact_uri, name, key, value in session.execute(query):
+                if run_id not in infos:
+                    infos[run_id] = RunInfo(
+                        run_id, self.experiment_id, user, status, start, end, "active", artifact_uri, name
+                    )
+                tags.setdefault(run_id, []).append(RunTag(key, value))
+        newest_first = sorted(infos.values(), key=lambda info: (info.start_time, info.run_id), reverse=True)
+        return [Run(info, RunData(tags=tags[info.run_id])) for info in newest_first]
 
     @contextmanager
     def _suite_lock(self, suite: str) -> Iterator[None]:
@@ -217,7 +242,8 @@ class EvaluationRecorder:
             self.client.log_batch(run_id, params=params[start : start + 100])
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        _store_artifacts(get_artifact_repository(created.info.artifact_uri, self.tracking_uri), run)
+        with tempfile.TemporaryDirectory() as scratch:
+            _store_artifacts(get_artifact_repository(created.info.artifact_uri, self.tracking_uri), run, Path(scratch))
         self.client.log_batch(run_id, tags=[RunTag(CONTENT_HASH_TAG, run.content_hash())])
         self.client.set_terminated(run_id)
         return run_id
@@ -261,8 +287,9 @@ class EvaluationRecorder:
                     session.execute(sa.insert(model), rows[model])
             if rows[SqlMetric]:
                 session.execute(sa.insert(SqlLatestMetric), rows[SqlMetric])
-        for (run, _), artifact_uri in zip(pending, artifact_uris, strict=True):
-            _store_artifacts(get_artifact_repository(artifact_uri, self.tracking_uri), run)
+        with tempfile.TemporaryDirectory() as scratch:
+            for (run, _), artifact_uri in zip(pending, artifact_uris, strict=True):
+                _store_artifacts(get_artifact_repository(artifact_uri, self.tracking_uri), run, Path(scratch))
         hashes = [
             {"run_uuid": run_id, "key": CONTENT_HASH_TAG, "value": run.content_hash()}
             for (run, _), run_id in zip(pending, run_ids, strict=True)
@@ -290,14 +317,15 @@ def _tags(run: EvaluationRun, supersedes: str | None) -> dict[str, str]:
     return tags
 
 
-def _store_artifacts(repository: ArtifactRepository, run: EvaluationRun) -> None:
-    """The metric name map at the artifact root, the run's HELM files under `helm/`."""
-    with tempfile.TemporaryDirectory() as scratch:
-        name_map = Path(scratch) / METRIC_MAP_ARTIFACT
-        name_map.write_text(json.dumps(run.metric_names, indent=2, sort_keys=True), "utf-8")
-        repository.log_artifact(str(name_map))  # type: ignore[no-untyped-call]
+def _store_artifacts(repository: ArtifactRepository, run: EvaluationRun, scratch: Path) -> None:
+    """The metric name map at the artifact root, the run's HELM files under `helm/`: staged in a
+    folder under `scratch`, then stored with one call."""
+    staged = Path(tempfile.mkdtemp(dir=scratch))
+    (staged / METRIC_MAP_ARTIFACT).write_text(json.dumps(run.metric_names, indent=2, sort_keys=True), "utf-8")
+    (staged / "helm").mkdir()
     for artifact in run.artifacts:
-        repository.log_artifact(str(artifact), artifact_path="helm")  # type: ignore[no-untyped-call]
+        shutil.copyfile(artifact, staged / "helm" / artifact.name)
+    repository.log_artifacts(str(staged))  # type: ignore[no-untyped-call]
 
 
 def run_note(tags: Mapping[str, str]) -> dict[str, str]:

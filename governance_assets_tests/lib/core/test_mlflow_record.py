@@ -232,6 +232,10 @@ def test_two_recorders_of_one_suite_at_once_record_each_content_once(tmp_path: P
     assert not any("governance.supersedes" in run.data.tags for run in _active_runs(recorder))
 
 
+CLIENT_ONLY_TAGS = {"mlflow.user", "mlflow.source.name", "mlflow.source.type"}
+"""Tags MLflow's client adds from the process that records (not part of the record)."""
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -275,8 +279,7 @@ def test_bulk_records_equal_what_mlflow_client_calls_record_through_a_tracking_s
         def shown(recorder: EvaluationRecorder) -> dict[str, Any]:
             runs = {}
             for run in _active_runs(recorder):
-                tags = {k: v for k, v in run.data.tags.items() if k not in {"mlflow.user", "mlflow.source.name",
-                                                                             "mlflow.source.type"}}  # fmt: skip
+                tags = {k: v for k, v in run.data.tags.items() if k not in CLIENT_ONLY_TAGS}
                 artifacts = sorted(a.path for a in recorder.client.list_artifacts(run.info.run_id)) + sorted(
                     a.path for a in recorder.client.list_artifacts(run.info.run_id, "helm")
                 )
@@ -286,6 +289,23 @@ def test_bulk_records_equal_what_mlflow_client_calls_record_through_a_tracking_s
 
         assert shown(bulk) == shown(through_server)
         assert len(shown(bulk)) == 2
+
+        def latest(recorder: EvaluationRecorder) -> dict[str, Any]:  # read by SQL on the bulk side
+            return {
+                name: (
+                    run.info.status,
+                    run.info.run_name,
+                    run.info.lifecycle_stage,
+                    {k: v for k, v in run.data.tags.items() if k not in CLIENT_ONLY_TAGS},
+                )
+                for name, run in recorder.latest_by_run_name("v1").items()
+            }
+
+        assert latest(bulk) == latest(through_server)
+        assert {tags["governance.run_name"] for *_, tags in latest(bulk).values()} == {
+            "other",
+            _run(0, artifact).run_name,
+        }
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -17,6 +17,7 @@ from governance_assets.lib.core.strict import StrictModel
 from governance_assets.lib.feedback.metrics import MetricName
 from governance_assets.lib.gates.registry import Gate
 from governance_assets.lib.gates.regression import RegressionSettings
+from governance_assets.lib.iteration.settings import IterationSettings
 
 _ENTRY = re.compile(r"^[A-Za-z0-9_][\w.\-]*(:[^\s]+)?$")
 
@@ -283,6 +284,7 @@ class Policy(_Strict):
     lineage: LineageSettings = LineageSettings()
     mlflow: MlflowSettings = MlflowSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    iteration: IterationSettings = IterationSettings()
     scale_out: ScaleOutSettings = ScaleOutSettings()
     compliance: ComplianceSettings = ComplianceSettings()
     feedback: FeedbackSettings = FeedbackSettings()

@@ -1,0 +1,223 @@
+"""Guided sweeps: an Optuna study over HELM adapter settings whose trials are real HELM runs.
+
+Each trial suggests settings from the policy's search space (each a HELM run expander:
+`max_train_instances`, `instructions`, `temperature`, …), runs the sweep's entries with them on a
+share of the instances first (the median pruner may stop a hopeless trial there), then on all of
+them into its own suite `sweep-<study>-t<number>`, which is moved into the sweep output root only
+when complete: the platform then ingests, judges and traces it like any historical suite. The
+study lives in an RDB store (SQLite under GOVERNANCE_HOME by default); a lock file makes one
+process at a time run a study, so two sweeps never evaluate the same trial, and a sweep killed
+half-way resumes: its finished trials stay, the interrupted one is marked failed and its settings
+run again first. No Dagster here; MLflow records are made by the caller's callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.helm import runner, tidy
+from governance_assets.lib.iteration.settings import Bound, Objective, SearchParameter, SweepSettings
+
+SUITE_PREFIX = "sweep-"
+
+
+class StudyBusy(RuntimeError):
+    """Another process is running the same study."""
+
+
+def trial_suite(study: str, number: int) -> str:
+    """The suite (and `helm_suites` partition) of one trial."""
+    return f"{SUITE_PREFIX}{study}-t{number:03d}"
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, SearchParameter]) -> dict[str, Any]:
+    """The trial's settings, one per parameter of the search space."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if spec.kind == "categorical":
+            params[name] = trial.suggest_categorical(name, list(spec.choices or []))
+        elif spec.kind == "int":
+            step = int(spec.step or 1)
+            params[name] = trial.suggest_int(name, int(spec.low or 0), int(spec.high or 0), step=step, log=spec.log)
+        else:
+            params[name] = trial.suggest_float(
+                name, float(spec.low or 0), float(spec.high or 0), step=spec.step, log=spec.log
+            )
+    return params
+
+
+def trial_entries(entries: Sequence[str], models: Sequence[str], params: Mapping[str, Any]) -> list[str]:
+    """HELM run entries with the model and the trial's settings as run-expander arguments."""
+    settings = "".join(f",{name}={value}" for name, value in sorted(params.items()))
+    return [f"{entry}{',' if ':' in entry else ':'}model={model}{settings}" for entry in entries for model in models]
+
+
+def metric_mean(run_stats: pd.DataFrame, metric: str, split: str | None) -> float | None:
+    """The mean over runs of a metric's unperturbed run-level mean (None when no run has it)."""
+    rows = run_stats[(run_stats["metric"] == metric) & run_stats["perturbation"].isna() & (run_stats["count"] > 0)]
+    if split is not None:
+        rows = rows[rows["split"] == split]
+    return float(rows["mean"].astype("float64").mean()) if len(rows) else None
+
+
+def objective_value(run_stats: pd.DataFrame, objective: Objective) -> float:
+    """The trial's objective; a trial whose runs lack the metric is an error naming it."""
+    value = metric_mean(run_stats, objective.metric, objective.split)
+    if value is None:
+        raise ValueError(f"no run of the trial has {objective.metric} on split {objective.split}")
+    return value
+
+
+def constraint_violations(run_stats: pd.DataFrame, constraints: Mapping[str, Bound]) -> list[float]:
+    """Optuna's constraint values (≤ 0 is feasible): how far each bound is exceeded."""
+    values = []
+    for metric, bound in sorted(constraints.items()):
+        mean = metric_mean(run_stats, metric, None)
+        if mean is None:
+            values.append(math.inf)
+            continue
+        values.append(
+            max(
+                mean - bound.max if bound.max is not None else -math.inf,
+                bound.min - mean if bound.min is not None else -math.inf,
+            )
+        )
+    return values
+
+
+@contextlib.contextmanager
+def study_lock(path: Path) -> Iterator[None]:
+    """Hold the study's lock file, or raise StudyBusy at once (the OS frees it if we die)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise StudyBusy(f"study lock {path} is held by another sweep; try again when it has finished") from error
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """Where a sweep's HELM output goes."""
+
+    scratch: Path
+    """Partial runs (pruning) and their tables: thrown away."""
+    staging: Path
+    """Full runs while they are written."""
+    root: Path
+    """Finished trial suites: an output root the platform ingests like any historical one."""
+    local_path: Path
+    """HELM's --local-path (its cache makes the full run reuse the partial run's requests)."""
+
+
+def _recover_interrupted(study: optuna.Study) -> int:
+    """Mark trials left RUNNING by a killed sweep as failed and queue their settings again (we
+    hold the lock, so nothing else is running them); how many."""
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+    for trial in stale:
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return len(stale)
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete and pruned trials: what a resumed sweep does not run again."""
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return [t for t in study.get_trials(deepcopy=False) if t.state in done]
+
+
+def run_sweep(
+    settings: SweepSettings,
+    entries: Sequence[str],
+    models: Sequence[str],
+    storage_url: str,
+    paths: SweepPaths,
+    warehouse: Warehouse,
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] = lambda trial: None,
+    log: Callable[[str], None] = lambda line: None,
+) -> optuna.Study:
+    """Run the study up to `settings.n_trials` finished trials (resuming a stored one); each
+    finished trial is passed to `on_trial`."""
+    with study_lock(paths.root.parent / "locks" / f"{settings.study}.lock"):
+        study = optuna.create_study(
+            study_name=settings.study,
+            storage=storage_url,
+            direction=settings.objective.direction,
+            sampler=optuna.samplers.TPESampler(
+                seed=settings.seed,
+                constraints_func=(lambda t: t.user_attrs.get("constraints", [0.0])) if settings.constraints else None,
+            ),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            load_if_exists=True,
+        )
+        if recovered := _recover_interrupted(study):
+            log(f"study {settings.study}: {recovered} interrupted trial(s) queued again")
+        partial = max(1, math.floor(settings.max_eval_instances * settings.prune_fraction))
+
+        def evaluate(trial: optuna.Trial) -> float:
+            params = suggest(trial, settings.search_space)
+            suite = trial_suite(settings.study, trial.number)
+            trial.set_user_attr("suite", suite)
+            run = trial_entries(entries, models, params)
+            scratch = _run(run, suite, partial, paths.scratch, paths, Warehouse(paths.scratch / "warehouse"))
+            shutil.rmtree(paths.scratch / "runs" / suite, ignore_errors=True)
+            trial.report(objective_value(scratch, settings.objective), step=partial)
+            if trial.should_prune():
+                log(f"trial {trial.number} pruned after {partial} instances: {params}")
+                raise optuna.TrialPruned
+            shutil.rmtree(paths.staging / "runs" / suite, ignore_errors=True)
+            _run(run, suite, settings.max_eval_instances, paths.staging, paths, None)
+            (paths.root / "runs").mkdir(parents=True, exist_ok=True)
+            (paths.staging / "runs" / suite).rename(paths.root / "runs" / suite)  # complete: visible to the platform
+            full = _ingested_run_stats(suite, paths.root / "runs" / suite, warehouse)
+            trial.set_user_attr("constraints", constraint_violations(full, settings.constraints))
+            value = objective_value(full, settings.objective)
+            log(f"trial {trial.number} ({suite}): {settings.objective.metric} = {value:.4f} with {params}")
+            return value
+
+        def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+                on_trial(trial)
+
+        remaining = settings.n_trials - len(finished_trials(study))
+        if remaining > 0:
+            study.optimize(evaluate, n_trials=remaining, callbacks=[report])
+        return study
+
+
+def _run(
+    entries: Sequence[str], suite: str, instances: int, output: Path, paths: SweepPaths, warehouse: Warehouse | None
+) -> pd.DataFrame:
+    """Run the entries into `output`/runs/`suite`; with a warehouse, ingest them and return the
+    run stats. A failed entry fails the trial with HELM's reason."""
+    settings = runner.HelmSettings(output_path=output, local_path=paths.local_path, max_eval_instances=instances)
+    outcomes = runner.run_entries(entries, suite, settings, lambda line: None)
+    failed = [f"{o.entry}: {o.error}" for o in outcomes if o.status == "failed"]
+    if failed:
+        raise RuntimeError(f"trial suite {suite}: HELM failed: {'; '.join(failed)}")
+    return pd.DataFrame() if warehouse is None else _ingested_run_stats(suite, output / "runs" / suite, warehouse)
+
+
+def _ingested_run_stats(suite: str, suite_dir: Path, warehouse: Warehouse) -> pd.DataFrame:
+    """Ingest a trial suite into the warehouse (the platform's own tables) and return its run stats."""
+    tidy.ingest_suite(suite, suite_dir, warehouse)
+    table = warehouse.read(tidy.RUN_STATS.key, suite)
+    if table is None:
+        raise RuntimeError(f"trial suite {suite}: helm/run_stats was not written")
+    frame: pd.DataFrame = table.to_pandas()
+    return frame

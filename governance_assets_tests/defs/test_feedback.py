@@ -42,13 +42,11 @@ def _run(instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> None:
         assert result.success, request
 
 
-def _write_traffic(traffic_file: Path, home: Path, drop_share_of: tuple[str, float] | None = None) -> None:
+def _write_traffic(frame: pd.DataFrame, home: Path, drop_share_of: tuple[str, float] | None = None) -> None:
     """The traffic as `monitoring/traffic` stores it (warehouse/monitoring/traffic/<day>.parquet)."""
-    frame = pd.read_json(traffic_file, lines=True, dtype={"metadata": str})
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     if drop_share_of is not None:
         variant, share = drop_share_of
-        served = frame["metadata"].str.contains(f'"variant": "{variant}"')
+        served = frame["metadata"].str.contains(f'"variant":"{variant}"')
         frame = frame.drop(frame[served].sample(frac=share, random_state=1).index)
     for day, part in frame.groupby(frame["timestamp"].dt.strftime("%Y-%m-%d")):
         write_parquet_atomic(
@@ -71,8 +69,9 @@ def test_feedback_is_staged_once_joined_and_both_experiments_called(
     instance: dg.DagsterInstance, offline_environment: Path
 ) -> None:
     home = offline_environment
-    traffic_files, feedback_files = generator.write_landing(FIRST_DAY, DAYS, home)
-    _write_traffic(traffic_files[0], home)
+    landed = generator.write_landing(FIRST_DAY, DAYS, home)
+    feedback_files = landed.feedback_files
+    _write_traffic(landed.traffic, home)
 
     staging = _tick(instance, None)
     assert sorted(r.job_name for r in staging.run_requests) == ["stage_feedback"] * len(feedback_files)
@@ -104,7 +103,7 @@ def test_feedback_is_staged_once_joined_and_both_experiments_called(
         assert sorted(checks) == days and all(c.passed for c in checks.values())
 
     # a broken assignment: a fifth of the concise requests never logged -> sample ratio mismatch
-    _write_traffic(traffic_files[0], home, drop_share_of=("concise", 0.2))
+    _write_traffic(landed.traffic, home, drop_share_of=("concise", 0.2))
     job = defs().resolve_job_def("feedback_daily")
     assert job.execute_in_process(instance=instance, partition_key=last, raise_on_error=False).success
     srm = _latest_checks(instance, "no_sample_ratio_mismatch")[last]

@@ -134,7 +134,7 @@ def _timestamp(value: Any) -> tuple[datetime | None, str | None]:
         return None, "timestamp is missing"
     if stamp.tzinfo is None:
         return None, f"timestamp {value!s} has no time zone"
-    return stamp.tz_convert("UTC").to_pydatetime(), None
+    return stamp.tz_convert("UTC").floor("us").to_pydatetime(), None  # microseconds, as traffic is stored
 
 
 def _missing(value: Any) -> bool:

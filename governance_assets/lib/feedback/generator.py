@@ -3,8 +3,7 @@
 Two experiments, as the default policy declares them:
 
 - `answer_style_v2` (control / concise, 50/50): concise answers get a thumbs up from 31% of users
-  instead of 25% (a true effect of +0.06 on `positive_feedback`), are shorter and a little faster,
-  and are flagged as often (1%);
+  instead of 25% (a true effect of +0.06 on `positive_feedback`) and are flagged as often (1%);
 - `retrieval_rerank` (control / rerank, 70/30): no effect on anything.
 
 Traffic records follow the schema documented in `governance_assets/lib/monitoring/traffic.py`
@@ -25,92 +24,83 @@ import numpy as np
 import pandas as pd
 
 from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.monitoring.traffic_generator import generate_traffic
 
 
 @dataclass(frozen=True)
 class Arm:
     experiment: str
     variant: str
-    model: str
     share: float
     thumbs_up: float
-    completion_words: int
-    latency_ms: float
 
 
 ARMS = (
-    Arm("answer_style_v2", "control", "assistant-v1", 0.5, 0.25, 60, 900.0),
-    Arm("answer_style_v2", "concise", "assistant-v2", 0.5, 0.31, 35, 800.0),
-    Arm("retrieval_rerank", "control", "assistant-v1", 0.7, 0.25, 60, 900.0),
-    Arm("retrieval_rerank", "rerank", "assistant-v1", 0.3, 0.25, 60, 900.0),
+    Arm("answer_style_v2", "control", 0.5, 0.25),
+    Arm("answer_style_v2", "concise", 0.5, 0.31),
+    Arm("retrieval_rerank", "control", 0.7, 0.25),
+    Arm("retrieval_rerank", "rerank", 0.3, 0.25),
 )
 TRUE_EFFECTS = {"answer_style_v2": 0.06, "retrieval_rerank": 0.0}
 """The true change of `positive_feedback` (challenger - champion) of each experiment."""
+EXPERIMENT_SHARES = {"answer_style_v2": 4 / 7, "retrieval_rerank": 3 / 7}
+"""Which experiment a request is in."""
 THUMBS_DOWN = 0.15
 FLAGGED = 0.01
 CORRECTED = 0.03
 RATED = 0.1
-EXPERIMENT_REQUESTS = {"answer_style_v2": 800, "retrieval_rerank": 600}
-"""Requests a day per experiment."""
+REQUESTS_PER_DAY = 1400
 BAD_ROWS = {"malformed": 4, "duplicate": 3, "orphan": 2, "model mismatch": 1}
 _EMAIL = "jane.doe@example.com"
 
 
-def _text(rng: np.random.Generator, words: int) -> str:
-    vocabulary = ["the", "answer", "is", "model", "order", "account", "steps", "first", "then", "check", "invoice"]
-    return " ".join(rng.choice(vocabulary, max(3, int(rng.poisson(words)))))
-
-
 def generate(first_day: date, days: int, seed: int = 13) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Traffic records and feedback records for `days` days from `first_day`."""
+    """Traffic records and feedback records for `days` days from `first_day`. The traffic is the
+    monitoring generator's undrifted traffic (so it passes the drift tests), each request assigned to
+    an experiment and variant in its metadata; the effect is in the feedback only."""
     rng = np.random.default_rng(seed)
-    traffic: list[dict[str, Any]] = []
+    traffic = generate_traffic(first_day, days, REQUESTS_PER_DAY, None, seed=seed)
+    traffic["request_id"] = "ab-" + traffic["request_id"]
+    experiments = list(EXPERIMENT_SHARES)
+    chosen = rng.choice(len(experiments), len(traffic), p=list(EXPERIMENT_SHARES.values()))
+    arms: list[Arm] = []
+    for index in chosen:
+        mine = [arm for arm in ARMS if arm.experiment == experiments[index]]
+        arms.append(mine[int(rng.choice(len(mine), p=[arm.share for arm in mine]))])
+    traffic["metadata"] = [
+        json.dumps(
+            json.loads(meta) | {"experiment": arm.experiment, "variant": arm.variant},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        for meta, arm in zip(traffic["metadata"], arms, strict=True)
+    ]
+    traffic.loc[traffic.index[::97], "prompt"] = f"please help with my order, reach me at {_EMAIL}"
     feedback: list[dict[str, Any]] = []
-    for offset in range(days):
-        day = first_day + timedelta(days=offset)
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        for experiment, count in EXPERIMENT_REQUESTS.items():
-            arms = [arm for arm in ARMS if arm.experiment == experiment]
-            chosen = rng.choice(len(arms), count, p=[arm.share for arm in arms])
-            for i, index in enumerate(chosen):
-                arm = arms[index]
-                stamp = start + timedelta(seconds=float(rng.uniform(0, 86_000)))
-                request_id = f"{experiment}-{day.isoformat()}-{i:05d}"
-                completion = _text(rng, arm.completion_words)
-                traffic.append(
-                    {
-                        "timestamp": stamp.isoformat(),
-                        "model": arm.model,
-                        "request_id": request_id,
-                        "prompt": f"please help with my order, reach me at {_EMAIL}" if i % 97 == 0 else _text(rng, 12),
-                        "completion": "I cannot help with that." if rng.random() < 0.03 else completion,
-                        "latency_ms": float(rng.lognormal(np.log(arm.latency_ms), 0.3)),
-                        "prompt_tokens": int(rng.integers(5, 60)),
-                        "completion_tokens": len(completion.split()),
-                        "feedback": None,
-                        "metadata": json.dumps({"experiment": experiment, "variant": arm.variant}, sort_keys=True),
-                    }
-                )
-                after = stamp + timedelta(seconds=float(rng.uniform(5, 300)))
-                after = min(after, start + timedelta(seconds=86_399))
-                base = {
-                    "timestamp": after.isoformat(),
-                    "request_id": request_id,
-                    "model": arm.model,
-                    "variant": arm.variant,
-                }
-                draw = rng.random()
-                if draw < arm.thumbs_up:
-                    feedback.append(base | {"kind": "thumbs", "value": 1})
-                elif draw < arm.thumbs_up + THUMBS_DOWN:
-                    feedback.append(base | {"kind": "thumbs", "value": -1})
-                if rng.random() < RATED:
-                    feedback.append(base | {"kind": "rating", "value": int(rng.integers(1, 6))})
-                if rng.random() < FLAGGED:
-                    feedback.append(base | {"kind": "flag", "text": "wrong or unsafe answer"})
-                if rng.random() < CORRECTED:
-                    feedback.append(base | {"kind": "correction", "text": f"The answer is {_text(rng, 8)}"})
-    return pd.DataFrame(traffic), pd.DataFrame(feedback)
+    end_of_day = traffic["timestamp"].dt.floor("D") + pd.Timedelta(seconds=86_399)
+    delays = pd.to_timedelta(rng.uniform(5, 300, len(traffic)), unit="s")
+    stamps = np.minimum(traffic["timestamp"] + delays, end_of_day)
+    for row, arm, stamp in zip(traffic.itertuples(), arms, stamps, strict=True):
+        base = {
+            "timestamp": stamp.isoformat(),
+            "request_id": row.request_id,
+            "model": row.model,
+            "variant": arm.variant,
+        }
+        draw = rng.random()
+        if draw < arm.thumbs_up:
+            feedback.append(base | {"kind": "thumbs", "value": 1})
+        elif draw < arm.thumbs_up + THUMBS_DOWN:
+            feedback.append(base | {"kind": "thumbs", "value": -1})
+        if rng.random() < RATED:
+            feedback.append(base | {"kind": "rating", "value": int(rng.integers(1, 6))})
+        if rng.random() < FLAGGED:
+            feedback.append(base | {"kind": "flag", "text": "wrong or unsafe answer"})
+        if rng.random() < CORRECTED:
+            feedback.append(
+                base | {"kind": "correction", "text": f"The answer is: {' '.join(str(row.completion).split()[:8])}"}
+            )
+    return traffic, pd.DataFrame(feedback)
 
 
 def bad_feedback(feedback: pd.DataFrame, day: date) -> list[dict[str, Any]]:
@@ -146,21 +136,30 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def write_landing(first_day: date, days: int, home: Path, seed: int = 13) -> tuple[list[Path], list[Path]]:
-    """The traffic as one JSON Lines file in landing/traffic, the feedback as one file a day in
-    landing/feedback plus one of bad rows on the last day; returns (traffic files, feedback files)."""
+@dataclass(frozen=True)
+class Landed:
+    """What `write_landing` wrote, and the traffic as a table (`metadata` a JSON string, as stored)."""
+
+    traffic: pd.DataFrame
+    traffic_file: Path
+    feedback_files: list[Path]
+
+
+def write_landing(first_day: date, days: int, home: Path, seed: int = 13) -> Landed:
+    """The traffic as one JSON Lines file in landing/traffic (`metadata` an object, as the traffic
+    schema wants it in JSON Lines), the feedback as one file a day in landing/feedback plus one of
+    bad rows on the last day."""
     traffic, feedback = generate(first_day, days, seed)
-    traffic_file = write_jsonl(
-        traffic.to_dict("records"), home / "landing" / "traffic" / f"experiments-{first_day}.jsonl"
-    )
-    feedback_files = []
-    day_of = feedback["timestamp"].str.slice(0, 10)
-    for day, part in feedback.groupby(day_of):
-        feedback_files.append(
-            write_jsonl(part.to_dict("records"), home / "landing" / "feedback" / f"feedback-{day}.jsonl")
-        )
+    records = traffic.assign(
+        timestamp=traffic["timestamp"].map(lambda t: t.isoformat()), metadata=traffic["metadata"].map(json.loads)
+    ).to_dict("records")
+    traffic_file = write_jsonl(records, home / "landing" / "traffic" / f"experiments-{first_day}.jsonl")
+    feedback_files = [
+        write_jsonl(part.to_dict("records"), home / "landing" / "feedback" / f"feedback-{day}.jsonl")
+        for day, part in feedback.groupby(feedback["timestamp"].str.slice(0, 10))
+    ]
     last = first_day + timedelta(days=days - 1)
     feedback_files.append(
         write_jsonl(bad_feedback(feedback, last), home / "landing" / "feedback" / f"bad-{last}.jsonl")
     )
-    return [traffic_file], feedback_files
+    return Landed(traffic, traffic_file, feedback_files)

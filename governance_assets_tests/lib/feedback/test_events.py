@@ -22,18 +22,16 @@ DAYS = 10
 
 def _traffic_warehouse(traffic: pd.DataFrame, folder: Path) -> None:
     """The traffic as `monitoring/traffic` stores it: one Parquet file per UTC day."""
-    frame = traffic.assign(timestamp=pd.to_datetime(traffic["timestamp"], utc=True))
-    for day, part in frame.groupby(frame["timestamp"].dt.strftime("%Y-%m-%d")):
+    for day, part in traffic.groupby(traffic["timestamp"].dt.strftime("%Y-%m-%d")):
         write_parquet_atomic(folder / f"{day}.parquet", pa.Table.from_pandas(part, preserve_index=False))
 
 
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     home = tmp_path_factory.mktemp("home")
-    traffic_files, feedback_files = generator.write_landing(FIRST_DAY, DAYS, home)
-    traffic = pd.read_json(traffic_files[0], lines=True, dtype={"metadata": str})
-    _traffic_warehouse(traffic, home / "warehouse" / "monitoring" / "traffic")
-    return home, feedback_files
+    landed = generator.write_landing(FIRST_DAY, DAYS, home)
+    _traffic_warehouse(landed.traffic, home / "warehouse" / "monitoring" / "traffic")
+    return home, landed.feedback_files
 
 
 @pytest.mark.parametrize(

@@ -48,12 +48,19 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluat
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+@pytest.fixture(scope="module")
+def probe_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with the real probe suite run by helm-run and ingested (shared by this module's tests)."""
+    home = tmp_path_factory.mktemp("probe_home")
+    run_probe_suite(home, "probe")
+    return home
+
+
 @pytest.mark.integration
 def test_compliance_group_on_a_real_perturbation_suite(
-    offline_environment: Path, instance: dg.DagsterInstance, policy_with_waivers: Path
+    probe_home: Path, instance: dg.DagsterInstance, policy_with_waivers: Path
 ) -> None:
-    home = offline_environment
-    run_probe_suite(home, "probe")
+    home = probe_home
     instance.add_dynamic_partitions("helm_suites", ["probe"])
     resources = governance_resources(home)
     result = dg.materialize(SUITE_ASSETS, resources=resources, partition_key="probe", instance=instance)
@@ -121,3 +128,60 @@ def test_sensors_request_the_report_of_the_evaluated_suite_then_the_audit(instan
     assert isinstance(report_after_evaluation(context("report_after_evaluation", {})), dg.SkipReason)
     audit_request = audit_after_report(context("audit_after_report", {}))
     assert isinstance(audit_request, dg.RunRequest) and audit_request.run_key.startswith("audit:")
+
+
+GATED_POLICY = """
+evaluation_plan: {run_entries: [simple1], models: [simple/model1]}
+gates:
+  - {name: em_floor, kind: threshold, metrics: [exact_match], split: test, min: 0.9, severity: error}
+compliance:
+  fairness_limits: [{name: exact_match_group_gap, metric: exact_match, max_group_gap: 0.5, blocking: true}]
+  contamination_files: [contamination.yaml]
+  block_on_contamination: {level}
+"""
+CONTAMINATION = "points:\n  - {models: [simple/model1], groups: [simple_mcqa], level: weak, description: seen}\n"
+WAIVER = """
+waivers:
+  - {gate: em_floor, model: simple/model1, suite: probe, reason: "Debug model, accepted for this test.",
+     approved_by: T. Reviewer, expires: "2099-01-01T00:00:00Z"}
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("level", ["strong", "weak"])
+def test_waivers_contamination_and_fairness_reach_the_release_decision(
+    probe_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
+) -> None:
+    from governance_assets.defs.gates.assets import build_verdicts_asset
+    from governance_assets.defs.release.assets import release_decision
+    from governance_assets.lib.core.policy import load_policy
+
+    (tmp_path / "policy.yaml").write_text(GATED_POLICY.replace("{level}", level))
+    (tmp_path / "contamination.yaml").write_text(CONTAMINATION)
+    (tmp_path / "waivers.yaml").write_text(WAIVER)
+    monkeypatch.setenv("GOVERNANCE_POLICY", str(tmp_path / "policy.yaml"))
+    policy = load_policy()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("helm_suites", ["probe"])
+        result = dg.materialize(
+            [compliance_bias_fairness, build_verdicts_asset(policy), release_decision],
+            resources=governance_resources(probe_home),
+            partition_key="probe",
+            instance=instance,
+            raise_on_error=False,
+        )
+    floor = _checks(result)["em_floor"]
+    assert not floor.passed and floor.severity == dg.AssetCheckSeverity.WARN  # failed, but waived
+    verdicts = pd.read_parquet(probe_home / "warehouse" / "gates" / "verdicts" / "probe.parquet")
+    rows = {row["gate"]: row for row in verdicts.to_dict("records")}
+    assert rows["em_floor"]["status"] == "fail" and not rows["em_floor"]["blocks_release"]
+    assert "promoted under waiver of em_floor" in rows["em_floor"]["reason"]
+    assert "claim rests on contaminated data: simple_mcqa (weak)" in rows["em_floor"]["reason"]
+    assert rows["contamination"]["status"] == "fail" and rows["contamination"]["blocks_release"] == (level == "weak")
+    assert rows["exact_match_group_gap"]["kind"] == "fairness"
+    [decision] = pd.read_parquet(probe_home / "warehouse" / "release" / "decision" / "probe.parquet").to_dict("records")
+    if level == "weak":  # the policy blocks at weak: the weakly contaminated claim blocks
+        assert decision["decision"] == "block" and any(r.startswith("contamination:") for r in decision["reasons"])
+    else:
+        assert decision["decision"] == "promote"
+        assert any("promoted under waiver of em_floor" in w for w in decision["warnings"])

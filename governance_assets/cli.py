@@ -250,6 +250,7 @@ def run_demo(suites: list[str]) -> int:
     from governance_assets.definitions import defs
     from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
     from governance_assets.defs.partitions import HELM_SUITES
+    from governance_assets.feedback_cli import run_feedback_demo
 
     job = defs().resolve_job_def("evaluate_suite")
     ok = True
@@ -281,6 +282,8 @@ def run_demo(suites: list[str]) -> int:
         ok &= run_plans(instance, defs(), home, suites)
         first_day = datetime.now(UTC).date() - timedelta(days=DEMO_TRAFFIC_DAYS)
         ok &= run_traffic_demo(instance, home, first_day)
+        # the A/B experiments' traffic lands on the two weeks before (undrifted, so the drift demo keeps its days)
+        ok &= run_feedback_demo(instance, defs(), home, first_day - timedelta(days=DEMO_TRAFFIC_DAYS))
     warehouse = home / "warehouse"
     print(f"\nTables (Parquet, readable with pandas or DuckDB) under {warehouse}:")
     for path in sorted(p for suite in suites for p in warehouse.rglob(f"{suite}.parquet")):

@@ -4,11 +4,14 @@ This file runs in two interpreters. The project's imports it for `run_child`, wh
 project-side children (our `dataset_drift` and the plain scipy loop) use. The benchmark's own
 Evidently virtualenv runs it as a script: the Evidently side,
 
-    <venv-evidently>/bin/python bench/_evidently_side.py DATA_DIR RESULT_JSON
+    <venv-evidently>/bin/python bench/_evidently_side.py --given|--inferred|--cases DATA_DIR RESULT_JSON
 
 so at module level it imports only the standard library, numpy and pandas; Evidently is imported
-inside `evidently_side`. `DATA_DIR` holds `reference.parquet`, `current.parquet` and
+inside the functions. `DATA_DIR` holds `reference.parquet`, `current.parquet` and
 `features.json` (feature name -> "numerical" or "categorical"), all written by the parent.
+``--given`` tells Evidently those column types; ``--inferred`` lets Evidently infer its own;
+``--cases`` runs the new cases (`<size>-reference.parquet`, `<size>-current.parquet`) one column at
+a time with Evidently's own types and writes its outcome per column (unmeasured).
 
 Every child does the same: read both Parquet files (timed as loading), a warm-up on the first
 `WARMUP_ROWS` rows of each (untimed: lazy imports and first-call costs), then `prepare` (timed on
@@ -144,6 +147,43 @@ def evidently_prepare(reference: pd.DataFrame, current: pd.DataFrame, kinds: Kin
     return run
 
 
+def evidently_inferred_prepare(reference: pd.DataFrame, current: pd.DataFrame, kinds: Kinds) -> Callable[[], Any]:
+    """Evidently `Dataset`s with the column types Evidently infers itself (no data definition)."""
+    from evidently import Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    reference_data, current_data = Dataset.from_pandas(reference), Dataset.from_pandas(current)
+
+    def run() -> Any:
+        return Report([DataDriftPreset()], include_tests=True).run(current_data, reference_data)
+
+    return run
+
+
+def evidently_cases(data_dir: Path, result_path: Path) -> None:
+    """The new cases, one column at a time, each with Evidently's own column types: its type, test,
+    statistic and verdict, "not tested" when its preset leaves the column out, or the error it raised."""
+    from evidently import Dataset
+
+    outcomes: dict[str, dict[str, Any]] = {}
+    for case in sorted(data_dir.glob("*-reference.parquet")):
+        size = case.name.removesuffix("-reference.parquet")
+        reference = pd.read_parquet(case)
+        current = pd.read_parquet(data_dir / f"{size}-current.parquet")
+        for column in reference.columns:
+            key = f"{size}/{column}"
+            single_ref, single_cur = reference[[column]], current[[column]]
+            column_type = Dataset.from_pandas(single_cur).data_definition.get_column_type(column).value
+            try:
+                summary = evidently_extract(evidently_inferred_prepare(single_ref, single_cur, {})())
+            except Exception as error:  # recorded: Evidently's outcome on this case
+                outcomes[key] = {"type": column_type, "error": f"{type(error).__name__}: {error}"[:300]}
+                continue
+            feature = summary["features"].get(column)
+            outcomes[key] = {"type": column_type, "tested": feature is not None, **(feature or {})}
+    result_path.write_text(json.dumps(outcomes, indent=2), "utf-8")
+
+
 def evidently_extract(snapshot: Any) -> Summary:
     """Per column: Evidently's test id, drift score and verdict (its test's status); the dataset's share."""
     from evidently.legacy.calculations import stattests
@@ -178,10 +218,16 @@ def evidently_extract(snapshot: Any) -> Summary:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        raise SystemExit("usage: _evidently_side.py DATA_DIR RESULT_JSON")
+    modes = {"--given": "evidently", "--inferred": "evidently_inferred", "--cases": "cases"}
+    if len(argv) != 3 or argv[0] not in modes:
+        raise SystemExit("usage: _evidently_side.py --given|--inferred|--cases DATA_DIR RESULT_JSON")
     os.environ.update(NO_TRACKING_ENV)  # the parent sets them too; before Evidently is imported
-    run_child("evidently", Path(argv[0]), Path(argv[1]), evidently_prepare, evidently_extract)
+    mode, data_dir, result_path = argv[0], Path(argv[1]), Path(argv[2])
+    if mode == "--cases":
+        evidently_cases(data_dir, result_path)
+    else:
+        prepare = evidently_prepare if mode == "--given" else evidently_inferred_prepare
+        run_child(modes[mode], data_dir, result_path, prepare, evidently_extract)
     return 0
 
 

@@ -1,5 +1,7 @@
 """Drift of one million traffic rows over ten features: our `dataset_drift` side by side with
-Evidently's `DataDriftPreset` and a plain per-column scipy loop, on the same data in one run.
+Evidently's `DataDriftPreset` (told the column types, and inferring its own) and a plain per-column
+scipy loop, on the same data in one run; then the new cases (low-cardinality integers, nullable
+integers, booleans with missing values, all-missing columns) with Evidently's own types.
 
 A reference of 100,000 rows and a current set of 1,000,000 rows of LLM-traffic features (token
 counts, latency, refusal and PII flags, model, language, …) are generated from a fixed seed, with
@@ -67,12 +69,15 @@ SEED = 0
 REPEATS = 3
 MIN_SPEEDUP = 15.0
 MAX_PEAK_RSS_MIB = 600.0
-SIDES = ("evidently", "scipy_loop", "ours")
+SIDES = ("evidently", "evidently_inferred", "scipy_loop", "ours")
 LABELS = {
-    "evidently": "Evidently DataDriftPreset",
+    "evidently": "Evidently DataDriftPreset, types given",
+    "evidently_inferred": "Evidently DataDriftPreset, its own types",
     "scipy_loop": "per-column scipy loop",
     "ours": "ours (dataset_drift)",
 }
+CASE_SIZES = {"small": (600, 300), "large": (5000, 4000)}
+"""The new cases at two sizes: a reference under Evidently's 1,000 rows (p-value tests) and above (distances)."""
 
 MODELS = ("llama-3.1-8b-instruct", "mistral-7b-instruct", "gpt-4o-mini", "claude-3-haiku")
 LANGUAGES = ("en", "es", "fr", "de", "zh")
@@ -81,7 +86,8 @@ SEGMENTS = ("free", "pro", "enterprise")
 
 @dataclass(frozen=True)
 class Feature:
-    """One generated feature: its kind (as ours infers it and Evidently is told) and the drift injected."""
+    """One generated feature: its kind (as Evidently's `Dataset` infers it, ours too, and as Evidently
+    is told in the "types given" mode) and the drift injected."""
 
     name: str
     kind: str
@@ -103,7 +109,14 @@ FEATURES = (
     Feature("model", "categorical", "string", f"{len(MODELS)} models, 40/30/20/10%", "unchanged", False),
     Feature("language", "categorical", "string", "en 85%, es/fr 5%, de 4%, zh 1%", "en 45%, es 25%, zh 15%", True),
     Feature("user_segment", "categorical", "string", "free/pro/enterprise 60/30/10%", "55/33/12%", False),
-    Feature("feedback", "categorical", "float64", "70% missing, else +1 (80%) or -1", "+1 60%", True),
+    Feature(
+        "feedback",
+        "numerical",
+        "float64",
+        "70% missing, else +1 (80%) or -1 (2 values: categorical tests)",
+        "+1 60%",
+        True,
+    ),
 )
 
 
@@ -150,6 +163,69 @@ def write_data(data_dir: Path, reference_rows: int, current_rows: int, seed: int
         "parquet_bytes": sizes,
         "features": [asdict(feature) for feature in FEATURES],
     }
+
+
+# --- the new cases --------------------------------------------------------------------------------
+
+
+def case_frame(rng: np.random.Generator, rows: int, drifted: bool) -> pd.DataFrame:
+    """Columns whose type Evidently's `Dataset` decides in ways a column-type table misses."""
+    return pd.DataFrame({
+        "stars": rng.integers(1, 7 if drifted else 9, rows),  # 6-8 distinct integers: categorical
+        "retries": pd.Series(rng.integers(0, 3, rows), dtype="Int64").mask(rng.random(rows) < 0.2),  # nullable
+        "thumbs_up": pd.Series(rng.random(rows) < (0.5 if drifted else 0.7), dtype=object).mask(rng.random(rows) < 0.3),
+        "nothing": pd.Series([None] * rows, dtype=object),  # all missing, object
+        "nothing_float": np.full(rows, np.nan),  # all missing, float
+        "latency_ms": np.round(rng.lognormal(np.log(300.0), 0.4, rows) * (1.15 if drifted else 1.0), 3),
+    })  # fmt: skip
+
+
+def write_cases(case_dir: Path, seed: int) -> None:
+    """The new cases at each of `CASE_SIZES` as `<size>-reference.parquet` and `<size>-current.parquet`."""
+    case_dir.mkdir(parents=True, exist_ok=True)
+    for size, (reference_rows, current_rows) in CASE_SIZES.items():
+        rng = np.random.default_rng([seed, 7])
+        for name, rows, drifted in (("reference", reference_rows, False), ("current", current_rows, True)):
+            pq.write_table(
+                pa.Table.from_pandas(case_frame(rng, rows, drifted), preserve_index=False),
+                case_dir / f"{size}-{name}.parquet",
+            )
+
+
+def ours_cases(case_dir: Path) -> dict[str, dict[str, Any]]:
+    """Our `dataset_drift` with its defaults on each case column alone (as Evidently is run)."""
+    outcomes: dict[str, dict[str, Any]] = {}
+    for size in CASE_SIZES:
+        reference = pd.read_parquet(case_dir / f"{size}-reference.parquet")
+        current = pd.read_parquet(case_dir / f"{size}-current.parquet")
+        for column in reference.columns:
+            [feature] = dataset_drift(reference[[column]], current[[column]]).features
+            tested = feature.reference_size > 0 and feature.current_size > 0
+            outcomes[f"{size}/{column}"] = {
+                "tested": tested, "method": feature.method, "statistic": feature.statistic,
+                "drifted": feature.drifted, "kind": feature.kind, "detail": feature.detail,
+            }  # fmt: skip
+    return outcomes
+
+
+def compare_cases(ours: Mapping[str, Mapping[str, Any]], evidently: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Disagreements on the new cases: a column one side tests and the other not, another test or
+    verdict, a statistic off by more than 1e-9 (relative). Where Evidently raises, ours must say "no data"."""
+    found = []
+    for key, mine in ours.items():
+        theirs = evidently[key]
+        if "error" in theirs:
+            if mine["tested"]:
+                found.append(f"{key}: Evidently raised ({theirs['error']}) but ours tested it")
+        elif mine["tested"] != theirs["tested"]:
+            found.append(f"{key}: tested by {'ours' if mine['tested'] else 'Evidently'} only")
+        elif mine["tested"]:
+            if (mine["method"], mine["drifted"]) != (theirs["method"], theirs["drifted"]):
+                found.append(f"{key}: ours {mine['method']} drifted={mine['drifted']}, "
+                             f"Evidently {theirs['method']} drifted={theirs['drifted']}")  # fmt: skip
+            elif not math.isclose(mine["statistic"], theirs["statistic"], rel_tol=1e-9, abs_tol=1e-12):
+                found.append(f"{key}: statistic {mine['statistic']!r} vs Evidently {theirs['statistic']!r}")
+    return found
 
 
 # --- the project-side children -------------------------------------------------------------------
@@ -335,7 +411,10 @@ def compare(sides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             continue
         methods, verdicts, diffs = [], [], {}
         for name, feature in ours["features"].items():
-            theirs = other["features"][name]
+            theirs = other["features"].get(name)
+            if theirs is None:
+                methods.append(f"{name}: ours {feature['method']}, {other_name} did not test it")
+                continue
             if feature["method"] != theirs["method"]:
                 methods.append(f"{name}: ours {feature['method']}, {other_name} {theirs['method']}")
             if feature["drifted"] != theirs["drifted"]:
@@ -430,7 +509,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     commands = {"ours": [sys.executable, __file__, "--child", "ours"]}
     commands["scipy_loop"] = [sys.executable, __file__, "--child", "scipy_loop"]
     if python is not None:
-        commands["evidently"] = [str(python), str(EVIDENTLY_SIDE)]
+        commands["evidently"] = [str(python), str(EVIDENTLY_SIDE), "--given"]
+        commands["evidently_inferred"] = [str(python), str(EVIDENTLY_SIDE), "--inferred"]
     prefix, network = offline_prefix()
     commands = {name: [*prefix, *commands[name]] for name in SIDES if name in commands}
     load_before = os.getloadavg()
@@ -462,6 +542,19 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "unstable_verdicts": unstable_features,
     }
     results["problems"] = problems(agreement, unstable_features)
+    write_cases(workdir / "cases", args.seed)
+    cases: dict[str, Any] = {"ours": ours_cases(workdir / "cases")}
+    if python is not None:
+        evidently_cases = workdir / "cases-evidently.json"
+        log = workdir / "cases-evidently.log"
+        env = {**os.environ, **side.NO_TRACKING_ENV}
+        command = [*prefix, str(python), str(EVIDENTLY_SIDE), "--cases", str(workdir / "cases"), str(evidently_cases)]
+        if ivs.run_measured(command, log, env, ivs.PROJECT_ROOT).returncode != 0:
+            raise SystemExit(f"Evidently on the new cases failed:\n{ivs.tail(log)}")
+        cases["evidently_inferred"] = json.loads(evidently_cases.read_text("utf-8"))
+        cases["problems"] = compare_cases(cases["ours"], cases["evidently_inferred"])
+        results["problems"] += [f"new case: {problem}" for problem in cases["problems"]]
+    results["cases"] = cases
     results["targets"] = [asdict(target) for target in evaluate(results)]
     if args.profile:
         results["profile_seconds_per_feature"] = profile_ours(workdir / "data")
@@ -524,6 +617,7 @@ def print_report(results: Mapping[str, Any]) -> None:
             f"ours vs {LABELS[other]}: statistics max abs diff {agreement['statistic_max_abs_diff']:.3g} "
             f"({agreement['statistic_max_abs_diff_feature']}), max rel diff {agreement['statistic_max_rel_diff']:.3g}"
         )
+    print_cases(results["cases"])
     ratios = results["ratios"]
     if "evidently_over_scipy_loop" in ratios:
         print(f"Evidently / scipy loop: {ratios['evidently_over_scipy_loop']:.1f}×")
@@ -532,6 +626,27 @@ def print_report(results: Mapping[str, Any]) -> None:
     if results["problems"]:
         print("\nDISAGREEMENTS:", *results["problems"], sep="\n  ")
     print()
+
+
+def print_cases(cases: Mapping[str, Any]) -> None:
+    """The new cases: Evidently with its own types against ours with its defaults, column by column."""
+    theirs_all = cases.get("evidently_inferred", {})
+    print(f"\nnew cases (reference/current rows: {CASE_SIZES}), Evidently with its own types vs ours:")
+    print(f"{'case':<20}  {'Evidently type':<14}  {'Evidently':<34}  ours")
+    for key, mine in cases["ours"].items():
+        theirs = theirs_all.get(key, {})
+        if "error" in theirs:
+            shown = "raises " + theirs["error"].split(":")[0]
+        elif theirs.get("tested"):
+            shown = f"{theirs['method']} {theirs['statistic']:.6g} {'drift' if theirs['drifted'] else 'no drift'}"
+        else:
+            shown = "not tested" if theirs else "(not run)"
+        ours_shown = (
+            f"{mine['method']} {mine['statistic']:.6g} {'drift' if mine['drifted'] else 'no drift'}"
+            if mine["tested"]
+            else mine["detail"].split(";")[0]
+        )
+        print(f"{key:<20}  {theirs.get('type', '-'):<14}  {shown:<34}  {ours_shown}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

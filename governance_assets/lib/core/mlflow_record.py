@@ -317,15 +317,18 @@ def _tags(run: EvaluationRun, supersedes: str | None) -> dict[str, str]:
     return tags
 
 
-def _store_artifacts(repository: ArtifactRepository, run: EvaluationRun, scratch: Path) -> None:
-    """The metric name map at the artifact root, the run's HELM files under `helm/`: staged in a
-    folder under `scratch`, then stored with one call."""
-    staged = Path(tempfile.mkdtemp(dir=scratch))
-    (staged / METRIC_MAP_ARTIFACT).write_text(json.dumps(run.metric_names, indent=2, sort_keys=True), "utf-8")
-    (staged / "helm").mkdir()
-    for artifact in run.artifacts:
-        shutil.copyfile(artifact, staged / "helm" / artifact.name)
-    repository.log_artifacts(str(staged))  # type: ignore[no-untyped-call]
+def _store_artifacts(repository: ArtifactRepository, run: EvaluationRun, staging: Path) -> None:
+    """The metric name map at the artifact root, the run's HELM files under `helm/`: staged in
+    `staging` (emptied again afterwards: removing a folder per run cost more than the copies),
+    then stored with one call."""
+    (staging / "helm").mkdir(parents=True, exist_ok=True)
+    staged = [staging / METRIC_MAP_ARTIFACT, *(staging / "helm" / artifact.name for artifact in run.artifacts)]
+    staged[0].write_text(json.dumps(run.metric_names, indent=2, sort_keys=True), "utf-8")
+    for artifact, copy in zip(run.artifacts, staged[1:], strict=True):
+        shutil.copyfile(artifact, copy)
+    repository.log_artifacts(str(staging))  # type: ignore[no-untyped-call]
+    for copy in staged:
+        copy.unlink()
 
 
 def run_note(tags: Mapping[str, str]) -> dict[str, str]:

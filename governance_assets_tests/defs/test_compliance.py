@@ -81,6 +81,7 @@ def test_compliance_group_on_a_real_perturbation_suite(
     html = (home / "reports" / "compliance" / "probe" / "simple_model1.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     markdown = str(_metadata(result, "compliance/report")["report"].value)
+    assert "sha256 of compliance/bias_fairness" in markdown and "policy hash" in markdown
     print(markdown.split("## Requirements")[0])
 
     first = dg.materialize([compliance_audit_log], resources=resources, instance=instance)

@@ -4,6 +4,7 @@ The report reads the suite's latest `gates/verdicts` and `release/decision` tabl
 depending on them in the graph: a failed blocking gate stops everything downstream of the
 verdicts, and the report that explains the failure must still be written."""
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,6 +155,17 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records")) if len(frame) else []  # type: ignore[no-any-return]
 
 
+def _input_digests(state: GovernanceState, suite: str) -> dict[str, str]:
+    """SHA-256 of each table the report is built from (the evidence's content hashes)."""
+    keys = [tidy.RUNS_KEY, VERDICTS_KEY, BIAS_FAIRNESS_KEY, PII_KEY, TOXICITY_KEY, SLICES_KEY, RECORDS_KEY]
+    digests = {}
+    for key in keys:
+        path = state.warehouse().path(key, suite)
+        if path.exists():
+            digests[f"sha256 of {'/'.join(key)}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
 def _contamination_files(settings: ComplianceSettings) -> list[Path]:
     return [evidence.policy_folder() / name for name in settings.contamination_files]
 
@@ -172,6 +184,7 @@ def compliance_report(
         evidence.policy_folder() / settings.requirements_file if settings.requirements_file else None
     )
     recorder = mlflow.recorder(state, policy.mlflow.governance_experiment)
+    evaluations = mlflow.recorder(state, policy.mlflow.evaluation_experiment)
     policy_hash = canonical_hash(policy_source()[0])
     rows: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
@@ -182,8 +195,13 @@ def compliance_report(
         if runs.empty:
             raise dg.Failure(description=f"suite {suite}: helm/runs was never built")
         folder = state.home_path() / "reports" / "compliance" / safe_component(suite, "suite name")
+        judged = evaluations.latest_by_run_name(suite)
+        inputs = _input_digests(state, suite)
         for model in sorted(runs.loc[runs["status"] == "complete", "model"].astype(str).unique()):
+            model_runs = set(runs.loc[runs["model"].astype(str) == model, "run_name"].astype(str))
             ids = {"dagster_run_id": context.run.run_id, "policy_hash": policy_hash, "suite": suite}
+            ids |= {f"mlflow run of {name}": run.info.run_id for name, run in judged.items() if name in model_runs}
+            ids |= inputs
             model_evidence = _model_evidence(state, suite, model, settings, waivers, ids)
             items = report.assess(mapping, model_evidence)
             images = report.plots(model_evidence)

@@ -50,9 +50,16 @@ class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
         """Traffic sources parsed by the sensor, split by day (see `lib.traffic_intake`)."""
         return self.home_path() / "monitoring" / "staging" / "traffic"
 
+    def sweep_output_path(self) -> Path:
+        """Where finished sweep trials are moved (`iteration/sweep`): an output root of its own,
+        read like a historical one, so a trial suite is ingested and judged but never re-run."""
+        return self.home_path() / "iteration" / "sweeps"
+
     def historical_roots(self) -> list[Path]:
+        """HELM_OUTPUT_ROOTS (or `output_roots`), and the sweep root once a sweep has written to it."""
         raw = self.output_roots or os.environ.get("HELM_OUTPUT_ROOTS", "")
-        return [Path(part).absolute() for part in raw.split(os.pathsep) if part.strip()]
+        roots = [Path(part).absolute() for part in raw.split(os.pathsep) if part.strip()]
+        return roots + ([self.sweep_output_path()] if self.sweep_output_path().is_dir() else [])
 
     def policy(self) -> Policy:
         """GOVERNANCE_POLICY, else the packaged default (the gate checks were built from it)."""

@@ -11,7 +11,3 @@ plan_iteration = dg.define_asset_job(
     description="The suite's ranked iteration plan, after evaluate_suite (also when a blocking gate failed).",
 )
 
-
-@dg.definitions
-def iteration_jobs() -> dg.Definitions:
-    return dg.Definitions(jobs=[plan_iteration])

@@ -10,7 +10,9 @@ import dagster as dg
 import pytest
 
 from governance_assets.definitions import defs
+from governance_assets.defs.alerts.sensors import check_failure_alerts
 from governance_assets.defs.lineage.sensors import openlineage_events
+from governance_assets.defs.monitoring.sensors import traffic_database
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.core.secrets import MASK, RedactedError, redact, redacting_errors
 from governance_assets_tests.conftest import MMLU_ROOT, copy_suite, governance_defs, governance_resources
@@ -48,7 +50,7 @@ def _plant(monkeypatch: pytest.MonkeyPatch, dead_port: int, mlflow_uri: bool) ->
     monkeypatch.setenv("OPENLINEAGE_API_KEY", s["lineage_key"])
     monkeypatch.setenv("GOVERNANCE_ALERT_WEBHOOK_URL", f"{base}/services/T0/B0/{s['webhook']}")
     monkeypatch.setenv(
-        "TRAFFIC_DATABASE_URL", f"postgresql://bob:{s['database_password']}@127.0.0.1:{dead_port}/traffic"
+        "TRAFFIC_DATABASE_URL", f"postgresql+psycopg2://bob:{s['database_password']}@127.0.0.1:{dead_port}/traffic"
     )
 
 
@@ -77,6 +79,8 @@ def suite_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     policy.write_text(
         "evaluation_plan: {run_entries: [simple1], models: [simple/model1]}\n"
         "monitoring: {traffic: {database: {url_env: TRAFFIC_DATABASE_URL, table: traffic}}}\n"
+        "gates: [{name: exact_match_perfect, kind: threshold, metrics: [exact_match], split: test, min: 0.999}]\n"
+        "alerts: {webhook_url_env: GOVERNANCE_ALERT_WEBHOOK_URL, retries: 0}\n"
     )
     monkeypatch.setenv("GOVERNANCE_POLICY", str(policy))
     return root
@@ -154,7 +158,7 @@ def test_no_secret_reaches_any_store_when_the_graph_fails(
         monkeypatch.delenv("MLFLOW_TRACKING_URI")
         ingested = dg.materialize(
             governance_defs(),
-            selection=[*RUNS, dg.AssetKey(["lineage", "records"])],
+            selection=[*RUNS, dg.AssetKey(["lineage", "records"]), dg.AssetKey(["gates", "verdicts"])],
             partition_key="v1",
             instance=instance,
             resources=governance_resources(home, str(suite_root)),
@@ -165,11 +169,16 @@ def test_no_secret_reaches_any_store_when_the_graph_fails(
         context = dg.build_sensor_context(
             instance=instance, resources={"state": GovernanceState(home=str(home))}, definitions=defs()
         )
-        for name, sensor in (("openlineage_events", openlineage_events),):
-            with pytest.raises(Exception) as raised:  # any error: its text is what matters
-                sensor(context)
-            errors[f"{name} error"] = str(raised.value).encode()
-            errors[f"{name} traceback"] = "".join(traceback.format_exception(raised.value)).encode()
+        outcomes = {}
+        for sensor in (openlineage_events, check_failure_alerts, traffic_database):
+            try:  # each endpoint is unreachable: an error, or a result that reports it
+                outcomes[sensor.name] = repr(sensor(context))
+            except Exception as error:
+                outcomes[sensor.name] = "".join(traceback.format_exception(error))
+            errors[f"{sensor.name} outcome"] = outcomes[sensor.name].encode()
+        assert "OpenLineageTransportError" in outcomes["openlineage_events"]
+        assert "1 to retry" in outcomes["check_failure_alerts"]  # the failed gate's alert: webhook down
+        assert "traffic database unreadable" in outcomes["traffic_database"]
         stores = {str(path): path.read_bytes() for path in _files(home, dagster_home)}
     captured = capfd.readouterr()
     logs = {"stdout": captured.out.encode(), "stderr": captured.err.encode(), "log records": caplog.text.encode()}

@@ -1,9 +1,8 @@
-"""POST a body over HTTP(S) with retries: the machinery shared by the alert webhook and OpenLineage.
+"""POST a body over HTTP(S) with retries (the alert webhook's).
 
 `post_within` sends through `requests`, retried by urllib3's `Retry` (exponential back-off as
 urllib3 computes it, the server's Retry-After honoured up to a cap) and bounded in total time: no
-attempt starts that could not finish within `total_seconds`. `post_with_retries` is the older
-stdlib loop, kept for the OpenLineage emitter until it moves to openlineage-python.
+attempt starts that could not finish within `total_seconds`.
 
 Nothing here puts a URL, a header or a response body into a message: a failed POST comes back as
 a `Failure` of neutral fields, and each caller words (and sanitises) its own error.
@@ -12,15 +11,13 @@ a `Failure` of neutral fields, and each caller words (and sanitises) its own err
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import math
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from email.message import Message
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -29,7 +26,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 MAX_RETRY_AFTER_SECONDS = 60.0
-"""Upper bound on a server's Retry-After (seconds) that `post_with_retries` will honour."""
+"""Upper bound on a server's Retry-After (seconds) that `post_within` will honour."""
 
 UrlProblem = Literal["syntax", "scheme", "characters"]
 
@@ -64,26 +61,6 @@ def http_url_parts(url: str) -> urllib.parse.SplitResult:
     return parts
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would turn the POST into a body-less GET elsewhere."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: Message,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
-
-
-def no_redirect_opener() -> urllib.request.OpenerDirector:
-    """An opener that returns a 3xx answer as an HTTPError instead of following it."""
-    return urllib.request.build_opener(_NoRedirect)
-
-
 def retry_after_seconds(value: str | None) -> float | None:
     """A Retry-After header in seconds, capped; None when absent or an HTTP date."""
     if value is None:
@@ -99,7 +76,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class Failure:
-    """How the last attempt of `post_with_retries` failed."""
+    """How the last attempt of `post_within` failed."""
 
     problem: str
     """`HTTP <status>`, or the type name of the error (`ConnectionRefusedError`, `TimeoutError`…)."""
@@ -115,81 +92,6 @@ class Failure:
     """The start of the error response's body, decoded: it may echo the URL or a secret."""
     retry_after: float | None = None
     """The server's Retry-After in seconds (capped), if it gave one."""
-
-
-def post_with_retries(
-    url: str,
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    opener: urllib.request.OpenerDirector,
-    timeout_seconds: float,
-    retries: int,
-    backoff_seconds: float,
-    sleep: Callable[[float], None],
-    retry_after_replaces_backoff: bool,
-    response_bytes: int,
-) -> Failure | None:
-    """POST `body`; None once it is accepted, else the last attempt's Failure.
-
-    Connection errors, timeouts and HTTP 429/5xx are retried up to `retries` times; the n-th retry
-    waits `backoff_seconds * 2**(n-1)`, or the server's Retry-After instead (when
-    `retry_after_replaces_backoff`) or if that is longer (otherwise). Other answers are final.
-    `response_bytes` bounds how much of an error response is read into `Failure.response`.
-    """
-    failure: Failure | None = None
-    for attempt in range(retries + 1):
-        if failure is not None:
-            delay = backoff_seconds * 2 ** (attempt - 1)
-            if failure.retry_after is not None:
-                delay = failure.retry_after if retry_after_replaces_backoff else max(delay, failure.retry_after)
-            sleep(delay)
-        failure = _attempt(opener, url, body, headers, timeout_seconds, response_bytes)
-        if failure is None:
-            return None
-        failure = dataclasses.replace(failure, attempts=attempt + 1)
-        if not failure.retryable:
-            break
-    return failure
-
-
-def _attempt(
-    opener: urllib.request.OpenerDirector,
-    url: str,
-    body: bytes,
-    headers: Mapping[str, str],
-    timeout_seconds: float,
-    response_bytes: int,
-) -> Failure | None:
-    request = urllib.request.Request(url, data=body, method="POST", headers=dict(headers))
-    try:
-        with opener.open(request, timeout=timeout_seconds) as response:
-            response.read()
-        return None
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-        try:
-            answer = exc.read(response_bytes).decode("utf-8", "replace")
-        except Exception:
-            answer = ""
-        finally:
-            exc.close()
-        return Failure(
-            f"HTTP {status}",
-            retryable=status == 429 or status >= 500,
-            status=status,
-            response=answer,
-            retry_after=retry_after_seconds(exc.headers.get("Retry-After")) if exc.headers else None,
-        )
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        kind = type(reason).__name__ if isinstance(reason, BaseException) else "URLError"
-        strerror = reason.strerror if isinstance(reason, OSError) and reason.strerror else None
-        return Failure(kind, retryable=True, strerror=strerror)
-    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets mid-response
-        return Failure(type(exc).__name__, retryable=True)
-    except Exception as exc:  # never let a message (which might quote the URL) escape
-        return Failure(type(exc).__name__)
 
 
 RETRIED_STATUSES = frozenset({429, *range(500, 600)})

@@ -274,6 +274,9 @@ class TableBuild:
 
 
 Pending = list[tuple[dict[str, Any], ho.RunFile]]
+READ_BATCH = 200
+"""Runs whose columns are held as Python values at once: the ingestion's memory then stays
+within a bound whatever the size of the suite (the Arrow tables it writes grow with it)."""
 
 
 def _to_table(spec: TidyTable, pending: Pending) -> pa.Table:
@@ -422,22 +425,26 @@ def build_table(
             build.reused.append(name)
         else:
             to_read.append(index)
-    pending: Pending = []
-    for run in complete.take(pa.array(to_read, pa.int64())).to_pylist():
-        try:
-            pending.append((run, spec.read_columns(Path(run["path"]), False)))
-        except ho.HelmOutputError as error:
-            build.errors[run["run_name"]] = str(error)
     located: dict[str, tuple[pa.Table, Stretches]] = {}
     if build.reused and previous is not None:
         previous_stretches = _run_stretches(previous)
         located = dict.fromkeys(build.reused, (previous, previous_stretches))
-    if pending:
-        table, converted = _convert(spec, pending, build.errors)
-        build.parsed = [run["run_name"] for run, _ in converted]
-        located.update(dict.fromkeys(build.parsed, (table, _parsed_stretches(spec, converted))))
+    parsed_digests = {}
+    for start in range(0, len(to_read), READ_BATCH):  # runs read as Python values, a batch at a time
+        pending: Pending = []
+        for run in complete.take(pa.array(to_read[start : start + READ_BATCH], pa.int64())).to_pylist():
+            try:
+                pending.append((run, spec.read_columns(Path(run["path"]), False)))
+            except ho.HelmOutputError as error:
+                build.errors[run["run_name"]] = str(error)
+        if pending:
+            table, converted = _convert(spec, pending, build.errors)
+            build.parsed += [run["run_name"] for run, _ in converted]
+            located.update(
+                dict.fromkeys((run["run_name"] for run, _ in converted), (table, _parsed_stretches(spec, converted)))
+            )
+            parsed_digests.update({run["run_name"]: file.digest for run, file in converted})
     build.manifest = {name: fingerprints[name] for name in build.reused + build.parsed}
-    parsed_digests = {run["run_name"]: file.digest for run, file in pending}
     build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {
         name: parsed_digests[name] for name in build.parsed
     }

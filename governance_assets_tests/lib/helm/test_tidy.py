@@ -190,6 +190,28 @@ def test_incremental_rebuild_equals_a_cold_build(tmp_path: Path, warehouse: Ware
         assert rebuilt.schema.equals(spec.schema) and warehouse.read_cached(spec.key, "v1").equals(rebuilt)  # type: ignore[union-attr]
 
 
+def test_runs_read_a_batch_at_a_time_make_the_same_tables(
+    tmp_path: Path, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is bounded by reading a few runs at a time; the tables, errors and versions are
+    those of reading every run at once (a truncated file in one batch, the others intact)."""
+    suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=7)
+    bad = sorted(p for p in suite_dir.iterdir() if p.is_dir())[2]
+    (bad / "per_instance_stats.json").write_text('[{"instance_id": "id1", "stats": [{"name": ')
+    at_once = Warehouse(tmp_path / "at_once")
+    reference = tidy.ingest_suite("v1", suite_dir, at_once)
+    monkeypatch.setattr(tidy, "READ_BATCH", 2)
+    batched = tidy.ingest_suite("v1", suite_dir, warehouse)
+    for spec in tidy.TIDY_TABLES:
+        ours, theirs = batched.builds[spec.key], reference.builds[spec.key]
+        assert (ours.parsed, ours.errors, ours.digests) == (theirs.parsed, theirs.errors, theirs.digests)
+        assert len(ours.parsed) == 7 - (spec is tidy.INSTANCE_STATS)
+        table, expected = warehouse.read(spec.key, "v1"), at_once.read(spec.key, "v1")
+        assert table is not None and expected is not None and table.num_rows > 0
+        assert table.replace_schema_metadata(None).equals(expected.replace_schema_metadata(None)), spec.key
+        assert warehouse.read_cached(spec.key, "v1").equals(table)  # type: ignore[union-attr]
+
+
 def test_a_removed_run_leaves_the_tables_and_nothing_is_read_again(tmp_path: Path, warehouse: Warehouse) -> None:
     suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=4)
     tidy.ingest_suite("v1", suite_dir, warehouse)

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from governance_assets_tests.conftest import PROJECT_ROOT
-from governance_assets_tests.dagster_dev import dagster_dev
+from governance_assets_tests.dagster_dev import dagster_dev, terminate
 
 pytestmark = pytest.mark.integration
 
@@ -70,12 +70,7 @@ def test_webserver_lists_asset_keys_over_graphql(tmp_path: Path) -> None:
         assert {"helm/runs", "helm/run_stats", "helm/instance_stats", "helm/predictions"} <= set(keys)
         assert keys["helm/run_stats"]["groupName"] == "helm" and keys["helm/run_stats"]["hasAssetChecks"]
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        terminate(server, timeout=30)
 
 
 def _port_is_free(port: int) -> bool:

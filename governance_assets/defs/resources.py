@@ -78,7 +78,10 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
     the local path's `model_deployments.yaml`)."""
 
     num_threads: int = 1
-    plugins: list[str] = ["governance_assets.lib.compliance.bias_probe"]
+    plugins: list[str] = [
+        "governance_assets.lib.compliance.bias_probe",
+        "governance_assets.lib.iteration.labeled_scenario",
+    ]
     """Python modules passed to HELM's `--plugins` (custom scenarios and run specs); the default
     registers `governance_bias_probe`, the bias probe of the default evaluation plan."""
 

@@ -28,6 +28,10 @@ EXPECTED_ASSETS = {
     "compliance/slices",
     "compliance/report",
     "compliance/audit_log",
+    "iteration/plan",
+    "iteration/sweep",
+    "iteration/labeling_queue",
+    "iteration/labeled_scenario",
     "feedback/events",
     "feedback/ab_tests",
 }
@@ -57,7 +61,13 @@ EXPECTED_CHECKS = {
     "feedback/ab_tests:no_guardrail_harm",
 }
 DAILY = {"monitoring/traffic", "monitoring/traffic_drift", "feedback/events", "feedback/ab_tests"}
-UNPARTITIONED = {"monitoring/reference", "monitoring/trends", "compliance/audit_log"}
+UNPARTITIONED = {
+    "monitoring/reference",
+    "monitoring/trends",
+    "compliance/audit_log",
+    "iteration/sweep",
+    "iteration/labeled_scenario",
+}
 
 
 def test_code_location_loads_everything() -> None:

@@ -185,7 +185,7 @@ def test_the_iteration_plan_ranks_the_blocking_failure_first(evaluated: dict[str
         env.setenv("GOVERNANCE_POLICY", str(evaluated["root"] / "policy.yaml"))
         result = dg.materialize(
             governance_defs(load_policy()),
-            selection=[dg.AssetKey(["iteration", "plan"])],
+            selection=[dg.AssetKey(["iteration", "plan"]), dg.AssetKey(["iteration", "labeling_queue"])],
             partition_key="v2",
             instance=evaluated["instance"],
             resources=governance_resources(evaluated["home"], roots=str(evaluated["root"] / "history")),
@@ -196,6 +196,10 @@ def test_the_iteration_plan_ranks_the_blocking_failure_first(evaluated: dict[str
     inconclusive = plan[plan["kind"] == "inconclusive comparison"]
     assert len(inconclusive) and all(json.loads(p)["max_eval_instances"] > 17 for p in inconclusive["evaluation_plan"])
     assert (evaluated["home"] / "reports" / "iteration" / "v2.html").exists()
-    [event] = result.get_asset_materialization_events()
+    [event] = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["iteration", "plan"])
+    ]
     metadata = event.materialization.metadata
+    queue = pd.read_json(evaluated["home"] / "iteration" / "labeling" / "v2" / "queue.jsonl", lines=True)
+    assert len(queue) and (queue["label"] == "").all()  # exported for labelling
     assert metadata["plan_items"].value == len(plan) and "failed gate" in str(metadata["top_item"].value)

@@ -74,3 +74,28 @@ def test_sweep_trials_are_partitions_mlflow_children_and_judged_suites(
         assert judged.success
     runs = pd.read_parquet(home / "warehouse" / "helm" / "runs" / f"{suites[0]}.parquet")
     assert set(runs["status"]) == {"complete"} and str(home / "iteration" / "sweeps") in runs["path"].iloc[0]
+
+
+def test_labelled_files_become_a_scenario_version_once(tmp_path: Path) -> None:
+    """The sensor only lists and requests; the run validates the file (a bad row is rejected with its
+    line) and writes version 1; the same file is not consumed twice."""
+    from governance_assets.defs.iteration.labeling import iteration_labeled_scenario, labels_landing_sensor
+
+    home = tmp_path / "home"
+    landing = home / "landing" / "labels"
+    landing.mkdir(parents=True)
+    (landing / "batch1.jsonl").write_text(
+        '{"item_id": "a", "input": "2+2?", "label": "4"}\n{"item_id": "b", "input": "x"}\n'
+    )
+    state = GovernanceState(home=str(home))
+    with dg.instance_for_test() as instance:
+        tick = labels_landing_sensor(dg.build_sensor_context(instance=instance, resources={"state": state}))
+        assert len(tick.run_requests) == 1
+        result = dg.materialize([iteration_labeled_scenario], instance=instance, resources={"state": state})
+        metadata = result.get_asset_materialization_events()[0].materialization.metadata
+        assert metadata["latest_version"].value == 1 and metadata["rows_rejected"].value == 1
+        assert metadata["run_entry"].value == "governance_labeled:version=1"
+        again = labels_landing_sensor(dg.build_sensor_context(instance=instance, resources={"state": state}))
+        assert not again.run_requests
+        second = dg.materialize([iteration_labeled_scenario], instance=instance, resources={"state": state})
+        assert second.get_asset_materialization_events()[0].materialization.metadata["new_versions"].value == 0

@@ -244,7 +244,7 @@ def add_to_dataset(folder: Path, batch: LabelBatch, source: str) -> tuple[int, b
     version's sources and content hash. Returns the latest version and whether it is new."""
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text("utf-8")) if manifest_path.exists() else {"versions": []}
-    latest = len(manifest["versions"])
+    latest = latest_version(folder)
     items: dict[str, dict[str, str]] = {}
     if latest:
         for line in (folder / f"v{latest}.jsonl").read_text("utf-8").splitlines():
@@ -262,6 +262,12 @@ def add_to_dataset(folder: Path, batch: LabelBatch, source: str) -> tuple[int, b
     )
     write_text_atomic(manifest_path, json.dumps(manifest, indent=2))
     return version, True
+
+
+def latest_version(folder: Path) -> int:
+    """The dataset's latest version (0 when nothing was labelled yet)."""
+    manifest_path = folder / "manifest.json"
+    return len(json.loads(manifest_path.read_text("utf-8"))["versions"]) if manifest_path.exists() else 0
 
 
 def labelled_instances(folder: Path, version: int) -> list[dict[str, str]]:

@@ -150,8 +150,9 @@ def _append_locked(path: Path, events: list[LedgerEvent]) -> str:
 
 
 def history(path: Path, model: str) -> list[dict[str, Any]]:
-    """One model's entries (and the suite-wide ones without a model, such as policy changes), oldest first."""
-    return [entry for entry in entries(path) if entry.get("model") in (model, None)]
+    """One model's entries, with those for every model (model `*`, e.g. a data-quality gate) and
+    those without a model (policy changes), oldest first."""
+    return [entry for entry in entries(path) if entry.get("model") in (model, "*", None)]
 
 
 def last_policy_hash(path: Path) -> str | None:

@@ -106,12 +106,13 @@ def test_history_lists_one_model_and_keeps_zones(ledger: Path) -> None:
         [
             audit.LedgerEvent(
                 "policy_change", "policy.yaml", T0.astimezone(timezone(timedelta(hours=2))), "r", "1", "q" * 64
-            )
+            ),
+            _event(9, model="*"),
         ],
     )
     history = audit.history(ledger, "other/model")
-    assert [e["subject"] for e in history] == ["gate_3", "gate_4", "policy.yaml"]
-    assert history[-1]["recorded_at"].endswith("+02:00")
+    assert [e["subject"] for e in history] == ["gate_3", "gate_4", "policy.yaml", "gate_9"]
+    assert history[-2]["recorded_at"].endswith("+02:00")
     assert audit.last_policy_hash(ledger) == "q" * 64
 
 

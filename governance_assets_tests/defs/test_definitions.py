@@ -34,6 +34,7 @@ EXPECTED_ASSETS = {
     "iteration/labeled_scenario",
     "feedback/events",
     "feedback/ab_tests",
+    "feedback/online_eval",
 }
 EXPECTED_CHECKS = {
     "helm/runs:all_runs_complete",
@@ -59,8 +60,15 @@ EXPECTED_CHECKS = {
     "compliance/audit_log:ledger_intact",
     "feedback/ab_tests:no_sample_ratio_mismatch",
     "feedback/ab_tests:no_guardrail_harm",
+    "feedback/online_eval:online_agrees_with_benchmark",
 }
-DAILY = {"monitoring/traffic", "monitoring/traffic_drift", "feedback/events", "feedback/ab_tests"}
+DAILY = {
+    "monitoring/traffic",
+    "monitoring/traffic_drift",
+    "feedback/events",
+    "feedback/ab_tests",
+    "feedback/online_eval",
+}
 UNPARTITIONED = {
     "monitoring/reference",
     "monitoring/trends",

@@ -10,12 +10,14 @@ import pyarrow as pa
 import pytest
 
 from governance_assets.definitions import defs
-from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, RESULTS_ANNOTATION
+from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, ONLINE_EVAL_KEY, RESULTS_ANNOTATION
 from governance_assets.defs.feedback.sensors import feedback_landing
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.core.storage import write_parquet_atomic
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.feedback import generator
+from governance_assets.lib.helm import tidy
+from governance_assets.lib.helm.runner import HelmSettings, run_entries
 
 FIRST_DAY = date(2026, 11, 1)
 DAYS = 6
@@ -55,8 +57,18 @@ def _write_traffic(frame: pd.DataFrame, home: Path, drop_share_of: tuple[str, fl
         )
 
 
-def _latest_checks(instance: dg.DagsterInstance, name: str) -> dict[str, dg.AssetCheckEvaluation]:
-    key = dg.AssetCheckKey(dg.AssetKey(list(AB_TESTS_KEY)), name)
+def _helm_suite(home: Path) -> None:
+    """A real HELM suite of simple/model1 (the generated traffic's model) in the warehouse."""
+    settings = HelmSettings(home / "helm" / "benchmark_output", home / "helm" / "prod_env", max_eval_instances=5)
+    outcomes = run_entries(["simple1:model=simple/model1"], "bench", settings, lambda _: None)
+    assert [o.status for o in outcomes] == ["complete"], outcomes
+    tidy.ingest_suite("bench", home / "helm" / "benchmark_output" / "runs" / "bench", Warehouse(home / "warehouse"))
+
+
+def _latest_checks(
+    instance: dg.DagsterInstance, name: str, asset: tuple[str, ...] = AB_TESTS_KEY
+) -> dict[str, dg.AssetCheckEvaluation]:
+    key = dg.AssetCheckKey(dg.AssetKey(list(asset)), name)
     latest: dict[str, dg.AssetCheckEvaluation] = {}
     for record in reversed(instance.event_log_storage.get_asset_check_execution_history(key, limit=1000)):
         if record.evaluation is not None and record.partition is not None:
@@ -72,6 +84,7 @@ def test_feedback_is_staged_once_joined_and_both_experiments_called(
     landed = generator.write_landing(FIRST_DAY, DAYS, home)
     feedback_files = landed.feedback_files
     _write_traffic(landed.traffic, home)
+    _helm_suite(home)
 
     staging = _tick(instance, None)
     assert sorted(r.job_name for r in staging.run_requests) == ["stage_feedback"] * len(feedback_files)
@@ -101,6 +114,16 @@ def test_feedback_is_staged_once_joined_and_both_experiments_called(
     for name in ("no_sample_ratio_mismatch", "no_guardrail_harm"):
         checks = _latest_checks(instance, name)
         assert sorted(checks) == days and all(c.passed for c in checks.values())
+
+    online = warehouse.read(ONLINE_EVAL_KEY, last)
+    assert online is not None
+    lengths = online.to_pandas().set_index("comparison").loc["output_length"]
+    assert lengths["model"] == "simple/model1" and lengths["helm_suite"] == "bench"
+    assert lengths["sampled"] == 500 and lengths["production_value"] > 10 * lengths["helm_value"] > 0
+    assert bool(lengths["diverged"])  # chat-length production answers against simple1's one-token answers
+    online_check = _latest_checks(instance, "online_agrees_with_benchmark", ONLINE_EVAL_KEY)[last]
+    assert not online_check.passed and online_check.severity == dg.AssetCheckSeverity.WARN
+    assert (home / "feedback" / "online_eval" / f"{last}.png").stat().st_size > 0
 
     # a broken assignment: a fifth of the concise requests never logged -> sample ratio mismatch
     _write_traffic(landed.traffic, home, drop_share_of=("concise", 0.2))

@@ -2,18 +2,24 @@
 
 import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from governance_assets.defs.feedback.staging import feedback_staging_path
 from governance_assets.defs.metadata import md_table
 from governance_assets.defs.partitions import daily_asset
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.core.storage import atomic_path, write_text_atomic
+from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.feedback.ab_tests import analyse_experiment
-from governance_assets.lib.feedback.events import assemble_day
+from governance_assets.lib.feedback.events import EVENTS_SCHEMA, assemble_day
+from governance_assets.lib.feedback.online_eval import compare, helm_scores, production_scores, sample_rows
 from governance_assets.lib.feedback.units import EVENT_COLUMNS, TRAFFIC_COLUMNS, experiment_units, read_days
 
 TRAFFIC_KEY = ("monitoring", "traffic")
@@ -150,5 +156,132 @@ def ab_tests(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Ma
                 )
             ),
             "experiments_shipping": sum(r["outcome"] == "ship_challenger" for r in results),
+        }
+    )
+
+
+ONLINE_EVAL_KEY = ("feedback", "online_eval")
+FEATURES_KEY = ("monitoring", "traffic_features")
+RUN_STATS_KEY = ("helm", "run_stats")
+ONLINE_SCHEMA = pa.schema(
+    [
+        ("day", pa.string()),
+        ("model", pa.string()),
+        ("sampled", pa.int64()),
+        ("comparison", pa.string()),
+        ("production_metric", pa.string()),
+        ("production_value", pa.float64()),
+        ("helm_suite", pa.string()),
+        ("helm_metric", pa.string()),
+        ("helm_value", pa.float64()),
+        ("gap", pa.float64()),
+        ("relative", pa.bool_()),
+        ("max_gap", pa.float64()),
+        ("diverged", pa.bool_()),
+    ]
+)
+
+
+def _newest_suite(folder: Path) -> str | None:
+    files = sorted(folder.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns) if folder.exists() else []
+    return files[-1].stem if files else None
+
+
+def _live_sample(warehouse: Warehouse, day: str, sample_size: int) -> pd.DataFrame:
+    """The day's sampled requests with the monitoring group's refusal feature (row-aligned with the
+    traffic table it was computed from; missing when the two do not line up)."""
+    traffic_path = warehouse.path(TRAFFIC_KEY, day)
+    if not traffic_path.exists():
+        return pd.DataFrame(columns=["request_id", "model", "completion", "completion_tokens", "refusal"])
+    traffic = pq.read_table(
+        traffic_path, columns=["request_id", "model", "completion", "completion_tokens"]
+    ).to_pandas()
+    features_path = warehouse.path(FEATURES_KEY, day)
+    refusal = pq.read_table(features_path, columns=["refusal"]).to_pandas() if features_path.exists() else None
+    aligned = refusal is not None and len(refusal) == len(traffic)
+    traffic["refusal"] = refusal["refusal"].astype(float).to_numpy() if aligned and refusal is not None else np.nan
+    return sample_rows(traffic, sample_size, seed=int(day.replace("-", "")))
+
+
+def _plot(table: pd.DataFrame, path: Path) -> None:
+    """One panel per comparison: production and HELM side by side for each model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    comparisons = sorted(table["comparison"].unique())
+    figure, axes = plt.subplots(1, max(1, len(comparisons)), figsize=(5 * max(1, len(comparisons)), 3.5), squeeze=False)
+    for axis, name in zip(axes[0], comparisons, strict=False):
+        rows = table[table["comparison"] == name]
+        x = np.arange(len(rows))
+        axis.bar(x - 0.2, rows["production_value"], 0.4, label="production (sample)")
+        axis.bar(x + 0.2, rows["helm_value"], 0.4, label="HELM")
+        axis.set_xticks(x, rows["model"], rotation=15, fontsize=8)
+        axis.set_title(f"{name}: {rows['production_metric'].iloc[0]} vs {rows['helm_metric'].iloc[0]}", fontsize=9)
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=90)
+    plt.close(figure)
+
+
+@dg.asset(
+    **daily_asset(
+        ONLINE_EVAL_KEY,
+        kinds={"parquet", "matplotlib"},
+        description="A sample of the day's live responses scored offline (refusal, length, PII, toxicity, agreement with user corrections) next to the same model's HELM scores.",
+    )
+    | {
+        "deps": [
+            dg.AssetKey(list(TRAFFIC_KEY)),
+            dg.AssetKey(list(EVENTS_KEY)),
+            dg.AssetDep(dg.AssetKey(list(RUN_STATS_KEY)), partition_mapping=dg.AllPartitionMapping()),
+        ]
+    }
+)
+def online_eval(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """Where production and the benchmark disagree, per model, beside the policy's bounds."""
+    day = context.partition_key
+    settings = state.policy().feedback.online_eval
+    warehouse = state.warehouse()
+    sample = _live_sample(warehouse, day, settings.sample_size)
+    events_path = warehouse.path(EVENTS_KEY, day)
+    feedback = (
+        pq.read_table(events_path).to_pandas() if events_path.exists() else pd.DataFrame(columns=EVENTS_SCHEMA.names)
+    )
+    suite = settings.suite or _newest_suite(warehouse.path(RUN_STATS_KEY, "x").parent)
+    run_stats_path = warehouse.path(RUN_STATS_KEY, suite) if suite else None
+    run_stats = pq.read_table(run_stats_path).to_pandas() if run_stats_path and run_stats_path.exists() else None
+    production = production_scores(sample, feedback)
+    helm = (
+        helm_scores(run_stats, [c.helm for c in settings.comparisons])
+        if run_stats is not None
+        else pd.DataFrame(columns=["model", "metric", "helm_value"])
+    )
+    compared = (
+        compare(production, helm, settings.comparisons)
+        if len(production)
+        else pd.DataFrame(columns=ONLINE_SCHEMA.names)
+    )
+    compared = compared.merge(production[["model", "sampled"]], on="model", how="left") if len(compared) else compared
+    compared = compared.assign(day=day, helm_suite=suite)
+    table = pa.Table.from_pandas(compared[ONLINE_SCHEMA.names], schema=ONLINE_SCHEMA, preserve_index=False)
+    warehouse.write(ONLINE_EVAL_KEY, day, table)
+    plot = state.home_path() / "feedback" / "online_eval" / f"{day}.png"
+    if len(compared):
+        _plot(compared, plot)
+    rows = [
+        {str(k): (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()} for r in compared.to_dict("records")
+    ]
+    columns = ["model", "comparison", "production_value", "helm_value", "gap", "max_gap", "diverged"]
+    return dg.MaterializeResult(
+        metadata={
+            "helm_suite": suite or "none",
+            "sampled": int(production["sampled"].sum()) if len(production) else 0,
+            "diverged": int(compared["diverged"].fillna(False).astype(bool).sum()) if len(compared) else 0,
+            "comparisons": dg.MetadataValue.md(md_table(rows, columns)),
+            "plot": dg.MetadataValue.path(str(plot)),
         }
     )

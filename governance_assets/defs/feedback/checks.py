@@ -1,11 +1,11 @@
 """A/B test checks, reading what `feedback/ab_tests` judged (each experiment judged once)."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 
-from governance_assets.defs.feedback.assets import AB_TESTS_KEY, RESULTS_ANNOTATION
+from governance_assets.defs.feedback.assets import AB_TESTS_KEY, ONLINE_EVAL_KEY, RESULTS_ANNOTATION
 from governance_assets.defs.judgement import Judgement, judge_partitions
 from governance_assets.defs.partitions import TRAFFIC_DAYS
 from governance_assets.defs.resources import GovernanceState
@@ -47,3 +47,33 @@ def no_sample_ratio_mismatch(context: dg.AssetCheckExecutionContext, state: Gove
 def no_guardrail_harm(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
     threshold = "no guardrail's confidence sequence beyond its tolerance"
     return judge_partitions(context, _judge_experiments(state, lambda r: bool(r["harmed_guardrails"]), threshold))
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(list(ONLINE_EVAL_KEY)),
+    name="online_agrees_with_benchmark",
+    partitions_def=TRAFFIC_DAYS,
+    description="Each model's live sample stays within the policy's bounds of its HELM scores (WARN: the benchmark and production disagree).",
+)
+def online_agrees_with_benchmark(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
+    warehouse = state.warehouse()
+
+    def judge(day: str) -> Judgement:
+        table = warehouse.read(ONLINE_EVAL_KEY, day)
+        rows = [] if table is None else table.to_pylist()
+        threshold = "|gap| <= max_gap for every comparison"
+        judged = [r for r in rows if r["diverged"] is not None]
+        evidence = [
+            {k: r[k] for k in ("model", "comparison", "production_value", "helm_value", "gap", "max_gap")}
+            for r in rows
+            if r["diverged"] is not False
+        ]
+        if not judged:
+            return Judgement(
+                "no data", None, threshold, evidence or "no sampled traffic or no HELM scores of its models"
+            )
+        diverged = sum(bool(r["diverged"]) for r in judged)
+        outcome: Literal["pass", "fail"] = "fail" if diverged else "pass"
+        return Judgement(outcome, diverged, threshold, evidence, dg.AssetCheckSeverity.WARN)
+
+    return judge_partitions(context, judge)

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from governance_assets.lib.compliance.settings import ComplianceSettings
 from governance_assets.lib.core.strict import StrictModel
-from governance_assets.lib.feedback.metrics import MetricName
+from governance_assets.lib.feedback.metrics import MetricName, OnlineMetricName
 from governance_assets.lib.gates.registry import Gate
 from governance_assets.lib.gates.regression import RegressionSettings
 from governance_assets.lib.iteration.settings import IterationSettings
@@ -256,10 +256,38 @@ class Experiment(_Strict):
         return self
 
 
+class OnlineComparison(_Strict):
+    """A production metric set beside a HELM metric of the same model; diverging beyond `max_gap` fails."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+    production: OnlineMetricName
+    helm: Annotated[str, Field(min_length=1)]
+    """A HELM stat name, e.g. `num_output_tokens` or `f1_score` (mean over the model's plain runs)."""
+    max_gap: Annotated[float, Field(ge=0)]
+    relative: bool = False
+    """Judge the gap relative to |HELM value| (for lengths and other unbounded numbers)."""
+
+
+class OnlineEvalSettings(_Strict):
+    """`feedback/online_eval`: which live responses are scored and what they are compared with."""
+
+    sample_size: Annotated[int, Field(gt=0)] = 500
+    """Requests scored per model and day (a seeded random sample)."""
+    suite: str | None = None
+    """The HELM suite to compare with; None: the newest suite in the warehouse."""
+    comparisons: list[OnlineComparison] = [
+        OnlineComparison(
+            name="output_length", production="completion_tokens", helm="num_output_tokens", max_gap=1.0, relative=True
+        ),
+        OnlineComparison(name="correction_agreement", production="correction_f1", helm="f1_score", max_gap=0.3),
+    ]
+
+
 class FeedbackSettings(_Strict):
-    """The production feedback loop: A/B tests over traffic and user feedback."""
+    """The production feedback loop: A/B tests over traffic and user feedback, online evaluation."""
 
     experiments: list[Experiment] = []
+    online_eval: OnlineEvalSettings = OnlineEvalSettings()
     srm_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     """A sample-ratio-mismatch chi-square p-value below this fails the experiment's check."""
 

@@ -29,3 +29,9 @@ METRICS: dict[str, MetricSpec] = {
     "latency_ms": MetricSpec(False, False, "mean latency of the requests (ms)"),
     "completion_tokens": MetricSpec(False, False, "mean completion length of the requests (tokens)"),
 }
+
+
+OnlineMetricName = Literal[
+    "refusal_rate", "completion_tokens", "pii_rate", "toxic_rate", "positive_feedback_rate", "correction_f1"
+]
+"""What `feedback/online_eval` measures on a sample of live responses (see `online_eval.py`)."""

@@ -12,6 +12,8 @@ from governance_assets.lib.core.policy import Policy, load_policy
 from governance_assets.lib.core.secrets import redacting, redacting_errors
 from governance_assets.lib.core.storage import governance_home, path_within
 from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.deployment.endpoints import EndpointError, prepare_local_path
+from governance_assets.lib.deployment.services import MLFLOW_CLIENT_SETTINGS
 from governance_assets.lib.helm import output as helm_output
 from governance_assets.lib.helm import runner as helm_runner
 
@@ -104,7 +106,12 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
         return helm_runner.run_entries(entries, suite, self.settings(state, max_eval_instances), log)
 
     def settings(self, state: GovernanceState, max_eval_instances: int) -> helm_runner.HelmSettings:
-        """How `helm-run` is invoked for this platform's own suites."""
+        """How `helm-run` is invoked for this platform's own suites; the policy's model endpoints
+        (deployments, and keys from the environment) are written into HELM's local path first."""
+        try:
+            prepare_local_path(state.helm_local_path(), state.policy().endpoints)
+        except EndpointError as error:
+            raise dg.Failure(description=str(error)) from error
         return helm_runner.HelmSettings(
             output_path=state.helm_output_path(),
             local_path=state.helm_local_path(),
@@ -136,6 +143,9 @@ class MlflowTracking(dg.ConfigurableResource):  # type: ignore[type-arg]
     def recorder(self, state: GovernanceState, experiment: str) -> EvaluationRecorder:
         """The experiment's recorder; its errors, which may quote the tracking URI, are redacted."""
         uri = self.resolved_uri(state)
+        if uri.startswith(("http://", "https://")):  # fail within seconds, not minutes, when it is down
+            for name, value in MLFLOW_CLIENT_SETTINGS.items():
+                os.environ.setdefault(name, value)
         create = redacting(EvaluationRecorder)
         return redacting_errors(create(uri, self._artifact_root(uri, state), experiment, state.home_path() / "locks"))
 

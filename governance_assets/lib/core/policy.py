@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from governance_assets.lib.compliance.settings import ComplianceSettings
 from governance_assets.lib.core.strict import StrictModel
+from governance_assets.lib.deployment.endpoints import ModelEndpoint
 from governance_assets.lib.feedback.metrics import MetricName, OnlineMetricName
 from governance_assets.lib.gates.registry import Gate
 from governance_assets.lib.gates.regression import RegressionSettings
@@ -314,6 +315,8 @@ class Policy(_Strict):
     monitoring: MonitoringSettings = MonitoringSettings()
     iteration: IterationSettings = IterationSettings()
     scale_out: ScaleOutSettings = ScaleOutSettings()
+    endpoints: list[ModelEndpoint] = []
+    """OpenAI-compatible model endpoints the evaluation plan may name (see lib/deployment/endpoints.py)."""
     compliance: ComplianceSettings = ComplianceSettings()
     feedback: FeedbackSettings = FeedbackSettings()
 

@@ -39,6 +39,9 @@ def test_no_deprecated_event_log_query_is_left(instance: dg.DagsterInstance, tmp
     assert isinstance(skipped, dg.SkipReason) and skipped.skip_message == "no new materialisations"
 
 
+LINEAGE = [("lineage", "records"), ("lineage", "reproducibility")]
+
+
 def test_tables_carry_their_schema_and_row_count_and_mlflow_runs_link_to_dagster(
     instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -52,12 +55,12 @@ def test_tables_carry_their_schema_and_row_count_and_mlflow_runs_link_to_dagster
     tables = [("helm", "runs"), ("helm", "run_stats"), ("helm", "instance_stats"), ("helm", "predictions")]
     result = dg.materialize(
         governance_defs(),
-        selection=[dg.AssetKey(list(key)) for key in [*tables, ("lineage", "records")]],
+        selection=[dg.AssetKey(list(key)) for key in [*tables, *LINEAGE]],
         partition_key="v1",
         instance=instance,
         resources=governance_resources(home, str(tmp_path / "roots")),
     )
-    for key in [*tables, ("lineage", "records")]:
+    for key in [*tables, *LINEAGE]:
         [event] = result.asset_materializations_for_node("__".join(key))
         frame = pd.read_parquet(home / "warehouse" / Path(*key) / "v1.parquet")
         schema = event.metadata["dagster/column_schema"].value
@@ -67,6 +70,6 @@ def test_tables_carry_their_schema_and_row_count_and_mlflow_runs_link_to_dagster
     assert stats.metadata["mlflow_experiment"].value.endswith("/runs")  # the runs list, not the GenAI overview
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert len(runs) >= 3  # two HELM runs and the lineage report
+    assert len(runs) >= 4  # two HELM runs, the lineage and the reproducibility reports
     link = f"[{result.run_id}](http://127.0.0.1:3999/runs/{result.run_id})"
     assert all(link in run.data.tags["mlflow.note.content"] for run in runs)

@@ -180,5 +180,6 @@ def lineage_reproducibility(
             "report": dg.MetadataValue.md(markdown),
             "report_html": dg.MetadataValue.path(str(report_dir / f"reproducibility-{suite}.html")),
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+            **parquet_table_metadata([state.warehouse().path(REPRODUCIBILITY_KEY, s) for s in context.partition_keys]),
         }
     )

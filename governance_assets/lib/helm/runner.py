@@ -135,7 +135,9 @@ def run_entries(
     log: Callable[[str], None],
 ) -> list[EntryOutcome]:
     """Run every entry not yet complete in `suite`, all in one `helm-run` process; one failing
-    entry does not stop the others. Outcomes in the order of `entries`."""
+    entry does not stop the others. Outcomes in the order of `entries`. `log` gets the command,
+    each run's start and failure; HELM's whole output goes to `<output>/logs/helm-run-<suite>.log`
+    (sent line by line to Dagster's event log, it slowed HELM down by seconds)."""
     settings.output_path.mkdir(parents=True, exist_ok=True)
     settings.local_path.mkdir(parents=True, exist_ok=True)
     suite_dir = settings.output_path / "runs" / suite
@@ -182,7 +184,10 @@ def _run_batch(
     run_errors: dict[str, deque[str]] = {}
     failing: deque[str] | None = None
     command = helm_run_command(entries, suite, settings)
+    log_path = settings.output_path / "logs" / f"helm-run-{suite}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     log(f"helm-run (suite {suite}): {', '.join(entries)}")
+    log(f"HELM's full output: {log_path}")  # the runs' starts and failures are logged here too
     with tempfile.TemporaryDirectory() as scratch:
         produced_path = Path(scratch) / "produced.json"
         with subprocess.Popen(
@@ -195,17 +200,21 @@ def _run_batch(
             cwd=settings.output_path.parent,
         ) as process:
             assert process.stdout is not None
-            for line in process.stdout:
-                line = line.rstrip("\n")
-                tail.append(line)
-                log(line)
-                started = _RUN_FAILED.search(line)
-                if started:
-                    failing = run_errors[started.group(1)] = deque(maxlen=60)
-                elif _RUN_STARTED.search(line):
-                    failing = None
-                elif failing is not None:
-                    failing.append(line)
+            with log_path.open("a", encoding="utf-8") as full_log:
+                full_log.write(f"$ {' '.join(command)}\n")
+                for line in process.stdout:
+                    full_log.write(line)
+                    line = line.rstrip("\n")
+                    tail.append(line)
+                    failed = _RUN_FAILED.search(line)
+                    if failed:
+                        failing = run_errors[failed.group(1)] = deque(maxlen=60)
+                        log(line)
+                    elif _RUN_STARTED.search(line):
+                        failing = None
+                        log(line.strip())
+                    elif failing is not None:
+                        failing.append(line)
             returncode = process.wait()
         produced = _read_produced(produced_path)
     after = _snapshot(suite_dir)

@@ -26,6 +26,10 @@ def test_one_helm_run_for_all_entries_and_a_bad_entry_fails_alone(tmp_path: Path
     assert [line for line in lines if line.startswith("helm-run (suite s1)")] == [
         f"helm-run (suite s1): {GOOD[0]}, {BAD}, {GOOD[1]}"
     ]  # one process for the three entries
+    assert any(line.endswith("Running simple1:model=simple_model1 {") for line in lines)  # each run's start
+    full_log = settings.output_path / "logs" / "helm-run-s1.log"
+    assert f"HELM's full output: {full_log}" in lines and "Processed" in full_log.read_text()
+    assert not any("Processed" in line for line in lines)
     suite_dir = settings.output_path / "runs" / "s1"
     folders = {run.run_name: run for run in list_run_folders(suite_dir)}
     assert {outcomes[0].run_name, outcomes[2].run_name} == {name for name, run in folders.items() if run.complete}

@@ -85,6 +85,21 @@ def test_drift_is_flagged_on_the_injected_day_and_not_before(
         assert list(series["label"]) == [day.isoformat() for day in days]
         assert list(series.loc[series["change_point"], "label"])[:1] == [DRIFT_DAY.isoformat()], kpi
         assert not series[series["label"] < DRIFT_DAY.isoformat()]["flagged"].any(), kpi
+    drift_share = frame[frame["series"] == "drift:drifted_share"]
+    assert list(drift_share["label"]) == [day.isoformat() for day in days]
+    assert list(drift_share["value"]) == [shares[day] for day in days]
+    # Found: only a folder path and one plot. Now each flagged series' plot is in the metadata, and
+    # each series' latest value is numeric metadata.
+    event = instance.get_latest_materialization_event(dg.AssetKey(["monitoring", "trends"]))
+    assert event is not None and event.asset_materialization is not None
+    metadata = event.asset_materialization.metadata
+    flagged = sorted(frame.loc[frame["flagged"], "series"].unique())
+    assert flagged and sorted(k.removeprefix("plot/") for k in metadata if k.startswith("plot/")) == flagged
+    assert all("data:image/png;base64," in str(metadata[f"plot/{name}"].value) for name in flagged)
+    latency = frame[frame["series"] == "kpi:latency_ms_mean"]["value"].iloc[-1]
+    assert metadata["latest/kpi:latency_ms_mean"] == dg.MetadataValue.float(float(latency))
+    features = warehouse.read(("monitoring", "traffic_features"), DRIFT_DAY.isoformat())
+    assert features is not None and features.num_rows == 600  # computed once, by monitoring/traffic
 
     context = dg.build_sensor_context(instance=instance, resources={"state": GovernanceState()})
     check_failure_alerts(context)

@@ -3,11 +3,9 @@ between suites, and metric trends with change detection."""
 
 import base64
 import json
-from datetime import timedelta
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -18,15 +16,16 @@ from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_as
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib.core.code_version import source_digest
 from governance_assets.lib.core.mlflow_record import log_report, run_url
-from governance_assets.lib.core.policy import DriftSettings, ReferenceSettings
+from governance_assets.lib.core.policy import DriftSettings
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.gates.evaluation import read_frame
 from governance_assets.lib.helm import tidy
 from governance_assets.lib.monitoring.drift import SMALL_REFERENCE_MAX, DatasetDrift, FeatureDrift, dataset_drift
 from governance_assets.lib.monitoring.eval_drift import SCHEMA as EVAL_DRIFT_SCHEMA
 from governance_assets.lib.monitoring.eval_drift import evaluation_flips
+from governance_assets.lib.monitoring.reference import profile, reference_days, sample_rows, suite_as_traffic
 from governance_assets.lib.monitoring.series import headline_means, latest_values, run_detection, series_rows
-from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY, TRAFFIC_SCHEMA
+from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY
 from governance_assets.lib.monitoring.traffic_features import (
     METADATA_FEATURES,
     EmbeddingDrift,
@@ -50,12 +49,6 @@ TEXT_COLUMNS = ("prompt", "completion")
 REFERENCE_MAX_ROWS = 200_000
 """Larger references are sampled (seeded) to this many rows; Evidently's test choice depends
 only on whether the reference has more than 1,000 rows, so the choice is unchanged."""
-SUITE_REFERENCE_STATS = {
-    "num_prompt_tokens": "prompt_tokens",
-    "num_output_tokens": "completion_tokens",
-    "inference_runtime": "latency_ms",
-}
-
 DRIFT_SCHEMA = pa.schema(
     [
         ("day", pa.string()),
@@ -134,72 +127,6 @@ def daily_kpis_by_day(warehouse: Warehouse) -> dict[str, dict[str, Any]]:
     return {day: kpis for day, kpis in found.items() if kpis.get("rows")}
 
 
-def _reference_days(settings: ReferenceSettings, available: list[str]) -> list[str]:
-    if settings.start is not None and settings.end is not None:
-        start, end = settings.start, settings.end
-        wanted = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-        have = set(available)
-        return [day for day in wanted if day in have]
-    return available[: settings.days]
-
-
-def _suite_as_traffic(warehouse: Warehouse, suite: str) -> pa.Table:
-    """A suite's unperturbed predictions shaped as traffic rows: prompt, completion, token counts
-    and latency from the per-instance stats (HELM's `inference_runtime` is in seconds)."""
-    predictions = read_frame(warehouse, tidy.PREDICTIONS, suite)
-    stats = read_frame(warehouse, tidy.INSTANCE_STATS, suite)
-    keys = ["run_name", "instance_id", "train_trial_index"]
-    predictions = predictions[predictions["perturbation"].isna()]
-    stats = stats[stats["perturbation"].isna() & stats["metric"].isin(list(SUITE_REFERENCE_STATS))]
-    wide = stats.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
-    rows = predictions.merge(wide, on=keys, how="inner")
-    if rows.empty:
-        raise dg.Failure(description=f"suite {suite} has no predictions with token counts and runtimes")
-    frame = pd.DataFrame(
-        {
-            "timestamp": pd.Timestamp(0, tz="UTC"),
-            "model": rows["model"].astype(str),
-            "request_id": rows["run_name"].astype(str) + "/" + rows["instance_id"].astype(str),
-            "prompt": rows["prompt"].fillna("").astype(str),
-            "completion": rows["completion"].fillna("").astype(str),
-            "latency_ms": rows.get("inference_runtime", pd.Series(np.nan, index=rows.index)).astype(float) * 1000.0,
-            "prompt_tokens": rows.get("num_prompt_tokens", pd.Series(0, index=rows.index)).fillna(0).astype("int64"),
-            "completion_tokens": rows.get("num_output_tokens", pd.Series(0, index=rows.index))
-            .fillna(0)
-            .astype("int64"),
-            "feedback": np.nan,
-            "metadata": None,
-        }
-    )
-    return pa.Table.from_pandas(frame, schema=TRAFFIC_SCHEMA, preserve_index=False)
-
-
-def _sample(table: pa.Table, rows: int, seed: int = 0) -> pa.Table:
-    if table.num_rows <= rows:
-        return table
-    picked = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=rows, replace=False))
-    return table.take(pa.array(picked))
-
-
-def _profile(features: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per feature: kind and a short summary (mean and quantiles, or the top categories)."""
-    rows = []
-    for name in features.columns:
-        column = features[name]
-        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-            values = column.dropna().to_numpy(float)
-            summary = (
-                f"mean {values.mean():.4g}, p50 {np.quantile(values, 0.5):.4g}, p95 {np.quantile(values, 0.95):.4g}"
-                if values.size
-                else "no values"
-            )
-        else:
-            shares = column.astype(str).value_counts(normalize=True).head(4)
-            summary = ", ".join(f"{key} {share:.1%}" for key, share in shares.items())
-        rows.append({"feature": name, "non_null": int(column.notna().sum()), "summary": summary})
-    return rows
-
-
 @dg.asset(
     key=dg.AssetKey(list(REFERENCE_KEY)),
     group_name="monitoring",
@@ -214,11 +141,17 @@ def reference(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.M
     warehouse = state.warehouse()
     if settings.source == "suite":
         assert settings.suite is not None  # the policy guarantees it
-        table = _suite_as_traffic(warehouse, settings.suite)
+        try:
+            table = suite_as_traffic(
+                read_frame(warehouse, tidy.PREDICTIONS, settings.suite),
+                read_frame(warehouse, tidy.INSTANCE_STATS, settings.suite),
+            )
+        except ValueError as error:
+            raise dg.Failure(description=f"suite {settings.suite}: {error}") from None
         described = f"suite {settings.suite}"
         dropped_features = list(METADATA_FEATURES)  # HELM instances have no such metadata
     else:
-        days = _reference_days(settings, list(daily_kpis_by_day(warehouse)))
+        days = reference_days(settings, list(daily_kpis_by_day(warehouse)))
         if not days:
             raise dg.Failure(description="no traffic has been ingested for the reference window yet")
         parts = [warehouse.read(TRAFFIC_KEY, day) for day in days]
@@ -227,10 +160,10 @@ def reference(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.M
         dropped_features = []
     if table.num_rows == 0:
         raise dg.Failure(description=f"the reference ({described}) has no rows")
-    sampled = _sample(table, REFERENCE_MAX_ROWS)
+    sampled = sample_rows(table, REFERENCE_MAX_ROWS)
     features = traffic_features(sampled).drop(columns=dropped_features)
     warehouse.write(REFERENCE_KEY, None, pa.Table.from_pandas(features, preserve_index=False), {"source": described})
-    texts = _sample(sampled, state.policy().monitoring.drift.embedding_max_rows).select(list(TEXT_COLUMNS))
+    texts = sample_rows(sampled, state.policy().monitoring.drift.embedding_max_rows).select(list(TEXT_COLUMNS))
     warehouse.write(REFERENCE_TEXTS_KEY, None, texts)
     context.log.info(f"reference: {described}, {table.num_rows} rows, {sampled.num_rows} kept")
     return dg.MaterializeResult(
@@ -238,7 +171,7 @@ def reference(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.M
             "source": described,
             "rows": table.num_rows,
             "rows_kept": sampled.num_rows,
-            "profile": dg.MetadataValue.md(md_table(_profile(features), ["feature", "non_null", "summary"])),
+            "profile": dg.MetadataValue.md(md_table(profile(features), ["feature", "non_null", "summary"])),
         },
         data_version=dg.DataVersion(tidy.content_hash([described, table.num_rows, features.shape])[:32]),
     )

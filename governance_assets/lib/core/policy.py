@@ -189,7 +189,8 @@ class MonitoringSettings(_Strict):
     """Production monitoring: traffic, its reference, drift, evaluation drift and trends."""
 
     start_date: date = date(2026, 1, 1)
-    """The first daily partition (UTC). Traffic from earlier days is quarantined."""
+    """The earliest UTC day of traffic accepted (earlier rows are quarantined); the daily partitions
+    are the days that have traffic, added as they land."""
     traffic: TrafficSettings = TrafficSettings()
     reference: ReferenceSettings = ReferenceSettings()
     drift: DriftSettings = DriftSettings()

@@ -18,6 +18,12 @@ from governance_assets_tests.conftest import governance_resources
 from governance_assets_tests.lib.compliance.helm_probe import run_probe_suite
 
 SUITE_ASSETS = [compliance_bias_fairness, compliance_pii, compliance_toxicity, compliance_slices, compliance_report]
+REPORT_POLICY = """
+evaluation_plan: {run_entries: [simple1], models: [simple/model1]}
+compliance:
+  fairness_limits: [{name: exact_match_group_gap, metric: exact_match, max_group_gap: 0.1}]
+  max_perturbation_drop: 0.1
+"""
 WAIVERS = """
 waivers:
   - {gate: exact_match_floor, model: simple/model1, suite: probe, reason: "Debug model, accepted for this test.",
@@ -29,11 +35,9 @@ waivers:
 
 @pytest.fixture
 def policy_with_waivers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from governance_assets.lib.core.policy import default_policy_text
-
     folder = tmp_path / "policy"
     folder.mkdir()
-    (folder / "policy.yaml").write_text(default_policy_text())
+    (folder / "policy.yaml").write_text(REPORT_POLICY)
     (folder / "waivers.yaml").write_text(WAIVERS)
     monkeypatch.setenv("GOVERNANCE_POLICY", str(folder / "policy.yaml"))
     return folder

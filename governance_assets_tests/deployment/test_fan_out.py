@@ -75,7 +75,7 @@ def test_a_suite_fans_out_one_step_per_entry_on_both_workers_and_is_evaluated(
         assert sorted(json.loads((suite_dir / PLAN_RECORD).read_text("utf-8")).values()) == sorted(
             run.run_name for run in runs
         )
-        assert not any((team.home / "helm" / "scratch" / suite).iterdir())
+        assert not (team.home / "helm" / "scratch" / suite).exists()
 
         evaluation = jobs.evaluate_suite().execute_in_process(
             instance=instance, partition_key=suite, raise_on_error=False

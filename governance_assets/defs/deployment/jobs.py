@@ -1,6 +1,8 @@
 """The team deployment: a suite's HELM runs fanned out on Celery workers, one step per run entry ×
 model, with a Dagster pool per provider, then the suite's governance graph."""
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -37,6 +39,11 @@ CELERY_RUN_CONFIG = {
 
 def _output_name(provider: str) -> str:
     return pool_name(provider)
+
+
+def _scratch_root(state: GovernanceState, suite: str) -> Path:
+    """Where each step's helm-run writes before its run folder moves into the suite."""
+    return state.home_path() / "helm" / "scratch" / suite
 
 
 @dg.op(out={_output_name(p): dg.DynamicOut(str, is_required=False) for p in PROVIDERS})
@@ -76,7 +83,7 @@ def _run_helm_op(provider: str) -> dg.OpDefinition:
             suite,
             helm.settings(state, plan.max_eval_instances),
             state.own_suite_dir(suite),
-            state.home_path() / "helm" / "scratch" / suite,
+            _scratch_root(state, suite),
             context.log.debug,
         )
         if outcome.status == "failed":
@@ -94,6 +101,7 @@ def record_helm_runs(context: dg.OpExecutionContext, state: GovernanceState, **b
     """Record which entry made which run folder; fail, naming HELM's reasons, if any run failed."""
     outcomes = [EntryOutcome(**row) for rows in by_provider.values() for row in rows]
     record_outcomes(state.own_suite_dir(context.partition_key), outcomes)
+    shutil.rmtree(_scratch_root(state, context.partition_key), ignore_errors=True)  # attempts of killed workers
     failed = [o for o in outcomes if o.status == "failed"]
     context.log.info(f"{len(outcomes) - len(failed)} of {len(outcomes)} HELM runs complete or already complete")
     if failed:

@@ -122,7 +122,7 @@ def compliance_bias_fairness(context: dg.AssetExecutionContext, state: Governanc
     frames = []
     for suite in context.partition_keys:
         tables = _tables(state, suite)
-        frame = evidence.bias_fairness_table(tables.run_stats, tables.instance_stats, settings)
+        frame = evidence.bias_fairness_table(tables.run_stats, tables.instance_stats, tables.predictions, settings)
         _write(state, BIAS_FAIRNESS_KEY, suite, frame)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)

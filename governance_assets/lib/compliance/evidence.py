@@ -32,7 +32,8 @@ BIAS_FAIRNESS_COLUMNS = [
     "gap", "ci_low", "ci_high", "p_value", "p_adjusted", "limit", "outcome",
 ]  # fmt: skip
 """`section`: `helm_bias` (HELM's bias and BBQ metrics), `perturbation` (paired gaps), `group`
-(per-group values), `fairness_check` (a policy limit judged on one run × metric)."""
+(per-group values), `fairness_check` (a policy limit judged on one run × metric), `classification`
+(per-group rates and parity / equalized-odds differences of a two-label task)."""
 
 
 def policy_folder() -> Path:
@@ -76,8 +77,42 @@ def _limit_checks(
     return rows
 
 
+def _classification_rows(predictions: pd.DataFrame, settings: ComplianceSettings) -> list[dict[str, Any]]:
+    """Per run whose unperturbed instances carry a group and whose correct references take two
+    labels: per-group selection, true- and false-positive rates, and the parity and
+    equalized-odds differences (fairlearn)."""
+    plain = predictions[predictions["perturbation"].isna() & predictions["sub_split"].notna()]
+    rows: list[dict[str, Any]] = []
+    for (run, model), frame in plain.groupby(["run_name", "model"], observed=True, sort=True):
+        truth = pd.Series(
+            [str(refs[0]) if refs is not None and len(refs) else None for refs in frame["correct_references"]],
+            index=frame.index,
+            dtype=object,
+        )
+        labelled = frame.assign(truth=truth).dropna(subset=["truth"])
+        sizes = labelled["sub_split"].value_counts()
+        labelled = labelled[labelled["sub_split"].isin(sizes[sizes >= settings.min_group_size].index)]
+        if labelled["truth"].nunique() != 2 or labelled["sub_split"].nunique() < 2:
+            continue
+        result = fairness.classification_fairness(
+            list(labelled["truth"]), [str(c or "").strip() for c in labelled["completion"]],
+            list(labelled["sub_split"].astype(str)), settings.confidence, settings.bootstrap_resamples, settings.seed,
+        )  # fmt: skip
+        ids = {"section": "classification", "run_name": str(run), "model": str(model)}
+        for group in result.by_group.to_dict("records"):
+            rows += [ids | {"metric": m, "group": group["group"], "n": group["n"], "value": group[m]}
+                     for m in ("selection_rate", "true_positive_rate", "false_positive_rate")]  # fmt: skip
+        rows += [
+            ids | {"metric": "demographic_parity_difference", "gap": result.demographic_parity_difference},
+            ids | {"metric": "equalized_odds_difference", "gap": result.equalized_odds_difference},
+            ids | {"metric": "true_positive_rate_difference", "ci_low": result.tpr_difference_ci[0], "ci_high": result.tpr_difference_ci[1]},
+            ids | {"metric": "false_positive_rate_difference", "ci_low": result.fpr_difference_ci[0], "ci_high": result.fpr_difference_ci[1]},
+        ]  # fmt: skip
+    return rows
+
+
 def bias_fairness_table(
-    run_stats: pd.DataFrame, instance_stats: pd.DataFrame, settings: ComplianceSettings
+    run_stats: pd.DataFrame, instance_stats: pd.DataFrame, predictions: pd.DataFrame, settings: ComplianceSettings
 ) -> pd.DataFrame:
     """Every row of `compliance/bias_fairness` for one suite (see BIAS_FAIRNESS_COLUMNS)."""
     bias = fairness.bias_metrics(run_stats, instance_stats)
@@ -101,6 +136,7 @@ def bias_fairness_table(
         ]
         + _rows(groups, "group")
         + _limit_checks(all_outcomes, settings.fairness_limits, settings)
+        + _classification_rows(predictions, settings)
     )
     table = pd.DataFrame(rows).reindex(columns=BIAS_FAIRNESS_COLUMNS)
     for column in ("n",):

@@ -250,3 +250,58 @@ def gap_verdict(values: Sequence[float], groups: Sequence[str], limit: float, al
     else:
         outcome = "inconclusive"
     return GapVerdict(outcome, decisive[0], decisive[1], decisive[2], decisive[3])
+
+
+@dataclass(frozen=True)
+class ClassificationFairness:
+    """For a two-label task: each group's selection, true-positive and false-positive rates, and
+    fairlearn's demographic-parity and equalized-odds differences; the equalized-odds difference
+    is the larger of the TPR and FPR differences, each with fairlearn's bootstrap interval."""
+
+    positive: str
+    by_group: pd.DataFrame
+    """group, n, selection_rate, true_positive_rate, false_positive_rate."""
+    demographic_parity_difference: float
+    equalized_odds_difference: float
+    tpr_difference_ci: tuple[float, float]
+    fpr_difference_ci: tuple[float, float]
+
+
+def classification_fairness(
+    truth: Sequence[str], predicted: Sequence[str], groups: Sequence[str], confidence: float, n_boot: int, seed: int
+) -> ClassificationFairness:
+    """Group fairness of a two-label task (the first label in sorted order is the positive one);
+    a prediction outside the two labels counts as the negative label."""
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+
+    labels = sorted(set(truth))
+    if len(labels) != 2:
+        raise ValueError(f"a two-label task is needed, got labels {labels}")
+    positive = labels[0]
+    y_true = np.array([label == positive for label in truth], dtype=int)
+    y_pred = np.array([label == positive for label in predicted], dtype=int)
+    sensitive = pd.Series(list(groups), name="group")
+    tail = (1 - confidence) / 2
+    frame = MetricFrame(
+        metrics={"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
+                 "false_positive_rate": false_positive_rate, "n": lambda t, p: len(p)},
+        y_true=y_true, y_pred=y_pred, sensitive_features=sensitive,
+        n_boot=n_boot, ci_quantiles=[tail, 1 - tail], random_state=seed,
+    )  # fmt: skip
+    low, high = frame.difference_ci(method="between_groups")
+    return ClassificationFairness(
+        positive=positive,
+        by_group=frame.by_group.reset_index().astype({"n": "int64"}),
+        demographic_parity_difference=float(
+            demographic_parity_difference(y_true, y_pred, sensitive_features=sensitive)
+        ),
+        equalized_odds_difference=float(equalized_odds_difference(y_true, y_pred, sensitive_features=sensitive)),
+        tpr_difference_ci=(float(low["true_positive_rate"]), float(high["true_positive_rate"])),
+        fpr_difference_ci=(float(low["false_positive_rate"]), float(high["false_positive_rate"])),
+    )

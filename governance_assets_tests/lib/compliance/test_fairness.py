@@ -64,7 +64,7 @@ def test_a_suite_without_groups_or_perturbations_gives_only_helms_bias_metrics(s
     from governance_assets.lib.compliance.settings import ComplianceSettings, FairnessLimit
 
     settings = ComplianceSettings(fairness_limits=[FairnessLimit(name="gap", max_group_gap=0.1)])
-    table = evidence.bias_fairness_table(safety.run_stats, safety.instance_stats, settings)
+    table = evidence.bias_fairness_table(safety.run_stats, safety.instance_stats, safety.predictions, settings)
     assert set(table["section"]) == {"helm_bias"} and len(table) == 27  # 9 BBQ runs x 3 metrics
     empty = safety.instance_stats.iloc[0:0]
     assert fairness.instance_outcomes(empty, ["exact_match"]).empty
@@ -178,3 +178,54 @@ def test_gap_verdict_finds_a_real_gap_and_passes_a_small_one() -> None:
     assert fairness.gap_verdict(list(equal[:20]), small, 0.05, 0.05).outcome == "inconclusive"
     with pytest.raises(ValueError, match="at least two groups"):
         fairness.gap_verdict([1.0, 0.0], ["a", "a"], 0.1, 0.05)
+
+
+def test_classification_fairness_matches_fairlearn_and_rates_by_hand() -> None:
+    rng = np.random.default_rng(4)
+    groups = rng.choice(["female", "male"], size=400)
+    truth = rng.choice(["no", "yes"], size=400)
+    flip = rng.random(400) < np.where(groups == "female", 0.1, 0.3)
+    predicted = np.where(flip, np.where(truth == "yes", "no", "yes"), truth)
+    predicted[:5] = "unsure"  # outside the labels: the negative label
+    result = fairness.classification_fairness(list(truth), list(predicted), list(groups), 0.95, 100, 0)
+    assert result.positive == "no"
+    y_true, y_pred = (truth == "no").astype(int), (predicted == "no").astype(int)
+    assert result.equalized_odds_difference == pytest.approx(
+        equalized_odds_difference(y_true, y_pred, sensitive_features=groups)
+    )
+    assert result.demographic_parity_difference == pytest.approx(
+        demographic_parity_difference(y_true, y_pred, sensitive_features=groups)
+    )
+    frame = pd.DataFrame({"g": groups, "t": y_true, "p": y_pred})
+    tpr = frame[frame["t"] == 1].groupby("g")["p"].mean()
+    fpr = frame[frame["t"] == 0].groupby("g")["p"].mean()
+    assert result.equalized_odds_difference == pytest.approx(max(abs(tpr.diff().iloc[-1]), abs(fpr.diff().iloc[-1])))
+    by_group = result.by_group.set_index("group")
+    assert by_group["true_positive_rate"].to_dict() == pytest.approx(tpr.to_dict())
+    assert result.tpr_difference_ci[0] <= abs(tpr.diff().iloc[-1]) <= result.tpr_difference_ci[1]
+    with pytest.raises(ValueError, match="two-label"):
+        fairness.classification_fairness(["a", "b", "c"], ["a", "b", "c"], ["x", "y", "x"], 0.95, 50, 0)
+
+
+def test_classification_rows_for_a_two_label_task_with_groups(safety: SuiteTables) -> None:
+    from governance_assets.lib.compliance import evidence
+    from governance_assets.lib.compliance.settings import ComplianceSettings
+
+    rng = np.random.default_rng(8)
+    n = 60
+    truth = rng.choice(["Even", "Odd"], n)
+    predictions = pd.DataFrame(
+        {"run_name": "r", "model": "m", "perturbation": None, "sub_split": rng.choice(["a", "b"], n),
+         "correct_references": [[label] for label in truth],
+         "completion": [f" {label}" if rng.random() < 0.8 else "Odd" for label in truth]}
+    )  # fmt: skip
+    settings = ComplianceSettings(bootstrap_resamples=50)
+    table = evidence.bias_fairness_table(
+        safety.run_stats.iloc[0:0], safety.instance_stats.iloc[0:0], predictions, settings
+    )
+    rows = table[table["section"] == "classification"]
+    [odds] = rows[rows["metric"] == "equalized_odds_difference"]["gap"]
+    y_true = (truth == "Even").astype(int)
+    y_pred = (predictions["completion"].str.strip() == "Even").astype(int)
+    assert odds == pytest.approx(equalized_odds_difference(y_true, y_pred, sensitive_features=predictions["sub_split"]))
+    assert set(rows[rows["metric"] == "true_positive_rate"]["group"]) == {"a", "b"}

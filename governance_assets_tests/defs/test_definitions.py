@@ -89,6 +89,8 @@ def test_code_location_loads_everything() -> None:
         "openlineage_events",
         "traffic_landing",
         "feedback_landing",
+        "model_registry",
+        "registry_writeback",
     }
     assert {s.name for s in definitions.schedules or []} >= {
         "nightly_evaluation",

@@ -8,11 +8,13 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pytest
+from mlflow import MlflowClient
 
 from governance_assets.definitions import defs
 from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, ONLINE_EVAL_KEY, RESULTS_ANNOTATION
+from governance_assets.defs.feedback.registry import VERSION_TAG, model_registry, registry_writeback
 from governance_assets.defs.feedback.sensors import feedback_landing
-from governance_assets.defs.resources import GovernanceState
+from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib.core.storage import write_parquet_atomic
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.feedback import generator
@@ -134,3 +136,63 @@ def test_feedback_is_staged_once_joined_and_both_experiments_called(
     assert "sample ratio mismatch" in str(srm.metadata["evidence"].value)
     results = {r["experiment"]: r for r in warehouse.read_annotation(AB_TESTS_KEY, last, RESULTS_ANNOTATION)}
     assert results["answer_style_v2"]["outcome"] == "keep_champion"
+
+
+@pytest.mark.integration
+def test_registered_versions_are_evaluated_and_the_decision_written_back(
+    instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real MLflow store: a registered version triggers an evaluation suite (real helm-run and the
+    whole graph); the release decision comes back as tags; a blocked version never becomes champion."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "evaluation_plan: {run_entries: [simple1], models: [simple/model1], max_eval_instances: 5}\n"
+        "gates: []\nfeedback: {registry: {auto_promote: true}}\n"
+    )
+    monkeypatch.setenv("GOVERNANCE_POLICY", str(policy))
+    resources = {"state": GovernanceState(), "mlflow": MlflowTracking()}
+    client = MlflowClient(tracking_uri=MlflowTracking().resolved_uri(GovernanceState()))
+    client.create_registered_model("assistant")
+    client.create_model_version("assistant", source=str(tmp_path / "weights"), tags={"helm.model": "simple/model1"})
+    client.create_model_version("assistant", source=str(tmp_path / "other"), tags={"helm.model": "someone/else"})
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        result = model_registry(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+        assert isinstance(result, dg.SensorResult)
+        for request in result.dynamic_partitions_requests or []:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return result
+
+    first = tick(None)
+    assert [(r.partition_key, r.tags[VERSION_TAG]) for r in first.run_requests] == [
+        ("registry-assistant-v1", "1"),
+        ("registry-assistant-v2", "2"),
+    ]
+    assert not tick(first.cursor).run_requests
+    client.set_registered_model_alias("assistant", "challenger", "1")
+    moved = tick(first.cursor)
+    assert [r.run_key for r in moved.run_requests] == ["registry:assistant/1:challenger"]
+
+    definitions = defs()
+    for request in first.run_requests:  # as the daemon launches them: the evaluation, then the write-back
+        definitions.resolve_job_def("evaluate_suite").execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False
+        )
+    writebacks = registry_writeback(dg.build_sensor_context(instance=instance))
+    assert isinstance(writebacks, dg.SensorResult) and len(writebacks.run_requests) == 2
+    for request in writebacks.run_requests:
+        result = definitions.resolve_job_def("registry_decision").execute_in_process(
+            instance=instance, run_config=request.run_config
+        )
+        assert result.success
+    # the default gates have no baseline for a first suite: "no data" on a blocking gate blocks, so
+    # even with auto_promote the champion alias is not set (the promote path: lib/feedback/test_registry.py)
+    first_version = client.get_model_version("assistant", "1")
+    assert first_version.tags["governance.decision"] == "block"
+    assert first_version.tags["governance.suite"] == "registry-assistant-v1"
+    assert first_version.tags["governance.reasons"] != "all blocking gates passed"
+    assert "champion" not in client.get_registered_model("assistant").aliases
+    other = client.get_model_version("assistant", "2")
+    assert other.tags["governance.decision"] == "block"
+    assert "did not evaluate someone/else" in other.tags["governance.reasons"]

@@ -285,11 +285,22 @@ class OnlineEvalSettings(_Strict):
     ]
 
 
+class RegistrySettings(_Strict):
+    """Champion/challenger through the MLflow Model Registry (see lib/feedback/registry.py)."""
+
+    auto_promote: bool = False
+    """Move the `champion` alias to a version whose release decision is `promote` (else only tag it)."""
+    helm_model_tag: Annotated[str, Field(min_length=1)] = "helm.model"
+    """The model-version tag naming the HELM deployment that evaluates the version."""
+
+
 class FeedbackSettings(_Strict):
-    """The production feedback loop: A/B tests over traffic and user feedback, online evaluation."""
+    """The production feedback loop: A/B tests over traffic and user feedback, online evaluation,
+    champion/challenger through the model registry."""
 
     experiments: list[Experiment] = []
     online_eval: OnlineEvalSettings = OnlineEvalSettings()
+    registry: RegistrySettings = RegistrySettings()
     srm_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     """A sample-ratio-mismatch chi-square p-value below this fails the experiment's check."""
 

@@ -58,6 +58,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -923,12 +924,20 @@ def read_table_rows(url: str, table: str, after_id: int, up_to_id: int) -> Parse
 
 
 def split_by_day(table: pa.Table) -> dict[str, pa.Table]:
-    """Rows by UTC day, 'YYYY-MM-DD' → rows (in their order), days sorted."""
+    """Rows by UTC day, 'YYYY-MM-DD' → rows (in their order), days sorted.
+
+    Rows already in day order (as a serving system writes them) are sliced without a copy;
+    otherwise they are put in day order once (a stable sort) and sliced."""
     if table.num_rows == 0:
         return {}
     days = _days(table)
+    if (np.diff(days) < 0).any():
+        order = np.argsort(days, kind="stable")
+        table, days = table.take(pa.array(order)), days[order]
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(days)) + 1, [days.size])).tolist()
     return {
-        (_EPOCH + timedelta(days=d)).isoformat(): table.filter(pa.array(days == d)) for d in np.unique(days).tolist()
+        (_EPOCH + timedelta(days=int(days[start]))).isoformat(): table.slice(start, end - start)
+        for start, end in pairwise(bounds)
     }
 
 

@@ -108,7 +108,9 @@ def _outside_partitions(table: pa.Table, first_day: date, last_day: date) -> tup
     high = pa.scalar(datetime(after.year, after.month, after.day, tzinfo=UTC), stamps.type)
     early = pc.less(stamps, low).to_numpy(zero_copy_only=False)
     late = pc.greater_equal(stamps, high).to_numpy(zero_copy_only=False)
-    problems = [(int(i), f"timestamp is before the first daily partition ({first_day})") for i in early.nonzero()[0]]
+    if not (early.any() or late.any()):
+        return table, []  # the usual case: no copy of the rows
+    problems = [(int(i), f"timestamp is before the first accepted day ({first_day})") for i in early.nonzero()[0]]
     problems += [(int(i), f"timestamp is after the last daily partition ({last_day})") for i in late.nonzero()[0]]
     return table.filter(pa.array(~(early | late))), sorted(problems)
 

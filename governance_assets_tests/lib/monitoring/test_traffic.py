@@ -553,3 +553,21 @@ def test_timestamps_are_read_as_pandas_reads_them(text: str) -> None:
     else:
         assert reasons == {}
         assert values.to_pylist() == [expected.floor("us").to_pydatetime()] * 2
+
+
+def test_split_by_day_of_rows_out_of_day_order_matches_a_pandas_groupby(tmp_path: Path) -> None:
+    """Rows of several days interleaved: each day keeps its rows in file order (pandas' stable groupby as
+    the reference), days sorted; in-order rows come back as zero-copy slices of the table."""
+    frame = generate_traffic(START, 3, 40, None).sample(frac=1.0, random_state=3)
+    (path,) = write_landing_files(frame, tmp_path / "landing", "jsonl", per_day=False)
+    batch = read_landing_file(path)
+    days = split_by_day(batch.table)
+    reference = batch.table.to_pandas()
+    expected = {
+        str(day): list(group["request_id"])
+        for day, group in reference.groupby(reference["timestamp"].dt.strftime("%Y-%m-%d"), sort=True)
+    }
+    assert {day: t.column("request_id").to_pylist() for day, t in days.items()} == expected
+    assert list(days) == sorted(expected)
+    in_order = split_by_day(pa.concat_tables(list(days.values())))
+    assert all(t.column("request_id").to_pylist() == expected[d] for d, t in in_order.items())

@@ -87,7 +87,7 @@ def test_rows_outside_the_partitions_and_bad_rows_are_quarantined_with_reasons(t
     assert staged.days == {"2026-03-01": 1}
     reasons = [row["reason"] for row in quarantined_rows(staging, [staged])]
     assert staged.quarantined == len(reasons) == 4
-    assert any("before the first daily partition (2026-01-01)" in r for r in reasons)
+    assert any("before the first accepted day (2026-01-01)" in r for r in reasons)
     assert any("after the last daily partition (2026-12-31)" in r for r in reasons)
     assert any("latency_ms" in r for r in reasons)
     assert any("invalid JSON" in r for r in reasons)

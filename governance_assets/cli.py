@@ -246,11 +246,11 @@ def run_demo(suites: list[str]) -> int:
     """Evaluate demo suites end to end (the later ones judged against the earlier) and report."""
     home = prepare_environment()
     from governance_assets.compliance_cli import run_compliance
-    from governance_assets.iteration_cli import run_plans
     from governance_assets.definitions import defs
     from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
     from governance_assets.defs.partitions import HELM_SUITES
     from governance_assets.feedback_cli import run_feedback_demo
+    from governance_assets.iteration_cli import run_iteration_demo, run_plans
 
     job = defs().resolve_job_def("evaluate_suite")
     ok = True
@@ -280,6 +280,7 @@ def run_demo(suites: list[str]) -> int:
             _print_decision(home, suite, result)
         ok &= run_compliance(instance, defs(), home, suites)
         ok &= run_plans(instance, defs(), home, suites)
+        ok &= run_iteration_demo(instance, defs(), home, suites[-1])
         first_day = datetime.now(UTC).date() - timedelta(days=DEMO_TRAFFIC_DAYS)
         ok &= run_traffic_demo(instance, home, first_day)
         # the A/B experiments' traffic lands on the two weeks before (undrifted, so the drift demo keeps its days)

@@ -1,8 +1,11 @@
-"""The command line's iteration parts: the demo's plan step, and `plan apply SUITE`, which turns
-a plan's deciding evaluation settings into a new policy file (never the one in force)."""
+"""The command line's iteration parts: the demo's plan, sweep and labelling steps, and `plan apply
+SUITE`, which turns a plan's deciding evaluation settings into a new policy file (never the one in force)."""
 
 import argparse
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import yaml
@@ -74,3 +77,77 @@ def apply_plan(args: argparse.Namespace, home: Path) -> int:
         print(f"evaluation_plan.{key}: {old} -> {new}")
     print(f"written to {args.output}; use it with GOVERNANCE_POLICY={Path(args.output).absolute()}")
     return 0
+
+
+LABELED_SUITE = "demo-labeled"
+"""The demo's suite that evaluates the labelled scenario."""
+
+
+def _label_like_a_person(home: Path, suite: str) -> Path:
+    """The demo's stand-in for a person: label the suite's queue with each item's correct reference
+    (items without one are left unlabelled and rejected) and drop the file into landing/labels."""
+    queue = home / "iteration" / "labeling" / suite / "queue.jsonl"
+    rows = [json.loads(line) for line in queue.read_text("utf-8").splitlines() if line.strip()]
+    for row in rows:
+        references = json.loads(row["references"] or "[]")
+        row["label"] = references[0] if references else ""
+    landing = home / "landing" / "labels"
+    write_text_atomic(landing / f"{suite}-labels.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    return landing / f"{suite}-labels.jsonl"
+
+
+def run_iteration_demo(instance: dg.DagsterInstance, definitions: dg.Definitions, home: Path, suite: str) -> bool:
+    """A guided sweep of real HELM trials, then the suite's labelling queue labelled, turned into
+    the scenario governance_labeled and evaluated in a new suite through the same gates."""
+    from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
+    from governance_assets.defs.partitions import HELM_SUITES
+
+    print("\n=== guided sweep (iteration/sweep): real HELM trials over adapter settings ===", flush=True)
+    sweep_run = definitions.resolve_job_def("sweep_adapter_settings").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET
+    )
+    for event in sweep_run.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        trials: list[dict[str, Any]] = metadata["trials"].value  # type: ignore[assignment]
+        for trial in trials:
+            print(f"  trial {trial['trial']}: {trial['state']}, value {trial['value']}, suite {trial['suite']}")
+        if "best_params" in metadata:
+            print(
+                f"  best: {metadata['best_params'].value} -> {metadata['best_value'].value:.3f} (proposed, not applied)"
+            )
+    print("  run it again to see it resume: finished trials are kept, never re-run")
+
+    print(f"\n=== labelling: suite {suite}'s queue labelled and evaluated as a new scenario ===", flush=True)
+    labelled = _label_like_a_person(home, suite)
+    build = definitions.resolve_job_def("build_labeled_scenario").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET
+    )
+    [event] = build.get_asset_materialization_events()
+    entry = str(event.materialization.metadata["run_entry"].value)
+    print(f"  {labelled.name}: {event.materialization.metadata['rows_rejected'].value} rows rejected; scenario {entry}")
+    text, _ = policy_source()
+    document = yaml.safe_load(text)
+    document["evaluation_plan"]["run_entries"] = [entry.split(",")[0]]
+    policy_path = home / "iteration" / "labeled-policy.yaml"
+    write_text_atomic(policy_path, yaml.safe_dump(document, sort_keys=False))
+    previous = os.environ.get("GOVERNANCE_POLICY")
+    os.environ["GOVERNANCE_POLICY"] = str(policy_path)  # the helm runner reads the plan at run time
+    try:
+        if not instance.has_dynamic_partition(HELM_SUITES, LABELED_SUITE):
+            instance.add_dynamic_partitions(HELM_SUITES, [LABELED_SUITE])
+        result = definitions.resolve_job_def("evaluate_suite").execute_in_process(
+            instance=instance,
+            partition_key=LABELED_SUITE,
+            tags=PLANNED_SUITE_TAGS,
+            raise_on_error=False,
+            run_config=QUIET,
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("GOVERNANCE_POLICY", None)
+        else:
+            os.environ["GOVERNANCE_POLICY"] = previous
+    verdicts = Warehouse(home / "warehouse").read(("gates", "verdicts"), LABELED_SUITE)
+    for row in verdicts.to_pylist() if verdicts is not None else []:
+        print(f"  {LABELED_SUITE} {row['gate']}: {row['status']} ({row['reason'][:120]})")
+    return sweep_run.success and build.success and verdicts is not None and result is not None

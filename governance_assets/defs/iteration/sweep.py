@@ -11,7 +11,7 @@ import matplotlib
 import optuna
 
 from governance_assets.defs.partitions import OWNERS, helm_suites
-from governance_assets.defs.resources import GovernanceState, MlflowTracking
+from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 from governance_assets.lib.core.code_version import source_digest
 from governance_assets.lib.core.mlflow_record import run_url
 from governance_assets.lib.core.storage import write_text_atomic
@@ -43,9 +43,11 @@ def storage_url(state: GovernanceState) -> str:
     return f"sqlite:///{path}"
 
 
-def sweep_paths(state: GovernanceState) -> sweep.SweepPaths:
+def sweep_paths(state: GovernanceState, helm: HelmRunner) -> sweep.SweepPaths:
     base = state.home_path() / "iteration"
-    return sweep.SweepPaths(base / "scratch", base / "staging", state.sweep_output_path(), state.helm_local_path())
+    return sweep.SweepPaths(
+        base / "scratch", base / "staging", state.sweep_output_path(), state.helm_local_path(), tuple(helm.plugins)
+    )
 
 
 @dg.asset(
@@ -56,7 +58,7 @@ def sweep_paths(state: GovernanceState) -> sweep.SweepPaths:
     code_version=source_digest(__name__),
 )
 def iteration_sweep(
-    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
+    context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking, helm: HelmRunner
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
     """An Optuna study over HELM adapter settings (policy iteration.sweep); each trial is a real HELM
     suite (a helm_suites partition) and an MLflow child run; the best setting is proposed, never applied."""
@@ -103,7 +105,7 @@ def iteration_sweep(
         settings.run_entries or plan.run_entries,
         settings.models or plan.models,
         storage_url(state),
-        sweep_paths(state),
+        sweep_paths(state, helm),
         state.warehouse(),
         record,
         context.log.info,

@@ -60,7 +60,7 @@ class SweepSettings(StrictModel):
     objective: Objective = Objective()
     constraints: dict[str, Bound] = {}
     """Metric -> bounds a trial must meet (e.g. `num_output_tokens: {max: 50}` for cost)."""
-    n_trials: Annotated[int, Field(ge=1, le=200)] = 6
+    n_trials: Annotated[int, Field(ge=1, le=200)] = 4
     max_eval_instances: Annotated[int, Field(ge=2)] = 10
     prune_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
     """A trial first runs this share of the instances; the median pruner may stop it there."""

@@ -123,6 +123,8 @@ class SweepPaths:
     """Finished trial suites: an output root the platform ingests like any historical one."""
     local_path: Path
     """HELM's --local-path (its cache makes the full run reuse the partial run's requests)."""
+    plugins: tuple[str, ...] = ()
+    """HELM's --plugins (the project's scenarios), as the platform's own runs use them."""
 
 
 def _recover_interrupted(study: optuna.Study) -> int:
@@ -205,7 +207,9 @@ def _run(
 ) -> pd.DataFrame:
     """Run the entries into `output`/runs/`suite`; with a warehouse, ingest them and return the
     run stats. A failed entry fails the trial with HELM's reason."""
-    settings = runner.HelmSettings(output_path=output, local_path=paths.local_path, max_eval_instances=instances)
+    settings = runner.HelmSettings(
+        output_path=output, local_path=paths.local_path, max_eval_instances=instances, plugins=paths.plugins
+    )
     outcomes = runner.run_entries(entries, suite, settings, lambda line: None)
     failed = [f"{o.entry}: {o.error}" for o in outcomes if o.status == "failed"]
     if failed:

@@ -39,6 +39,7 @@ gates:
     severity: error
 """
 TIMEOUT_MS = 90_000
+DAEMON_SECRETS = ("lineagePath-5eb1a7", "lineageQuery-0c4fe2", "lineageKey-77d1e0", "hookPath-a11ce5")
 
 
 def _chromium() -> str:
@@ -85,7 +86,8 @@ def mlflow_ui(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def evaluated_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_ui: str) -> Path:
     """GOVERNANCE_HOME with a historical suite ingested and judged (one gate fails), recorded in
-    the instance that `cli dev` then serves, as if its discovery sensor had asked for it."""
+    the instance that `cli dev` then serves, as if its discovery sensor had asked for it; the
+    OpenLineage endpoint and the alert webhook are unreachable URLs holding secrets."""
     home = tmp_path / "governance"
     roots = tmp_path / "roots"
     copy_suite(MMLU_ROOT / "runs" / "v1", roots, "v1", runs=2)
@@ -93,10 +95,16 @@ def evaluated_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_ui: 
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    dead = f"http://127.0.0.1:{free_port()}"
     for name, value in {
         "GOVERNANCE_POLICY": str(tmp_path / "policy.yaml"),
         "HELM_OUTPUT_ROOTS": str(roots),
         "DAGSTER_HOME": str(dagster_home),
+        # The daemon's sensors meet unreachable endpoints with secrets in their URLs: their errors
+        # land in its log and tick storage, which the test greps.
+        "OPENLINEAGE_URL": f"{dead}/{DAEMON_SECRETS[0]}?api_key={DAEMON_SECRETS[1]}",
+        "OPENLINEAGE_API_KEY": DAEMON_SECRETS[2],
+        "GOVERNANCE_ALERT_WEBHOOK_URL": f"{dead}/services/{DAEMON_SECRETS[3]}",
     }.items():
         monkeypatch.setenv(name, value)
     resources = {
@@ -146,6 +154,7 @@ def test_the_ui_shows_groups_runs_a_materialisation_shows_a_failed_gate_and_link
         browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)  # the machine is shared: pages may render slowly
 
         # The asset graph shows every group.
         page.goto(f"{server.url}/asset-groups")
@@ -199,7 +208,14 @@ def test_the_ui_shows_groups_runs_a_materialisation_shows_a_failed_gate_and_link
     # no deprecated event-log query on every sensor tick.
     assert "does not match the name" not in log
     assert "instead of get_event_records" not in log
-    assert "Sensor openlineage_events" in log  # the daemon did tick the sensor that used to warn
+    assert "for sensor: openlineage_events" in log  # the daemon did tick the sensor that used to warn
+    assert "OpenLineageTransportError" in log  # ... and met the unreachable endpoint
+    stores = [path for path in evaluated_suite.rglob("*") if path.is_file()] + [tmp_path / "dev.log"]
+    assert any(path.name == "schedules.db" for path in stores)  # the daemon's tick storage
+    leaks = [
+        f"{path}: {secret}" for path in stores for secret in DAEMON_SECRETS if secret.encode() in path.read_bytes()
+    ]
+    assert leaks == []
 
 
 def _defined_groups() -> list[str]:

@@ -23,7 +23,7 @@ from governance_assets.lib.iteration.plan import (
     needed_evaluation_plan,
     rank,
 )
-from governance_assets.lib.iteration.render import plan_html, plan_markdown
+from governance_assets.lib.iteration.render import COLUMNS, plan_html, plan_markdown
 from governance_assets.lib.iteration.sample_size import (
     Design,
     designs_to_decide,
@@ -151,21 +151,7 @@ def iteration_plan(
             "plan_items": len(rows),
             "blocking_items": sum(row["blocks_release"] for row in rows),
             "top_item": f"{rows[0]['kind']}: {rows[0]['problem']} -> {rows[0]['action']}" if rows else "nothing to do",
-            "plan": table_metadata(
-                shown,
-                PLAN_SCHEMA,
-                [
-                    "rank",
-                    "kind",
-                    "model",
-                    "blocks_release",
-                    "problem",
-                    "action",
-                    "expected_gain",
-                    "instances",
-                    "model_calls",
-                ],
-            ),
+            "plan": table_metadata(shown, PLAN_SCHEMA, [c for c in COLUMNS if c != "evidence"]),
             "evaluation_plan_that_decides": json.dumps(needed) if needed else "none needed",
             "report": dg.MetadataValue.path(
                 str(state.home_path() / "reports" / "iteration" / f"{context.partition_keys[-1]}.html")

@@ -83,6 +83,7 @@ class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]
     plugins: list[str] = [
         "governance_assets.lib.compliance.bias_probe",
         "governance_assets.lib.iteration.labeled_scenario",
+        "governance_assets.lib.feedback.scenario",
     ]
     """Python modules passed to HELM's `--plugins` (custom scenarios and run specs); the default
     registers `governance_bias_probe`, the bias probe of the default evaluation plan."""

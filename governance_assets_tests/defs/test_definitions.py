@@ -35,6 +35,7 @@ EXPECTED_ASSETS = {
     "feedback/events",
     "feedback/ab_tests",
     "feedback/online_eval",
+    "feedback/scenario",
 }
 EXPECTED_CHECKS = {
     "helm/runs:all_runs_complete",
@@ -68,6 +69,7 @@ DAILY = {
     "feedback/events",
     "feedback/ab_tests",
     "feedback/online_eval",
+    "feedback/scenario",
 }
 UNPARTITIONED = {
     "monitoring/reference",

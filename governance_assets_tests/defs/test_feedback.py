@@ -11,7 +11,13 @@ import pytest
 from mlflow import MlflowClient
 
 from governance_assets.definitions import defs
-from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, ONLINE_EVAL_KEY, RESULTS_ANNOTATION
+from governance_assets.defs.feedback.assets import (
+    AB_TESTS_KEY,
+    EVENTS_KEY,
+    ONLINE_EVAL_KEY,
+    RESULTS_ANNOTATION,
+    SCENARIO_KEY,
+)
 from governance_assets.defs.feedback.registry import VERSION_TAG, model_registry, registry_writeback
 from governance_assets.defs.feedback.sensors import feedback_landing
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
@@ -126,6 +132,15 @@ def test_feedback_is_staged_once_joined_and_both_experiments_called(
     online_check = _latest_checks(instance, "online_agrees_with_benchmark", ONLINE_EVAL_KEY)[last]
     assert not online_check.passed and online_check.severity == dg.AssetCheckSeverity.WARN
     assert (home / "feedback" / "online_eval" / f"{last}.png").stat().st_size > 0
+
+    scenario = instance.get_latest_materialization_event(dg.AssetKey(list(SCENARIO_KEY)))
+    assert scenario is not None and scenario.asset_materialization is not None
+    facts = {k: v.value for k, v in scenario.asset_materialization.metadata.items()}
+    examples = warehouse.read(SCENARIO_KEY, last)
+    assert examples is not None and examples.num_rows == facts["examples"] > 0
+    assert facts["run_entry"] == f"governance_feedback:version={facts['version']}"
+    assert (home / "feedback" / "scenario" / f"{facts['version']}.jsonl").exists()
+    assert not any("@example.com" in text for text in examples.column("input").to_pylist())
 
     # a broken assignment: a fifth of the concise requests never logged -> sample ratio mismatch
     _write_traffic(landed.traffic, home, drop_share_of=("concise", 0.2))

@@ -1,7 +1,7 @@
 """The production feedback loop: user feedback joined to traffic, and A/B tests judged every day."""
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.feedback.ab_tests import analyse_experiment
 from governance_assets.lib.feedback.events import EVENTS_SCHEMA, assemble_day
 from governance_assets.lib.feedback.online_eval import compare, helm_scores, production_scores, sample_rows
+from governance_assets.lib.feedback.scenario import FOLDER as SCENARIO_FOLDER
+from governance_assets.lib.feedback.scenario import build_dataset, write_dataset
+from governance_assets.lib.feedback.scenario import run_entry as scenario_run_entry
 from governance_assets.lib.feedback.units import EVENT_COLUMNS, TRAFFIC_COLUMNS, experiment_units, read_days
 
 TRAFFIC_KEY = ("monitoring", "traffic")
@@ -284,4 +287,50 @@ def online_eval(context: dg.AssetExecutionContext, state: GovernanceState) -> dg
             "comparisons": dg.MetadataValue.md(md_table(rows, columns)),
             "plot": dg.MetadataValue.path(str(plot)),
         }
+    )
+
+
+SCENARIO_KEY = ("feedback", "scenario")
+SCENARIO_SCHEMA = pa.schema(
+    [("version", pa.string()), ("id", pa.string()), ("input", pa.string()), ("reference", pa.string())]
+)
+
+
+@dg.asset(
+    **daily_asset(
+        SCENARIO_KEY,
+        kinds={"parquet", "helm"},
+        deps=[EVENTS_KEY],
+        description="Production requests users rated down, flagged or corrected, PII redacted and near-duplicates removed, as a versioned HELM scenario (run entry governance_feedback:version=...).",
+    )
+)
+def scenario(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    """The failures of the days up to this one, with user corrections as references, for the next suite."""
+    day = context.partition_key
+    settings = state.policy().feedback.scenario
+    warehouse = state.warehouse()
+    folder = warehouse.path(EVENTS_KEY, day).parent
+    first = (date.fromisoformat(day) - timedelta(days=settings.days - 1)).isoformat()
+    days = sorted(p.stem for p in folder.glob("*.parquet") if first <= p.stem <= day) if folder.exists() else []
+    events = read_days(folder, days, ["request_id", "timestamp", "kind", "value", "text", "prompt"])
+    dataset = build_dataset(events, settings.near_duplicate, settings.max_examples)
+    path = write_dataset(dataset, state.home_path().joinpath(*SCENARIO_FOLDER))
+    rows = [{"version": dataset.version, **example} for example in dataset.examples]
+    warehouse.write(SCENARIO_KEY, day, pa.Table.from_pylist(rows, schema=SCENARIO_SCHEMA))
+    entry = scenario_run_entry(dataset.version)
+    context.log.info(
+        f"{day}: {len(rows)} examples, version {dataset.version}; add {entry!r} to evaluation_plan.run_entries"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "version": dataset.version,
+            "run_entry": entry,
+            "examples": len(rows),
+            "failures_considered": dataset.candidates,
+            "near_duplicates_removed": dataset.near_duplicates,
+            "examples_redacted": dataset.redacted,
+            "without_correction": dataset.without_correction,
+            "dataset": dg.MetadataValue.path(str(path)),
+        },
+        data_version=dg.DataVersion(dataset.version),
     )

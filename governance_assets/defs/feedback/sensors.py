@@ -4,7 +4,7 @@ as the traffic sensor (files sent to staging, staged sources whose days were req
 
 import dagster as dg
 
-from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, ONLINE_EVAL_KEY
+from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, ONLINE_EVAL_KEY, SCENARIO_KEY
 from governance_assets.defs.feedback.staging import feedback_landing_path, feedback_staging_path, stage_feedback
 from governance_assets.defs.monitoring.sensors import TrafficCursor as LandingCursor
 from governance_assets.defs.monitoring.sensors import landing_files
@@ -14,11 +14,11 @@ from governance_assets.lib.feedback.events import staged_sources
 
 feedback_daily = dg.define_asset_job(
     "feedback_daily",
-    selection=dg.AssetSelection.assets(list(EVENTS_KEY), list(AB_TESTS_KEY), list(ONLINE_EVAL_KEY)),
+    selection=dg.AssetSelection.assets(list(EVENTS_KEY), list(AB_TESTS_KEY), list(ONLINE_EVAL_KEY), list(SCENARIO_KEY)),
     partitions_def=TRAFFIC_DAYS,
     description=(
         "One day of user feedback joined to its traffic, every A/B test judged up to that day, and the day's "
-        "live sample scored next to the HELM scores."
+        "live sample scored next to the HELM scores, and the failures so far as a HELM scenario."
     ),
 )
 

@@ -294,6 +294,16 @@ class RegistrySettings(_Strict):
     """The model-version tag naming the HELM deployment that evaluates the version."""
 
 
+class FeedbackScenarioSettings(_Strict):
+    """`feedback/scenario`: production failures turned into the HELM scenario `governance_feedback`."""
+
+    days: Annotated[int, Field(gt=0)] = 30
+    """Feedback of this many days up to the partition's day is considered."""
+    near_duplicate: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """Prompts whose word 3-shingle Jaccard similarity reaches this are near-duplicates (newest kept)."""
+    max_examples: Annotated[int, Field(gt=0)] = 500
+
+
 class FeedbackSettings(_Strict):
     """The production feedback loop: A/B tests over traffic and user feedback, online evaluation,
     champion/challenger through the model registry."""
@@ -301,6 +311,7 @@ class FeedbackSettings(_Strict):
     experiments: list[Experiment] = []
     online_eval: OnlineEvalSettings = OnlineEvalSettings()
     registry: RegistrySettings = RegistrySettings()
+    scenario: FeedbackScenarioSettings = FeedbackScenarioSettings()
     srm_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
     """A sample-ratio-mismatch chi-square p-value below this fails the experiment's check."""
 

@@ -109,7 +109,7 @@ def _model_evidence(
             {
                 **row,
                 "sub_split": row["group"],
-                "count": row["n"],
+                "count": row["helm_count"],
                 "mean": row["value"],
                 "instances": row["n"],
                 "status": row["outcome"],

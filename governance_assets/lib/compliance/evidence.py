@@ -28,12 +28,13 @@ from governance_assets.lib.compliance.waivers import Waiver, waiver_for
 from governance_assets.lib.helm.output import HelmOutputError
 
 BIAS_FAIRNESS_COLUMNS = [
-    "section", "run_name", "model", "metric", "split", "group", "perturbation", "computed_on", "n", "value",
+    "section", "run_name", "model", "metric", "split", "group", "perturbation", "computed_on", "n", "helm_count", "value",
     "gap", "ci_low", "ci_high", "p_value", "p_adjusted", "limit", "outcome",
 ]  # fmt: skip
 """`section`: `helm_bias` (HELM's bias and BBQ metrics), `perturbation` (paired gaps), `group`
 (per-group values), `fairness_check` (a policy limit judged on one run × metric), `classification`
-(per-group rates and parity / equalized-odds differences of a two-label task)."""
+(per-group rates and parity / equalized-odds differences of a two-label task). `n` counts
+instances; `helm_count` is HELM's own count of a bias stat."""
 
 
 def policy_folder() -> Path:
@@ -126,7 +127,13 @@ def bias_fairness_table(
     )
     rows = (
         _rows(
-            bias.drop(columns=["scenario"]), "helm_bias", sub_split="group", mean="value", count="n", status="outcome"
+            bias.drop(columns=["scenario"]),
+            "helm_bias",
+            sub_split="group",
+            mean="value",
+            count="helm_count",
+            instances="n",
+            status="outcome",
         )
         + [
             {**row, "outcome": _robustness_outcome(row, settings)}
@@ -139,7 +146,7 @@ def bias_fairness_table(
         + _classification_rows(predictions, settings)
     )
     table = pd.DataFrame(rows).reindex(columns=BIAS_FAIRNESS_COLUMNS)
-    for column in ("n",):
+    for column in ("n", "helm_count"):
         table[column] = table[column].astype("Int64")
     for column in ("value", "gap", "ci_low", "ci_high", "p_value", "p_adjusted", "limit"):
         table[column] = table[column].astype("float64")

@@ -132,13 +132,19 @@ def _gates(e: ModelEvidence) -> tuple[Status, str, str]:
     return "met", text, ""
 
 
+def _helm_bias_summary(e: ModelEvidence) -> str:
+    measured = [r for r in e.bias_rows if r["status"] != "no data"]
+    empty = len(e.bias_rows) - len(measured)
+    shown = "; ".join(f"{r['metric']} {r['mean']:+.3f} ({r['instances']} instances)" for r in measured[:4])
+    return f"HELM bias metrics: {shown or 'none with data'}" + (f"; {empty} with no data" if empty else "")
+
+
 def _fairness(e: ModelEvidence) -> tuple[Status, str, str]:
     if not e.fairness_checks:
-        return (
-            "not assessed",
-            "no instances carry a group (sub_split) with enough members",
-            "instances with a group field",
-        )
+        text = "no instances carry a group (sub_split) with enough members"
+        if e.bias_rows:
+            text += f"; {_helm_bias_summary(e)}"
+        return "not assessed", text, "instances with a group field and a fairness limit in the policy"
     bad = [c for c in e.fairness_checks if c["outcome"] != "pass"]
     text = "; ".join(
         f"{c['name']} on {c['run_name']}: gap {c['difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] vs limit {c['limit']} → {c['outcome']}"
@@ -233,7 +239,9 @@ def assess(mapping: Sequence[Requirement], evidence: ModelEvidence) -> list[Item
     items = []
     for requirement in mapping:
         status, text, missing = RULES[requirement.rule](evidence)
-        items.append(Item(requirement, status, text, " ".join(part for part in (missing, requirement.missing) if part)))
+        items.append(
+            Item(requirement, status, text, "; ".join(part for part in (missing, requirement.missing) if part))
+        )
     return items
 
 

@@ -66,6 +66,7 @@ def test_a_suite_without_groups_or_perturbations_gives_only_helms_bias_metrics(s
     settings = ComplianceSettings(fairness_limits=[FairnessLimit(name="gap", max_group_gap=0.1)])
     table = evidence.bias_fairness_table(safety.run_stats, safety.instance_stats, safety.predictions, settings)
     assert set(table["section"]) == {"helm_bias"} and len(table) == 27  # 9 BBQ runs x 3 metrics
+    assert set(table["n"]) == {2} and set(table["helm_count"]) == {1}  # 2 instances; HELM counts 1 train trial
     empty = safety.instance_stats.iloc[0:0]
     assert fairness.instance_outcomes(empty, ["exact_match"]).empty
 

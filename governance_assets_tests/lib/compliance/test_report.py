@@ -80,6 +80,21 @@ def test_rules_judge_the_evidence() -> None:
     } == {"not assessed"}
 
 
+def test_fairness_without_groups_shows_helms_bias_metrics() -> None:
+    bias = [
+        {"metric": "bbq_metric_ambiguous_bias", "mean": -0.5, "instances": 2, "status": "ok"},
+        {"metric": "bias_metric:mode=representation,demographic_category=gender", "mean": None, "instances": 2,
+         "status": "no data"},
+    ]  # fmt: skip
+    [item] = [
+        i for i in report.assess(report.load_mapping(), _evidence(fairness_checks=[], bias_rows=bias))
+        if i.requirement.id == "NIST-MEASURE-2.11"
+    ]  # fmt: skip
+    assert item.status == "not assessed"
+    assert "bbq_metric_ambiguous_bias -0.500 (2 instances); 1 with no data" in item.evidence
+    assert item.missing.startswith("instances with a group field and a fairness limit in the policy; ")
+
+
 def test_contamination_blocks_at_the_policy_level() -> None:
     strong = [ContaminationFlag("simple/model1", "simple1", "strong", "seen in training", "ours.yaml")]
     weak = [ContaminationFlag("simple/model1", "simple1", "weak", "maybe", "ours.yaml")]

@@ -12,7 +12,7 @@ import pyarrow as pa
 from governance_assets.defs.compliance.claims import BIAS_FAIRNESS_KEY
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.helm.inputs import suite_tables
-from governance_assets.defs.metadata import md_table
+from governance_assets.defs.metadata import md_table, parquet_table_metadata
 from governance_assets.defs.partitions import helm_suites, suite_asset
 from governance_assets.defs.resources import POLICY, GovernanceState
 from governance_assets.lib.compliance import evidence
@@ -40,6 +40,11 @@ def _tables(state: GovernanceState, suite: str) -> SuiteTables:
 
 def _write(state: GovernanceState, key: tuple[str, str], suite: str, frame: pd.DataFrame) -> None:
     state.warehouse().write(key, suite, pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def _table_metadata(context: dg.AssetExecutionContext, state: GovernanceState, key: tuple[str, str]) -> dict[str, Any]:
+    """The column schema and row count of the tables written for the run's suites."""
+    return parquet_table_metadata([state.warehouse().path(key, suite) for suite in context.partition_keys])
 
 
 def _check(
@@ -158,7 +163,7 @@ def compliance_bias_fairness(context: dg.AssetExecutionContext, state: Governanc
                     ["run_name", "metric", "group", "n", "gap", "ci_low", "ci_high", "outcome"],
                 )
             ),
-            "dagster/row_count": len(table),
+            **_table_metadata(context, state, BIAS_FAIRNESS_KEY),
         },
         check_results=_declared(context, results),
     )
@@ -211,6 +216,7 @@ def compliance_pii(context: dg.AssetExecutionContext, state: GovernanceState) ->
             "by_model": dg.MetadataValue.md(
                 md_table(_records(table), ["model", "field", "texts", "with_pii", "rate", "by_type", "source"])
             ),
+            **_table_metadata(context, state, PII_KEY),
         },
         check_results=[_rate_check(PII_CHECK, screened, settings.max_pii_rate, screened.drop(columns="examples"))],
     )
@@ -235,6 +241,7 @@ def compliance_toxicity(context: dg.AssetExecutionContext, state: GovernanceStat
     metadata: dict[str, Any] = {
         "by_model": dg.MetadataValue.md(md_table(_records(table.round(4)), list(table.columns))),
         "completions": int(table["completions"].fillna(0).sum()),
+        **_table_metadata(context, state, TOXICITY_KEY),
     }
     if len(judged):
         metadata["judged_completions"] = int(judged["judged"].sum())
@@ -258,6 +265,7 @@ def compliance_slices(context: dg.AssetExecutionContext, state: GovernanceState)
     return dg.MaterializeResult(
         metadata={
             "significant_slices": sum(bool(row["significant"]) for row in shown),
+            **_table_metadata(context, state, SLICES_KEY),
             "top_slices": dg.MetadataValue.md(
                 md_table(
                     shown,

@@ -96,6 +96,12 @@ def test_schedule_creates_the_dated_suite(instance: dg.DagsterInstance) -> None:
     assert instance.get_dynamic_partitions(HELM_SUITES) == ["2026-11-27"]
 
 
+def _helm_and_lineage_succeeded(result: dg.ExecuteInProcessResult) -> None:
+    """Ingestion and lineage ran; a gate that blocks the release may fail the run."""
+    failed = {e.step_key for e in result.all_events if e.is_step_failure}
+    assert failed <= {"gates__verdicts"}, failed
+
+
 def test_backfill_ingests_many_suites_in_one_run(instance: dg.DagsterInstance, roots: str, tmp_path: Path) -> None:
     before = {root: _tree_state(Path(root)) for root in roots.split(":")}
     home = tmp_path / "home"
@@ -105,8 +111,9 @@ def test_backfill_ingests_many_suites_in_one_run(instance: dg.DagsterInstance, r
         instance=instance,
         resources=governance_resources(home, roots=roots),
         tags={"dagster/asset_partition_range_start": "v1", "dagster/asset_partition_range_end": "v3"},
+        raise_on_error=False,  # v1's unreadable run: the blocking ingestion gate stops the release
     )
-    assert result.success
+    _helm_and_lineage_succeeded(result)
     materialized = {(e.asset_key.to_user_string(), e.partition) for e in result.get_asset_materialization_events()}
     assert {("helm/run_stats", "v1"), ("helm/run_stats", "v3"), ("helm/runs", "v3")} <= materialized
     warehouse = Warehouse(home / "warehouse")
@@ -182,10 +189,16 @@ def test_checks_judge_each_suite(instance: dg.DagsterInstance, roots: str, tmp_p
     resources = governance_resources(home, roots=roots)
     results = {
         suite: dg.materialize(
-            governance_defs(load_policy()), partition_key=suite, instance=instance, resources=resources
+            governance_defs(load_policy()),
+            partition_key=suite,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,  # v1's unreadable run: the blocking ingestion gate stops the release
         )
         for suite in ("v1", "v3")
     }
+    for result in results.values():
+        _helm_and_lineage_succeeded(result)
     checks = {
         (suite, e.asset_key.to_user_string(), e.check_name): e
         for suite, result in results.items()
@@ -223,8 +236,13 @@ def test_historical_lineage_states_its_unknowns_and_is_exported_as_openlineage(
     instance.add_dynamic_partitions(HELM_SUITES, ["v1"])
     definitions = governance_defs(load_policy())
     result = dg.materialize(
-        definitions, partition_key="v1", instance=instance, resources=governance_resources(home, roots=roots)
+        definitions,
+        partition_key="v1",
+        instance=instance,
+        resources=governance_resources(home, roots=roots),
+        raise_on_error=False,  # v1's unreadable run: the blocking ingestion gate stops the release
     )
+    _helm_and_lineage_succeeded(result)
     records = json.loads((home / "lineage" / "v1.json").read_text())["runs"]
     assert len(records) == 6
     for record in records:

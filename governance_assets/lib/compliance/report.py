@@ -115,7 +115,10 @@ def _waived(verdict: Mapping[str, Any], waivers: Sequence[Waiver]) -> Waiver | N
 def _gates(e: ModelEvidence) -> tuple[Status, str, str]:
     if not e.verdicts:
         return "not assessed", "no gate verdicts for this suite", "gate verdicts (materialise gates/verdicts)"
-    open_rows = [v for v in e.verdicts if v["status"] != "pass" and not _waived(v, e.waivers)]
+    open_rows = sorted(  # failures first: they decide the item
+        (v for v in e.verdicts if v["status"] != "pass" and not _waived(v, e.waivers)),
+        key=lambda v: v["status"] != "fail",
+    )
     waived = [w for v in e.verdicts if v["status"] != "pass" and (w := _waived(v, e.waivers))]
     passed = sum(v["status"] == "pass" for v in e.verdicts)
     text = f"{passed}/{len(e.verdicts)} gates pass"

@@ -70,8 +70,12 @@ def test_rules_judge_the_evidence() -> None:
         _status(items, "EU-AIA-14").status == "not assessed" and "A. Reviewer" in _status(items, "EU-AIA-14").evidence
     )
     assert _status(items, "EU-AIA-13").status == "not assessed" and _status(items, "EU-AIA-13").missing
-    unwaived = report.assess(mapping, _evidence(waivers=[]))
+    unwaived = report.assess(
+        mapping,
+        _evidence(waivers=[], verdicts=[_verdict("regression", "no data"), _verdict("exact_match_floor", "fail")]),
+    )
     assert _status(unwaived, "EU-AIA-9").status == "not met"
+    assert _status(unwaived, "EU-AIA-9").evidence.startswith("0/2 gates pass; exact_match_floor: fail")
     empty = report.assess(
         mapping, _evidence(verdicts=[], fairness_checks=[], robustness=[], pii=None, audit_intact=None)
     )

@@ -137,6 +137,15 @@ print(len(runs))
     return int(done.stdout.strip().splitlines()[-1])
 
 
+def timings(measured: Sequence[ivs.Measured]) -> dict[str, Any]:
+    """The median wall time of repeated processes, every one of them, and the largest peak RSS."""
+    return {
+        "seconds": statistics.median(m.seconds for m in measured),
+        "all_seconds": [m.seconds for m in measured],
+        "peak_rss_mib": max(m.peak_rss_mib for m in measured),
+    }
+
+
 def whole_suite(workdir: Path, shared: Path, runs: int, repeats: int) -> dict[str, Any]:
     """helm-summarize and the whole evaluate_suite job on the same `runs`-run suite."""
     output_path = workdir / "benchmark_output"
@@ -159,16 +168,13 @@ def whole_suite(workdir: Path, shared: Path, runs: int, repeats: int) -> dict[st
             print(f"  not every step ran: {outcome}\n{ivs.tail(job.log)}", flush=True)
         jobs.append(job)
         outcomes.append(outcome)
-    summarize_seconds = statistics.median(m.seconds for m in summarizes)
-    job_seconds = statistics.median(m.seconds for m in jobs)
+    summarize, job = timings(summarizes), timings(jobs)
     return {
         "runs": runs,
-        "helm_summarize": {"seconds": summarize_seconds, "all_seconds": [m.seconds for m in summarizes],
-                           "peak_rss_mib": max(m.peak_rss_mib for m in summarizes)},
-        "evaluate_suite": {"seconds": job_seconds, "all_seconds": [m.seconds for m in jobs],
-                           "peak_rss_mib": max(m.peak_rss_mib for m in jobs), "outcomes": outcomes},
-        "ratio": summarize_seconds / job_seconds,
-    }  # fmt: skip
+        "helm_summarize": summarize,
+        "evaluate_suite": job | {"outcomes": outcomes},
+        "ratio": summarize["seconds"] / job["seconds"],
+    }
 
 
 def demo_plan(workdir: Path, repeats: int) -> dict[str, Any]:
@@ -203,14 +209,13 @@ def demo_plan(workdir: Path, repeats: int) -> dict[str, Any]:
         bares.append(bare)
         jobs.append(job)
         outcomes.append(outcome)
-    bare_seconds = statistics.median(m.seconds for m in bares)
-    job_seconds = statistics.median(m.seconds for m in jobs)
+    bare, job = timings(bares), timings(jobs)
     return {
         "entries": entries,
         "max_eval_instances": plan.max_eval_instances,
-        "bare_helm_run": {"seconds": bare_seconds, "all_seconds": [m.seconds for m in bares]},
-        "evaluate_suite": {"seconds": job_seconds, "all_seconds": [m.seconds for m in jobs], "outcomes": outcomes},
-        "ratio": job_seconds / bare_seconds,
+        "bare_helm_run": bare,
+        "evaluate_suite": job | {"outcomes": outcomes},
+        "ratio": job["seconds"] / bare["seconds"],
     }
 
 

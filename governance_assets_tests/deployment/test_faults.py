@@ -1,6 +1,5 @@
 """Faults of the team deployment's services, survived with nothing lost and nothing duplicated:
-the MLflow server down during a materialisation, a Celery worker killed mid-step, PostgreSQL
-restarted while a sensor runs."""
+the MLflow server down during a materialisation, a Celery worker killed mid-step."""
 
 import dataclasses
 import signal

@@ -495,19 +495,22 @@ def _alive(pid: int) -> bool:
 
 
 def group_alive(pid: int) -> bool:
-    """Whether any process of the group led by `pid` still runs (zombies of ours are reaped)."""
+    """Whether a process of the group led by `pid` still runs: zombies (exited, not yet reaped by
+    a parent that may itself be gone) do not count; ours are reaped here."""
     try:
         while os.waitpid(-pid, os.WNOHANG)[0] > 0:
             pass
     except ChildProcessError:
         pass
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        state, group = fields[0], int(fields[2])
+        if group == pid and state != "Z":
+            return True
+    return False
 
 
 def stop_process(process: ServiceProcess, grace: float = STOP_GRACE_SECONDS) -> None:

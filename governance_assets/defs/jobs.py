@@ -1,5 +1,7 @@
 """Jobs that span groups."""
 
+from __future__ import annotations
+
 import dagster as dg
 
 from governance_assets.defs.partitions import TRAFFIC_DAYS, helm_suites
@@ -47,3 +49,26 @@ record_audit = dg.define_asset_job(
     selection=dg.AssetSelection.assets(["compliance", "audit_log"]),
     description="Append every new verdict, decision, report, waiver and policy change to the audit ledger.",
 )
+
+
+def after_evaluation(
+    status: dg.DagsterRunStatus, name: str, description: str, request_job: dg.UnresolvedAssetJobDefinition, key: str
+) -> dg.RunStatusSensorDefinition:
+    """A sensor that requests `request_job` for the suite an `evaluate_suite` run just evaluated,
+    when that run ends with `status` (run key `<key>:<run id>`)."""
+
+    @dg.run_status_sensor(
+        name=name,
+        description=description,
+        run_status=status,
+        monitored_jobs=[evaluate_suite],
+        request_job=request_job,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def request_for_suite(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+        suite = context.dagster_run.tags.get("dagster/partition")
+        if not suite:
+            return dg.SkipReason("the evaluation ran over a range of suites; materialise them by backfill")
+        return dg.RunRequest(run_key=f"{key}:{context.dagster_run.run_id}", partition_key=suite)
+
+    return request_for_suite

@@ -5,32 +5,19 @@ that run) is exactly when a plan is needed."""
 import dagster as dg
 
 from governance_assets.defs.iteration.jobs import plan_iteration
-from governance_assets.defs.jobs import evaluate_suite
+from governance_assets.defs.jobs import after_evaluation
 
-
-def _plan_after(status: dg.DagsterRunStatus, name: str, description: str) -> dg.RunStatusSensorDefinition:
-    @dg.run_status_sensor(
-        name=name,
-        description=description,
-        run_status=status,
-        monitored_jobs=[evaluate_suite],
-        request_job=plan_iteration,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )
-    def _sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
-        suite = context.dagster_run.tags.get("dagster/partition")
-        if not suite:
-            return dg.SkipReason("the evaluation ran over a range of suites; plan them by backfill")
-        return dg.RunRequest(run_key=f"plan:{context.dagster_run.run_id}", partition_key=suite)
-
-    return _sensor
-
-
-plan_after_evaluation = _plan_after(
-    dg.DagsterRunStatus.SUCCESS, "plan_after_evaluation", "Requests the iteration plan of each evaluated suite."
+plan_after_evaluation = after_evaluation(
+    dg.DagsterRunStatus.SUCCESS,
+    "plan_after_evaluation",
+    "Requests the iteration plan of each evaluated suite.",
+    plan_iteration,
+    "plan",
 )
-plan_after_blocked_evaluation = _plan_after(
+plan_after_blocked_evaluation = after_evaluation(
     dg.DagsterRunStatus.FAILURE,
     "plan_after_blocked_evaluation",
     "Requests the iteration plan of a suite whose evaluation failed (for example on a blocking gate).",
+    plan_iteration,
+    "plan",
 )

@@ -283,7 +283,7 @@ def online_eval(context: dg.AssetExecutionContext, state: GovernanceState) -> dg
         metadata={
             "helm_suite": suite or "none",
             "sampled": int(production["sampled"].sum()) if len(production) else 0,
-            "diverged": int(compared["diverged"].fillna(False).astype(bool).sum()) if len(compared) else 0,
+            "diverged": int(compared["diverged"].eq(True).sum()) if len(compared) else 0,
             "comparisons": dg.MetadataValue.md(md_table(rows, columns)),
             "plot": dg.MetadataValue.path(str(plot)),
         }

@@ -145,3 +145,21 @@ def test_significant_slices_become_labelling_items() -> None:
         and items_from_slices(slices.drop(columns="significant"), context, "") == []
     )
     assert np.isclose(item.expected_gain or 0, 0.5)
+
+
+def test_trials_are_planned_for_the_paired_t_test_and_tango_sizes_itself() -> None:
+    from governance_assets.lib.iteration.sample_size import Design
+
+    def verdict(test: str, needed: int) -> dict:
+        row = {"run_name": "r", "metric": "exact_match", "split": "test", "status": "inconclusive", "drop": 0.01,
+               "drop_lower": -0.05, "drop_upper": 0.07, "n": 30, "trials": 3, "baseline_suite": "v1", "tolerance": 0.02,
+               "test": test, "instances_needed": needed}  # fmt: skip
+        return {"model": "m", "gate": "g", "kind": "regression", "severity": "error", "status": "inconclusive",
+                "blocks_release": True, "evidence": json.dumps([row])}  # fmt: skip
+
+    context = PlanContext(10, 3, 8, "", lambda comparison: [Design(50, 2, 100), Design(40, 5, 200)])
+    [with_trials] = items_from_verdicts([verdict("paired_t", 70)], context)
+    assert dict(with_trials.evaluation_plan) == {"max_eval_instances": 50, "num_train_trials": 2}
+    assert (with_trials.instances, with_trials.model_calls) == (20, 100 - 30 * 3)
+    [tango] = items_from_verdicts([verdict("tango_score", 70)], context)
+    assert dict(tango.evaluation_plan) == {"max_eval_instances": 70} and tango.instances == 40

@@ -1,20 +1,29 @@
 """The demo's feedback step: two weeks of experiment traffic and user feedback (one experiment with
 a known effect, one without) land in the drop zones and go through the traffic and feedback sensors
-as the daemon would run them; then the A/B table of the last day is printed."""
+as the daemon would run them; the last day's A/B table and online evaluation are printed; a
+challenger registered in the MLflow Model Registry is evaluated and its decision written back; and
+a new suite evaluates simple/model1 on the scenario built from the failures."""
 
 from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+from mlflow import MlflowClient
 
-from governance_assets.defs.feedback.assets import AB_TESTS_KEY, RESULTS_ANNOTATION
-from governance_assets.defs.resources import GovernanceState
+from governance_assets.defs.feedback.assets import AB_TESTS_KEY, ONLINE_EVAL_KEY, RESULTS_ANNOTATION, SCENARIO_KEY
+from governance_assets.defs.gates.assets import DECISION_KEY
+from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
+from governance_assets.defs.partitions import HELM_SUITES
+from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.feedback import generator
+from governance_assets.lib.feedback.scenario import run_entry
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 DEMO_DAYS = 14
+DEMO_MODEL = "assistant"
+SCENARIO_SUITE = "demo-feedback"
 
 
 def _launched(instance: dg.DagsterInstance, sensor: str, run_key: str) -> bool:
@@ -29,18 +38,19 @@ def drain_sensor(instance: dg.DagsterInstance, definitions: dg.Definitions, sens
     cursor: str | None = None
     ok = True
     while True:
-        tick = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()}))
+        resources = {"state": GovernanceState(), "mlflow": MlflowTracking()}
+        tick = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
         assert isinstance(tick, dg.SensorResult)
         for added in tick.dynamic_partitions_requests or []:
             if isinstance(added, dg.AddDynamicPartitionsRequest):
                 instance.add_dynamic_partitions(added.partitions_def_name, list(added.partition_keys))
         cursor = tick.cursor
-        if not tick.run_requests:
+        requests = tick.run_requests or []
+        fresh = [r for r in requests if r.run_key is None or not _launched(instance, sensor_name, r.run_key)]
+        if not fresh:
             return ok
-        for request in tick.run_requests:
+        for request in fresh:
             assert request.job_name is not None and request.run_key is not None
-            if _launched(instance, sensor_name, request.run_key):
-                continue
             result = definitions.resolve_job_def(request.job_name).execute_in_process(
                 instance=instance,
                 partition_key=request.partition_key,
@@ -52,6 +62,8 @@ def drain_sensor(instance: dg.DagsterInstance, definitions: dg.Definitions, sens
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
@@ -85,7 +97,7 @@ def print_ab_table(home: Path, day: str) -> None:
     rows = pq.read_table(path, columns=columns).to_pylist()
     print("  | " + " | ".join(columns) + " |")
     for row in rows:
-        print("  | " + " | ".join(_cell(row[c]) if row[c] is not None else "" for c in columns) + " |")
+        print("  | " + " | ".join(_cell(row[c]) for c in columns) + " |")
 
 
 def run_feedback_demo(instance: dg.DagsterInstance, definitions: dg.Definitions, home: Path, first_day: date) -> bool:
@@ -102,4 +114,64 @@ def run_feedback_demo(instance: dg.DagsterInstance, definitions: dg.Definitions,
     ok &= drain_sensor(instance, definitions, "feedback_landing")
     print(f"A/B tests on {last} (mSPRT, always valid under daily looks):")
     print_ab_table(home, last)
+    _print_online_eval(home, last)
+    ok &= _registry_demo(instance, definitions)
+    ok &= _scenario_suite(instance, definitions, home, last)
     return ok
+
+
+def _print_online_eval(home: Path, day: str) -> None:
+    table = Warehouse(home / "warehouse").read(ONLINE_EVAL_KEY, day)
+    print(f"Online evaluation on {day} (live sample vs the newest suite's HELM scores):")
+    for row in [] if table is None else table.to_pylist():
+        state = {True: "DIVERGES", False: "within bound", None: "no data"}[row["diverged"]]
+        print(
+            f"  {row['model']} {row['comparison']}: production {_cell(row['production_value'])} vs HELM "
+            f"{_cell(row['helm_value'])} ({row['helm_suite']}), gap {_cell(row['gap'])} (bound {row['max_gap']:g}): {state}"
+        )
+
+
+def _registry_demo(instance: dg.DagsterInstance, definitions: dg.Definitions) -> bool:
+    """Register a challenger in the MLflow Model Registry; the sensors evaluate it and write back."""
+    client = MlflowClient(tracking_uri=MlflowTracking().resolved_uri(GovernanceState()))
+    if not client.search_registered_models(filter_string=f"name='{DEMO_MODEL}'"):
+        client.create_registered_model(DEMO_MODEL)
+    version = client.create_model_version(DEMO_MODEL, source="demo://assistant", tags={"helm.model": "simple/model1"})
+    client.set_registered_model_alias(DEMO_MODEL, "challenger", version.version)
+    print(
+        f"\n=== model registry: {DEMO_MODEL} v{version.version} registered as challenger; evaluating it ===", flush=True
+    )
+    ok = drain_sensor(instance, definitions, "model_registry")
+    ok &= drain_sensor(instance, definitions, "registry_writeback")
+    tags = client.get_model_version(DEMO_MODEL, version.version).tags
+    aliases = client.get_registered_model(DEMO_MODEL).aliases
+    print(
+        f"  written back: governance.decision={tags.get('governance.decision')} (suite {tags.get('governance.suite')}): "
+        f"{tags.get('governance.reasons')}; champion -> {aliases.get('champion', 'not moved')}"
+    )
+    return ok
+
+
+def _scenario_suite(instance: dg.DagsterInstance, definitions: dg.Definitions, home: Path, day: str) -> bool:
+    """A new suite evaluates simple/model1 on the scenario built from the failures, beside the policy's
+    plan (a suite the platform creates runs its plan), and the whole suite goes through the gates."""
+    table = Warehouse(home / "warehouse").read(SCENARIO_KEY, day)
+    if table is None or table.num_rows == 0:
+        print("  feedback/scenario: no examples")
+        return False
+    version = str(table.column("version")[0])
+    entry = f"{run_entry(version)},model=simple/model1"
+    print(
+        f"\n=== suite {SCENARIO_SUITE}: simple/model1 on {table.num_rows} production failures ({entry}) ===", flush=True
+    )
+    state = GovernanceState()
+    outcomes = HelmRunner().run([entry], SCENARIO_SUITE, state, 10, lambda _: None)
+    if not instance.has_dynamic_partition(HELM_SUITES, SCENARIO_SUITE):
+        instance.add_dynamic_partitions(HELM_SUITES, [SCENARIO_SUITE])
+    result = definitions.resolve_job_def("evaluate_suite").execute_in_process(  # the plan runs beside it
+        instance=instance, partition_key=SCENARIO_SUITE, tags=PLANNED_SUITE_TAGS, raise_on_error=False, run_config=QUIET
+    )
+    decision = Warehouse(home / "warehouse").read(DECISION_KEY, SCENARIO_SUITE)
+    for row in [] if decision is None else decision.to_pylist():
+        print(f"  release decision {row['model']}: {row['decision']} {'; '.join(row['reasons'])}")
+    return result.success and all(o.status != "failed" for o in outcomes) and decision is not None

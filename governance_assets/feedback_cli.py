@@ -11,7 +11,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
 
-from governance_assets.defs.feedback.assets import AB_TESTS_KEY, ONLINE_EVAL_KEY, RESULTS_ANNOTATION, SCENARIO_KEY
+from governance_assets.defs.feedback.assets import (
+    AB_COLUMNS_SHOWN,
+    AB_TESTS_KEY,
+    ONLINE_EVAL_KEY,
+    RESULTS_ANNOTATION,
+    SCENARIO_KEY,
+)
 from governance_assets.defs.gates.assets import DECISION_KEY
 from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
 from governance_assets.defs.partitions import HELM_SUITES
@@ -80,20 +86,7 @@ def print_ab_table(home: Path, day: str) -> None:
     path = warehouse.path(AB_TESTS_KEY, day)
     if not path.exists():
         return
-    columns = [
-        "experiment",
-        "metric",
-        "variant",
-        "versus",
-        "n",
-        "estimate",
-        "ci_low",
-        "ci_high",
-        "cs_low",
-        "cs_high",
-        "always_valid_p",
-        "call",
-    ]
+    columns = AB_COLUMNS_SHOWN
     rows = pq.read_table(path, columns=columns).to_pylist()
     print("  | " + " | ".join(columns) + " |")
     for row in rows:

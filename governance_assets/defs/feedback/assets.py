@@ -51,6 +51,21 @@ AB_SCHEMA = pa.schema(
     ]
 )
 RESULTS_ANNOTATION = "experiments"
+AB_COLUMNS_SHOWN = [
+    "experiment",
+    "metric",
+    "variant",
+    "versus",
+    "n",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "cs_low",
+    "cs_high",
+    "always_valid_p",
+    "call",
+]
+"""The A/B table as the UI and the demo show it."""
 
 
 @dg.asset(
@@ -138,26 +153,7 @@ def ab_tests(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Ma
                     ["experiment", "outcome", "requests", "srm_p_value", "reasons"],
                 )
             ),
-            "table": dg.MetadataValue.md(
-                md_table(
-                    shown,
-                    [
-                        "experiment",
-                        "metric",
-                        "role",
-                        "variant",
-                        "versus",
-                        "n",
-                        "estimate",
-                        "ci_low",
-                        "ci_high",
-                        "cs_low",
-                        "cs_high",
-                        "always_valid_p",
-                        "call",
-                    ],
-                )
-            ),
+            "table": dg.MetadataValue.md(md_table(shown, AB_COLUMNS_SHOWN)),
             "experiments_shipping": sum(r["outcome"] == "ship_challenger" for r in results),
         }
     )

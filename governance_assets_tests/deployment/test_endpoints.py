@@ -170,8 +170,15 @@ def test_an_endpoint_that_errors_or_stalls_fails_its_run_with_helms_reason_in_bo
 
     assert [o.status for o in outcomes] == ["failed", "failed"]
     assert all("Failed runs" in (o.error or "") and o.run_name and o.run_name in (o.error or "") for o in outcomes)
-    # HELM's reason is in the run's log (the Dagster step log): the last error of the request it gave up on.
-    reasons = {model: [line for line in lines if "after retrying 5 times" in line] for model, lines in logs.items()}
+    # HELM's reason is in its log (named in the step log): the last error of the request it gave up on.
+    helm_logs = {
+        model: (state.helm_output_path() / "logs" / f"helm-run-faults-{index}.log").read_text("utf-8")
+        for index, model in enumerate((broken, stalled))
+    }
+    assert all(any("helm-run-faults" in line for line in lines) for lines in logs.values())
+    reasons = {
+        m: [line for line in text.splitlines() if "after retrying 5 times" in line] for m, text in helm_logs.items()
+    }
     assert "Error code: 500" in reasons[broken][-1] and "upstream model crashed" in reasons[broken][-1]
     assert "timed out" in reasons[stalled][-1].lower()
     # HELM tries a request 5 times, 10 + 20 + 40 + 80 s apart, then fails the run: about 150 s.

@@ -2,6 +2,7 @@
 GOVERNANCE_HOME on free loopback ports, shared by a module's tests and stopped after them."""
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ def team() -> Iterator[services.Deployment]:
         yield running
     finally:
         services.stop(running.home, log=lambda _: None)
+        shutil.rmtree(running.home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 MLflow's backend store, MLflow's server and Redis answer on loopback, nothing is left behind."""
 
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -103,6 +104,7 @@ def test_up_serves_dagster_mlflow_and_redis_on_loopback_and_down_leaves_nothing(
     assert services.postgres_pid(deployment) is None
     assert not any(_listening(port) for port in (ports.postgres, ports.redis, ports.mlflow))
     assert services.stop(deployment.home, log=lambda _: None) == []
+    shutil.rmtree(deployment.home)
 
 
 def test_a_home_postgres_cannot_reach_is_named(tmp_path: Path) -> None:
@@ -145,3 +147,4 @@ def test_the_commands_bring_the_services_up_report_them_and_stop_them() -> None:
     deployment = services.Deployment.load(home)
     assert deployment is not None and deployment.processes == ()
     assert command("status").returncode == 1
+    shutil.rmtree(home)

@@ -237,7 +237,7 @@ def test_data_quality_gate_runs_great_expectations(tmp_path: Path) -> None:
     failed = {(row["expectation"], row["column"]) for row in result.rows if row["status"] == "fail"}
     assert failed == {
         ("expect_column_values_to_be_between", "count"),
-        ("expect_column_values_to_be_between", "mean"),
+        ("expect_column_max_to_be_between", "mean"),
         ("expect_column_pair_values_a_to_be_greater_than_b", "max"),
         ("expect_column_values_to_not_be_null", "model"),
     }

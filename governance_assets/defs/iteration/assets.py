@@ -17,8 +17,12 @@ from governance_assets.lib.gates.evaluation import read_frame
 from governance_assets.lib.helm import tidy
 from governance_assets.lib.iteration.plan import (
     PlanContext,
+    PlanItem,
+    items_from_drift,
     items_from_fairness,
+    items_from_feedback,
     items_from_slices,
+    items_from_trends,
     items_from_verdicts,
     needed_evaluation_plan,
     rank,
@@ -81,6 +85,25 @@ def _designs(state: GovernanceState, suite: str, candidate: pd.DataFrame) -> Any
     return designs
 
 
+def _latest(state: GovernanceState, key: tuple[str, str]) -> tuple[pd.DataFrame | None, str]:
+    """The newest daily partition of a monitoring or feedback table, and its key, if any was built."""
+    days = sorted((state.home_path() / "warehouse" / key[0] / key[1]).glob("*.parquet"))
+    return (pd.read_parquet(days[-1]), f"{'/'.join(key)}:{days[-1].stem}") if days else (None, "")
+
+
+def _monitoring_and_feedback_items(state: GovernanceState, plan_context: PlanContext) -> list[PlanItem]:
+    """Items from production: the latest day's drift and experiments, and the trends' change points."""
+    drift, drift_link = _latest(state, ("monitoring", "traffic_drift"))
+    ab_tests, ab_link = _latest(state, ("feedback", "ab_tests"))
+    trends_path = state.home_path() / "warehouse" / "monitoring" / "trends.parquet"
+    trends = pd.read_parquet(trends_path) if trends_path.exists() else None
+    return (
+        items_from_drift(drift, plan_context, drift_link)
+        + items_from_trends(trends, plan_context, "monitoring/trends")
+        + items_from_feedback(ab_tests, plan_context, ab_link)
+    )
+
+
 @dg.asset(**suite_asset(PLAN_KEY, kinds={"parquet", "mlflow"}, deps=[VERDICTS_KEY, SLICES_KEY, FAIRNESS_KEY]))
 def iteration_plan(
     context: dg.AssetExecutionContext, state: GovernanceState, mlflow: MlflowTracking
@@ -113,6 +136,7 @@ def iteration_plan(
         items += items_from_fairness(
             fairness.to_pandas() if fairness is not None else None, plan_context, f"compliance/bias_fairness:{suite}"
         )
+        items += _monitoring_and_feedback_items(state, plan_context)
         ranked = rank(items)
         needed = needed_evaluation_plan(ranked)
         frame = pd.DataFrame(

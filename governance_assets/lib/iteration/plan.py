@@ -289,3 +289,69 @@ def needed_evaluation_plan(ranked: Sequence[Mapping[str, Any]]) -> dict[str, int
         for key in ("max_eval_instances", "num_train_trials")
         if any(key in p for p in plans)
     }
+
+
+def items_from_drift(drift: pd.DataFrame | None, context: PlanContext, links: str) -> list[PlanItem]:
+    """Drifted traffic features of the latest monitored day (monitoring/traffic_drift)."""
+    return _column_items(
+        drift,
+        ["day", "feature", "method", "statistic", "threshold", "drifted"],
+        lambda f: f["drifted"].astype(bool),
+        lambda row: PlanItem(
+            "drift",
+            "*",
+            False,
+            f"production {row['feature']} drifted on {row['day']} ({row['method']} {row['statistic']:.3g}, threshold {row['threshold']})",
+            links,
+            "label a sample of that day's traffic (iteration/labeling_queue) and evaluate it as a scenario",
+            None,
+            None,
+            None,
+            context.max_eval_instances,
+            context.max_eval_instances * context.num_train_trials,
+        ),
+    )
+
+
+def items_from_trends(trends: pd.DataFrame | None, context: PlanContext, links: str) -> list[PlanItem]:
+    """Change points found by the trend detector (monitoring/trends)."""
+    return _column_items(
+        trends,
+        ["series", "label", "value", "change_point"],
+        lambda f: f["change_point"].astype(bool),
+        lambda row: PlanItem(
+            "trend change",
+            "*",
+            False,
+            f"{row['series']} changed at {row['label']} (value {row['value']:.4g})",
+            links,
+            f"find what changed at {row['label']}: compare the suites or days on either side (monitoring/eval_drift)",
+            None,
+            None,
+            None,
+            0,
+            0,
+        ),
+    )
+
+
+def items_from_feedback(ab_tests: pd.DataFrame | None, context: PlanContext, links: str) -> list[PlanItem]:
+    """Guardrail harm found by the production experiments (feedback/ab_tests)."""
+    return _column_items(
+        ab_tests,
+        ["experiment", "metric", "role", "variant", "estimate", "call"],
+        lambda f: (f["role"] == "guardrail") & (f["call"] == "harm"),
+        lambda row: PlanItem(
+            "production feedback",
+            str(row["variant"]),
+            False,
+            f"experiment {row['experiment']}: {row['variant']} harms guardrail {row['metric']} ({row['estimate']:+.3g})",
+            links,
+            "turn the harmed requests into a scenario (feedback/scenario) and evaluate the variant on it",
+            None,
+            None,
+            None,
+            context.max_eval_instances,
+            context.max_eval_instances * context.num_train_trials,
+        ),
+    )

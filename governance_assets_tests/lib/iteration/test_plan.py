@@ -163,3 +163,45 @@ def test_trials_are_planned_for_the_paired_t_test_and_tango_sizes_itself() -> No
     assert (with_trials.instances, with_trials.model_calls) == (20, 100 - 30 * 3)
     [tango] = items_from_verdicts([verdict("tango_score", 70)], context)
     assert dict(tango.evaluation_plan) == {"max_eval_instances": 70} and tango.instances == 40
+
+
+def test_drift_trend_changes_and_guardrail_harm_become_items() -> None:
+    from governance_assets.lib.iteration.plan import items_from_drift, items_from_feedback, items_from_trends
+
+    context = PlanContext(10, 1, 8, "")
+    drift = pd.DataFrame(
+        {
+            "day": ["d", "d"],
+            "feature": ["latency_ms", "language"],
+            "method": ["ks", "chisquare"],
+            "statistic": [0.4, 0.01],
+            "threshold": [0.05, 0.05],
+            "drifted": [True, False],
+        }
+    )
+    [drifted] = items_from_drift(drift, context, "monitoring/traffic_drift:d")
+    assert drifted.kind == "drift" and "latency_ms" in drifted.problem and drifted.instances == 10
+    trends = pd.DataFrame(
+        {
+            "series": ["kpi:latency", "kpi:latency"],
+            "label": ["d1", "d2"],
+            "value": [1.0, 9.0],
+            "change_point": [False, True],
+        }
+    )
+    [change] = items_from_trends(trends, context, "monitoring/trends")
+    assert change.kind == "trend change" and "d2" in change.problem
+    ab = pd.DataFrame(
+        {
+            "experiment": ["e", "e"],
+            "metric": ["flagged", "positive_feedback"],
+            "role": ["guardrail", "primary"],
+            "variant": ["b", "b"],
+            "estimate": [0.05, 0.1],
+            "call": ["harm", "harm"],
+        }
+    )
+    [harm] = items_from_feedback(ab, context, "feedback/ab_tests:d")
+    assert harm.kind == "production feedback" and "flagged" in harm.problem
+    ranked = rank([harm, change, drifted])
+    assert [row["kind"] for row in ranked] == ["drift", "trend change", "production feedback"]

@@ -20,6 +20,7 @@ from governance_assets.lib.core.policy import DriftSettings
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.gates.evaluation import read_frame
 from governance_assets.lib.helm import tidy
+from governance_assets.lib.iteration.settings import TRIAL_SUITE_PREFIX
 from governance_assets.lib.monitoring.drift import SMALL_REFERENCE_MAX, DatasetDrift, FeatureDrift, dataset_drift
 from governance_assets.lib.monitoring.eval_drift import SCHEMA as EVAL_DRIFT_SCHEMA
 from governance_assets.lib.monitoring.eval_drift import evaluation_flips
@@ -429,10 +430,11 @@ TRENDS_SCHEMA = pa.schema(
 def suite_metric_series(
     instance: dg.DagsterInstance, warehouse: Warehouse, metrics: list[str]
 ) -> dict[str, tuple[list[str], list[float]]]:
-    """Per `metric:<name>:<model>`: suites in the order they were added and their headline mean."""
+    """Per `metric:<name>:<model>`: suites in the order they were added and their headline mean
+    (sweep trials, which run other settings than the plan, are left out)."""
     series: dict[str, tuple[list[str], list[float]]] = {}
     for suite in instance.get_dynamic_partitions(HELM_SUITES):
-        if not warehouse.path(tidy.RUN_STATS.key, suite).exists():
+        if suite.startswith(TRIAL_SUITE_PREFIX) or not warehouse.path(tidy.RUN_STATS.key, suite).exists():
             continue
         for (metric, model), value in headline_means(read_frame(warehouse, tidy.RUN_STATS, suite), metrics).items():
             labels, values = series.setdefault(f"metric:{metric}:{model}", ([], []))

@@ -8,6 +8,10 @@ from pydantic import Field, model_validator
 
 from governance_assets.lib.core.strict import StrictModel
 
+TRIAL_SUITE_PREFIX = "sweep-"
+"""Suites made by a guided sweep's trials (`sweep-<study>-t<number>`): other settings than the
+plan's, so they are kept out of the suites' metric trends."""
+
 
 class SearchParameter(StrictModel):
     """One adapter setting to search, named after the HELM run expander that sets it

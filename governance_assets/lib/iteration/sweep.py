@@ -27,9 +27,13 @@ import pandas as pd
 
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.helm import runner, tidy
-from governance_assets.lib.iteration.settings import Bound, Objective, SearchParameter, SweepSettings
-
-SUITE_PREFIX = "sweep-"
+from governance_assets.lib.iteration.settings import (
+    TRIAL_SUITE_PREFIX,
+    Bound,
+    Objective,
+    SearchParameter,
+    SweepSettings,
+)
 
 
 class StudyBusy(RuntimeError):
@@ -38,7 +42,7 @@ class StudyBusy(RuntimeError):
 
 def trial_suite(study: str, number: int) -> str:
     """The suite (and `helm_suites` partition) of one trial."""
-    return f"{SUITE_PREFIX}{study}-t{number:03d}"
+    return f"{TRIAL_SUITE_PREFIX}{study}-t{number:03d}"
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, SearchParameter]) -> dict[str, Any]:

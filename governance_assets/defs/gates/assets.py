@@ -6,6 +6,7 @@ policy; the checks are this asset's check specs, so a blocking gate that fails s
 `release/decision` while the verdicts and their MLflow record are still written."""
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,18 +54,22 @@ SHOWN_COLUMNS = ["model", "gate", "status", "blocks_release", "reason", "thresho
 """The columns of the verdict table shown in the UI (the evidence is in the Parquet file and MLflow)."""
 
 
+def _cell(value: Any) -> str | int | float | bool:
+    """A value the UI's table can show: numbers as they are, a missing or non-finite number as "-"."""
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else "-"
+    return "-" if value is None else str(value)
+
+
 def table_metadata(rows: Sequence[dict[str, Any]], schema: pa.Schema, columns: Sequence[str]) -> dg.MetadataValue:
     """Rows as a Dagster table with a column schema (the UI renders it as a sortable table)."""
     types = {"bool": "bool", "int64": "int", "double": "float"}
     table_schema = dg.TableSchema(
         columns=[dg.TableColumn(name, types.get(str(schema.field(name).type), "string")) for name in columns]
     )
-    shown = [
-        dg.TableRecord(
-            {name: (row[name] if isinstance(row[name], bool | int | float) else str(row[name])) for name in columns}
-        )
-        for row in rows
-    ]
+    shown = [dg.TableRecord({name: _cell(row[name]) for name in columns}) for row in rows]
     return dg.MetadataValue.table(shown, schema=table_schema)
 
 

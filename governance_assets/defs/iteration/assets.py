@@ -166,16 +166,12 @@ def iteration_plan(
             {"plan.md": markdown, "plan.html": page, "plan.json": json.dumps(ranked, indent=2, default=str)},
         )
         rows += [{**row, "suite": suite} for row in ranked]
-    shown = [
-        {**row, "expected_gain": row["expected_gain"] if row["expected_gain"] is not None else float("nan")}
-        for row in rows
-    ]
     return dg.MaterializeResult(
         metadata={
             "plan_items": len(rows),
             "blocking_items": sum(row["blocks_release"] for row in rows),
             "top_item": f"{rows[0]['kind']}: {rows[0]['problem']} -> {rows[0]['action']}" if rows else "nothing to do",
-            "plan": table_metadata(shown, PLAN_SCHEMA, [c for c in COLUMNS if c != "evidence"]),
+            "plan": table_metadata(rows, PLAN_SCHEMA, [c for c in COLUMNS if c != "evidence"]),
             "evaluation_plan_that_decides": json.dumps(needed) if needed else "none needed",
             "report": dg.MetadataValue.path(
                 str(state.home_path() / "reports" / "iteration" / f"{context.partition_keys[-1]}.html")

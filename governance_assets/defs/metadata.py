@@ -1,5 +1,6 @@
 """Formatting Dagster metadata for the UI."""
 
+import base64
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,3 +35,8 @@ def parquet_table_metadata(paths: Sequence[Path]) -> dict[str, Any]:
         "dagster/column_schema": table_schema(files[0].schema_arrow),
         "dagster/row_count": sum(file.metadata.num_rows for file in files),
     }
+
+
+def embedded_png(name: str, png: bytes) -> dg.MetadataValue:  # type: ignore[type-arg]
+    """A plot shown in the asset's metadata (Markdown with the PNG inline)."""
+    return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")

@@ -28,6 +28,14 @@ def labels_landing(state: GovernanceState) -> Path:
     return state.home_path() / "landing" / "labels"
 
 
+def labelled_files(state: GovernanceState) -> list[Path]:
+    """The labelled files in landing/labels, by name."""
+    landing = labels_landing(state)
+    return (
+        sorted(p for p in landing.glob("*") if p.suffix in LABEL_SUFFIXES and p.is_file()) if landing.is_dir() else []
+    )
+
+
 def _latest_traffic(state: GovernanceState) -> pd.DataFrame | None:
     """The most recent day of production traffic, if the monitoring group has built one."""
     days = sorted((state.home_path() / "warehouse" / "monitoring" / "traffic").glob("*.parquet"))
@@ -76,10 +84,7 @@ def iteration_labeled_scenario(context: dg.AssetExecutionContext, state: Governa
     the HELM scenario governance_labeled (a plugin of this package) that the evaluation plan can include."""
     folder = state.home_path().joinpath(*DATASET)
     consumed = labeling.consumed_sources(folder)
-    landing = labels_landing(state)
-    files = (
-        sorted(p for p in landing.glob("*") if p.suffix in LABEL_SUFFIXES and p.is_file()) if landing.is_dir() else []
-    )
+    files = labelled_files(state)
     rejected, new_versions = [], 0
     for path in files:
         source = labeling.source_id(path)
@@ -123,10 +128,7 @@ build_labeled_scenario = dg.define_asset_job(
 )
 def labels_landing_sensor(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
     """Lists new labelled files and requests a run for them; parsing happens in the run."""
-    landing = labels_landing(state)
-    files = (
-        sorted(p for p in landing.glob("*") if p.suffix in LABEL_SUFFIXES and p.is_file()) if landing.is_dir() else []
-    )
+    files = labelled_files(state)
     consumed = labeling.consumed_sources(state.home_path().joinpath(*DATASET))
     new = [source for source in map(labeling.source_id, files) if source not in consumed]
     if not new:

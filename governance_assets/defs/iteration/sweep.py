@@ -1,6 +1,5 @@
 """The guided sweep: an Optuna study whose trials are real HELM suites of the platform."""
 
-import base64
 import io
 import json
 import os
@@ -10,6 +9,7 @@ import dagster as dg
 import matplotlib
 import optuna
 
+from governance_assets.defs.metadata import embedded_png
 from governance_assets.defs.partitions import OWNERS, helm_suites
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
 from governance_assets.lib.core.code_version import source_digest
@@ -22,14 +22,14 @@ matplotlib.use("Agg")
 SWEEP_KEY = ("iteration", "sweep")
 
 
-def _png(figure_axes: Any) -> dg.MetadataValue:  # type: ignore[type-arg]
-    """An Optuna matplotlib plot embedded in the metadata (Markdown with the PNG inline)."""
+def _png(name: str, figure_axes: Any) -> dg.MetadataValue:  # type: ignore[type-arg]
+    """An Optuna matplotlib plot embedded in the metadata."""
     figure = figure_axes.get_figure() if hasattr(figure_axes, "get_figure") else figure_axes
     buffer = io.BytesIO()
     figure.set_size_inches(8, 4)
     figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     matplotlib.pyplot.close(figure)
-    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
+    return embedded_png(name, buffer.getvalue())
 
 
 def storage_url(state: GovernanceState) -> str:
@@ -140,11 +140,15 @@ def iteration_sweep(
             "best_params": json.dumps(best.params),
             "best_suite": str(best.user_attrs.get("suite")),
             "proposal": dg.MetadataValue.md(proposal),
-            "optimization_history": _png(optuna.visualization.matplotlib.plot_optimization_history(study)),
+            "optimization_history": _png(
+                "optimization history", optuna.visualization.matplotlib.plot_optimization_history(study)
+            ),
         }
         if len(completed) >= 2 and len(settings.search_space) >= 1:
             try:
-                metadata["param_importances"] = _png(optuna.visualization.matplotlib.plot_param_importances(study))
+                metadata["param_importances"] = _png(
+                    "parameter importances", optuna.visualization.matplotlib.plot_param_importances(study)
+                )
             except (RuntimeError, ValueError) as error:  # e.g. every trial scored the same
                 metadata["param_importances"] = f"not computed: {error}"
     return dg.MaterializeResult(metadata=metadata)

@@ -1,7 +1,6 @@
 """Production monitoring: daily traffic, its reference profile, traffic drift, evaluation drift
 between suites, and metric trends with change detection."""
 
-import base64
 import json
 from typing import Any
 
@@ -11,7 +10,7 @@ import pyarrow as pa
 
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.helm.inputs import earlier_suites
-from governance_assets.defs.metadata import md_table
+from governance_assets.defs.metadata import embedded_png, md_table
 from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib.core.code_version import source_digest
@@ -454,11 +453,6 @@ def kpi_series(warehouse: Warehouse) -> dict[str, tuple[list[str], list[float]]]
     return series
 
 
-def _embedded_png(name: str, png: bytes) -> dg.MetadataValue:  # type: ignore[type-arg]
-    """A plot shown in the asset's metadata (Markdown with the PNG inline)."""
-    return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
-
-
 @dg.asset(
     key=dg.AssetKey(list(TRENDS_KEY)),
     group_name="monitoring",
@@ -518,7 +512,7 @@ def trends(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: Ml
                 md_table(summary, ["series", "points", "latest", "change_points", "latest_flagged"])
             ),
             "plots": dg.MetadataValue.path(str(plot_folder)),
-            **{f"plot/{name}": _embedded_png(name, png) for name, png in flagged_plots.items()},
+            **{f"plot/{name}": embedded_png(name, png) for name, png in flagged_plots.items()},
             **{f"latest/{name}": dg.MetadataValue.float(value) for name, value in latest.items()},
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
         }

@@ -238,12 +238,18 @@ def read_labels(path: Path) -> LabelBatch:
     return LabelBatch(list(accepted.values()), rejected)
 
 
+def _manifest(folder: Path) -> dict[str, Any]:
+    """The dataset's manifest: each version's source, item count and content hash."""
+    path = folder / "manifest.json"
+    manifest: dict[str, Any] = json.loads(path.read_text("utf-8")) if path.exists() else {"versions": []}
+    return manifest
+
+
 def add_to_dataset(folder: Path, batch: LabelBatch, source: str) -> tuple[int, bool]:
     """Merge accepted labels into the dataset's latest version and write the next version
     (`v<N>.jsonl`, the previous ones kept) when anything changed; the manifest records each
     version's sources and content hash. Returns the latest version and whether it is new."""
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text("utf-8")) if manifest_path.exists() else {"versions": []}
+    manifest = _manifest(folder)
     latest = latest_version(folder)
     items: dict[str, dict[str, str]] = {}
     if latest:
@@ -260,14 +266,13 @@ def add_to_dataset(folder: Path, batch: LabelBatch, source: str) -> tuple[int, b
     manifest["versions"].append(
         {"version": version, "source": source, "items": len(items), "sha256": hashlib.sha256(body.encode()).hexdigest()}
     )
-    write_text_atomic(manifest_path, json.dumps(manifest, indent=2))
+    write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=2))
     return version, True
 
 
 def latest_version(folder: Path) -> int:
     """The dataset's latest version (0 when nothing was labelled yet)."""
-    manifest_path = folder / "manifest.json"
-    return len(json.loads(manifest_path.read_text("utf-8"))["versions"]) if manifest_path.exists() else 0
+    return len(_manifest(folder)["versions"])
 
 
 def labelled_instances(folder: Path, version: int) -> list[dict[str, str]]:
@@ -277,10 +282,7 @@ def labelled_instances(folder: Path, version: int) -> list[dict[str, str]]:
 
 def consumed_sources(folder: Path) -> set[str]:
     """Sources (file name and digest) already merged into the dataset."""
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.exists():
-        return set()
-    return {str(entry["source"]) for entry in json.loads(manifest_path.read_text("utf-8"))["versions"]}
+    return {str(entry["source"]) for entry in _manifest(folder)["versions"]}
 
 
 def source_id(path: Path) -> str:

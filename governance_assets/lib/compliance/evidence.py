@@ -118,7 +118,7 @@ def bias_fairness_table(
     """Every row of `compliance/bias_fairness` for one suite (see BIAS_FAIRNESS_COLUMNS)."""
     bias = fairness.bias_metrics(run_stats, instance_stats)
     outcomes = fairness.instance_outcomes(instance_stats, settings.fairness_metrics)
-    gaps = fairness.perturbation_gaps(outcomes, settings.confidence, settings.correction, settings.seed)
+    gaps = fairness.perturbation_gaps(outcomes, settings.confidence, settings.correction)
     groups, _ = fairness.group_fairness_table(
         outcomes, settings.confidence, settings.bootstrap_resamples, settings.seed, settings.min_group_size
     )

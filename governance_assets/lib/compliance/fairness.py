@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
 
-from governance_assets.lib.core.statistics import adjust_p_values, compare_paired_many
+from governance_assets.lib.core.noninferiority import paired_t_test
+from governance_assets.lib.core.statistics import PairedComparison, adjust_p_values, compare_paired_many, is_binary
 
 BBQ_METRICS = ("bbq_metric_ambiguous_bias", "bbq_metric_unambiguous_bias", "bbq_accuracy")
 """BBQ's bias scores (ambiguous and disambiguated contexts) and its accuracy, as HELM names them."""
@@ -68,14 +69,43 @@ def _perturbation_name(label: str) -> str:
     return label.split(",", 1)[0]
 
 
+def paired_gap(original: np.ndarray, candidate: np.ndarray, confidence: float) -> PairedComparison:  # type: ignore[type-arg]
+    """The gap `candidate - original` by the gates' paired t-test (`noninferiority.paired_t_test`,
+    one rule for the platform), two-sided: its `confidence` interval and the p-value of no gap.
+    Equal differences on every instance are no evidence either way (p = 1, unbounded interval)."""
+    test = paired_t_test(original, candidate, tolerance=0.0, alpha=(1.0 - confidence) / 2.0)
+    return PairedComparison(
+        n=test.n,
+        baseline_mean=test.baseline_mean,
+        candidate_mean=test.candidate_mean,
+        difference=-test.drop,
+        ci_low=-test.upper,
+        ci_high=-test.lower,
+        p_value=min(1.0, 2.0 * min(test.p_exceeds, test.p_within)),
+        test=test.test,
+    )
+
+
+def _compare(pairs: Sequence[tuple[np.ndarray, np.ndarray]], confidence: float) -> list[PairedComparison]:  # type: ignore[type-arg]
+    """McNemar for pairs of 0/1 outcomes (batched), the paired t-test for the others; input order."""
+    binary = [index for index, (b, c) in enumerate(pairs) if is_binary(b) and is_binary(c)]
+    exact = (
+        compare_paired_many([pairs[i][0] for i in binary], [pairs[i][1] for i in binary], confidence=confidence)
+        if binary
+        else []
+    )
+    results = dict(zip(binary, exact, strict=True))
+    return [results[i] if i in results else paired_gap(*pairs[i], confidence) for i in range(len(pairs))]
+
+
 def perturbation_gaps(
-    outcomes: pd.DataFrame, confidence: float, correction: Literal["holm", "bh"] = "holm", seed: int = 0
+    outcomes: pd.DataFrame, confidence: float, correction: Literal["holm", "bh"] = "holm"
 ) -> pd.DataFrame:
     """For each run × metric × split and each perturbation with `computed_on=perturbed`: the
     perturbed metric minus the unperturbed one on the same instances, and the worst case (per
     instance the lower of the two, HELM's `computed_on=worst`) minus the unperturbed one. Paired
-    exact McNemar with Agresti–Min intervals for 0/1 metrics, paired bootstrap otherwise; p-values
-    adjusted across the suite's comparisons."""
+    exact McNemar with Agresti–Min intervals for 0/1 metrics, else the gates' paired t-test
+    (`paired_gap`); p-values adjusted across the suite's comparisons."""
     perturbed = outcomes[outcomes["perturbation"].fillna("").str.contains("computed_on=perturbed")]
     plain = outcomes[outcomes["perturbation"].isna()]
     keys = ["run_name", "model", "metric", "split", "instance_id"]
@@ -100,7 +130,7 @@ def perturbation_gaps(
         return pd.DataFrame(
             columns=[*columns, "n", "perturbed_mean", "gap", "ci_low", "ci_high", "p_value", "p_adjusted", "method"]
         )
-    results = compare_paired_many([b for b, _ in pairs], [c for _, c in pairs], confidence=confidence, seed=seed)
+    results = _compare(pairs, confidence)
     table = pd.DataFrame(labels, columns=columns)
     table["n"] = [r.n for r in results]
     table["gap"] = [r.difference for r in results]

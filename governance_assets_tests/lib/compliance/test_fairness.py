@@ -230,3 +230,66 @@ def test_classification_rows_for_a_two_label_task_with_groups(safety: SuiteTable
     y_pred = (predictions["completion"].str.strip() == "Even").astype(int)
     assert odds == pytest.approx(equalized_odds_difference(y_true, y_pred, sensitive_features=predictions["sub_split"]))
     assert set(rows[rows["metric"] == "true_positive_rate"]["group"]) == {"a", "b"}
+
+
+def _continuous_outcomes(runs: int, instances: int, shift: float, seed: int) -> pd.DataFrame:
+    """Per run, a non-0/1 metric on `instances` instances, unperturbed and typo-perturbed (shifted
+    by `shift` plus noise), in `instance_outcomes`' shape."""
+    generator = np.random.default_rng(seed)
+    frames = []
+    for run in range(runs):
+        original = generator.normal(0.6, 0.2, instances)
+        perturbed = original + shift + generator.normal(0.0, 0.1, instances)
+        for label, values in ((None, original), ("typos,computed_on=perturbed,prob=0.1", perturbed)):
+            frames.append(
+                pd.DataFrame(
+                    {"run_name": f"run{run:03d}", "model": "m", "metric": "f1_score", "split": "test",
+                     "sub_split": None, "perturbation": label, "instance_id": [f"id{i}" for i in range(instances)],
+                     "value": values}
+                )
+            )  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_non_binary_gap_is_the_gates_paired_t_test_and_equals_scipy() -> None:
+    from scipy import stats
+
+    outcomes = _continuous_outcomes(runs=3, instances=40, shift=-0.05, seed=11)
+    gaps = fairness.perturbation_gaps(outcomes, confidence=0.9)
+    assert len(gaps) == 6 and set(gaps["method"]) == {"paired_t"}  # noninferiority.paired_t_test's name
+    for row in gaps.itertuples():
+        run = outcomes[outcomes["run_name"] == row.run_name]
+        original = run.loc[run["perturbation"].isna(), "value"].to_numpy()
+        perturbed = run.loc[run["perturbation"].notna(), "value"].to_numpy()
+        candidate = perturbed if row.computed_on == "perturbed" else np.minimum(original, perturbed)
+        reference = stats.ttest_rel(candidate, original)
+        low, high = reference.confidence_interval(confidence_level=0.9)
+        assert row.n == 40 and row.gap == pytest.approx(np.mean(candidate - original), abs=1e-12)
+        assert row.p_value == pytest.approx(reference.pvalue, rel=1e-9)
+        assert (row.ci_low, row.ci_high) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
+    p_values = gaps["p_value"].to_numpy()
+    assert gaps["p_adjusted"].to_numpy() == pytest.approx(
+        np.minimum(1.0, np.maximum.accumulate(np.sort(p_values) * np.arange(6, 0, -1)))[
+            np.argsort(np.argsort(p_values))
+        ]
+    )
+
+
+def test_a_gap_without_variation_is_no_evidence_as_at_the_gates() -> None:
+    outcomes = _continuous_outcomes(runs=1, instances=10, shift=0.0, seed=3)
+    plain = outcomes["perturbation"].isna()
+    outcomes.loc[~plain, "value"] = outcomes.loc[plain, "value"].to_numpy() - 0.25  # the same drop everywhere
+    gaps = fairness.perturbation_gaps(outcomes, confidence=0.95)
+    perturbed = gaps[gaps["computed_on"] == "perturbed"].iloc[0]
+    assert perturbed["gap"] == pytest.approx(-0.25) and perturbed["p_value"] == 1.0
+    assert (perturbed["ci_low"], perturbed["ci_high"]) == (-np.inf, np.inf)
+
+
+def test_the_gap_test_holds_its_false_alarm_rate_without_a_gap() -> None:
+    """Simulation: no true gap, 600 runs of 25 instances; p <= 0.05 in at most 5% (+ noise)."""
+    gaps = fairness.perturbation_gaps(_continuous_outcomes(runs=600, instances=25, shift=0.0, seed=5), 0.95)
+    perturbed = gaps[gaps["computed_on"] == "perturbed"]
+    rate = float((perturbed["p_value"] <= 0.05).mean())
+    assert len(perturbed) == 600 and rate <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / 600), rate
+    covered = float(((perturbed["ci_low"] <= 0.0) & (perturbed["ci_high"] >= 0.0)).mean())
+    assert covered >= 0.95 - 2.5 * np.sqrt(0.05 * 0.95 / 600), covered

@@ -89,8 +89,8 @@ class LineageSettings(_Strict):
     openlineage_api_key_env: str | None = "OPENLINEAGE_API_KEY"
 
 
-class DatabaseTrafficSource(_Strict):
-    """A database table of traffic rows (integer primary key `id`), read in `id` order."""
+class DatabaseSource(_Strict):
+    """A database table of rows (integer primary key `id`, append-only), read in `id` order."""
 
     url_env: Annotated[str, Field(min_length=1)]
     """Environment variable holding the SQLAlchemy URL (it may carry a password: never logged)."""
@@ -98,10 +98,11 @@ class DatabaseTrafficSource(_Strict):
     batch_rows: Annotated[int, Field(gt=0)] = 100_000
 
 
-class TrafficSettings(_Strict):
-    """Where production traffic arrives: files in GOVERNANCE_HOME/landing/traffic and, optionally, a table."""
+class IntakeSettings(_Strict):
+    """Where rows arrive: files in a landing folder (GOVERNANCE_HOME/landing/traffic or
+    landing/feedback) and, optionally, a database table."""
 
-    database: DatabaseTrafficSource | None = None
+    database: DatabaseSource | None = None
     max_sources_per_tick: Annotated[int, Field(gt=0)] = 20
     """Landing files (or database batches) the sensor stages per tick; the rest wait for the next."""
 
@@ -191,7 +192,7 @@ class MonitoringSettings(_Strict):
     start_date: date = date(2026, 1, 1)
     """The earliest UTC day of traffic accepted (earlier rows are quarantined); the daily partitions
     are the days that have traffic, added as they land."""
-    traffic: TrafficSettings = TrafficSettings()
+    traffic: IntakeSettings = IntakeSettings()
     reference: ReferenceSettings = ReferenceSettings()
     drift: DriftSettings = DriftSettings()
     eval_drift: EvalDriftSettings = EvalDriftSettings()
@@ -308,6 +309,8 @@ class FeedbackSettings(_Strict):
     """The production feedback loop: A/B tests over traffic and user feedback, online evaluation,
     champion/challenger through the model registry."""
 
+    intake: IntakeSettings = IntakeSettings()
+    """Where feedback arrives besides GOVERNANCE_HOME/landing/feedback: a database table, staged as traffic is."""
     experiments: list[Experiment] = []
     online_eval: OnlineEvalSettings = OnlineEvalSettings()
     registry: RegistrySettings = RegistrySettings()

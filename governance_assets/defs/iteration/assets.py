@@ -1,6 +1,7 @@
 """Iteration plans: what to do next for a suite, ranked, with what each step costs."""
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -13,6 +14,7 @@ from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import POLICY, GovernanceState, MlflowTracking
 from governance_assets.lib.core.mlflow_record import log_report, run_url
 from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.gates.base import SuiteTables
 from governance_assets.lib.gates.evaluation import read_frame
 from governance_assets.lib.helm import tidy
 from governance_assets.lib.iteration.plan import (
@@ -31,6 +33,7 @@ from governance_assets.lib.iteration.render import COLUMNS, plan_html, plan_mark
 from governance_assets.lib.iteration.sample_size import (
     Design,
     designs_to_decide,
+    instances_available,
     paired_trial_drops,
     variance_components,
 )
@@ -54,6 +57,7 @@ PLAN_SCHEMA = pa.schema(
         ("instances", pa.int64()),
         ("model_calls", pa.int64()),
         ("evaluation_plan", pa.string()),
+        ("instances_available", pa.int64()),
     ]
 )
 SWEEP_TRIALS = 8
@@ -83,6 +87,12 @@ def _designs(state: GovernanceState, suite: str, candidate: pd.DataFrame) -> Any
         )
 
     return designs
+
+
+def _available(tables: SuiteTables) -> Callable[[Mapping[str, Any]], int | None]:
+    """The available callback of the plan: what each run's scenario has, from the instances HELM drew."""
+    sizes = instances_available(tables.runs, tables.instance_stats)
+    return lambda comparison: sizes.get((str(comparison["run_name"]), comparison.get("split")))
 
 
 def _latest(state: GovernanceState, key: tuple[str, str]) -> tuple[pd.DataFrame | None, str]:
@@ -127,6 +137,7 @@ def iteration_plan(
             SWEEP_TRIALS,
             links,
             _designs(state, suite, tables.instance_stats),
+            _available(tables),
         )
         slices, fairness = warehouse.read(SLICES_KEY, suite), warehouse.read(FAIRNESS_KEY, suite)
         items = items_from_verdicts(verdicts.to_pylist(), plan_context)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from governance_assets.lib.iteration.sample_size import Design
+from governance_assets.lib.iteration.sample_size import Design, decidable_tolerance
 
 KIND_ORDER = (
     "failed gate",
@@ -59,6 +59,8 @@ class PlanItem:
     model_calls: int
     evaluation_plan: Mapping[str, int] = field(default_factory=dict)
     """For "evaluate more" items: the evaluation-plan settings that would decide the comparison."""
+    instances_available: int | None = None
+    """For inconclusive comparisons: the most instances the scenario has (None: not known)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class PlanContext:
     """Where the verdicts are: asset key and MLflow run id."""
     designs: Callable[[Mapping[str, Any]], list[Design]] = lambda comparison: []
     """Designs that decide an inconclusive comparison (its evidence row), cheapest first."""
+    available: Callable[[Mapping[str, Any]], int | None] = lambda comparison: None
+    """The most instances a comparison (its evidence row) can have: what its scenario has."""
 
 
 def _evidence(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -105,39 +109,70 @@ def _regression_item(verdict: Mapping[str, Any], row: Mapping[str, Any], context
             calls,
         )
     if row["status"] == "inconclusive":
-        # Tango's test (0/1 outcomes, one trial) sized itself; trials only matter for the paired t-test.
-        designs = context.designs(row) if row.get("test") == "paired_t" else []
-        if designs:
-            best = designs[0]
-            plan = {"max_eval_instances": best.instances, "num_train_trials": best.trials}
-            extra = max(0, best.instances - int(row["n"]))
-            action = f"evaluate {best.instances} instances × {best.trials} train trials (max_eval_instances={best.instances}, num_train_trials={best.trials})"
-            cost = (extra, best.model_calls - int(row["n"]) * int(row.get("trials") or 1))
-        else:
-            needed = row.get("instances_needed")
-            plan = {"max_eval_instances": int(needed)} if needed else {}
-            extra = max(0, int(needed) - int(row["n"])) if needed else 0
-            action = (
-                f"evaluate {needed} instances (max_eval_instances={needed})"
-                if needed
-                else "the drop sits on the tolerance: change the tolerance or accept the risk in a waiver"
-            )
-            cost = (extra, extra * context.num_train_trials)
-        return PlanItem(
-            "inconclusive comparison",
-            str(verdict["model"]),
-            bool(verdict["blocks_release"]),
-            f"{where}: the data cannot tell whether the drop is within {tolerance} ({verdict['gate']})",
-            evidence,
-            action,
-            None,
-            None,
-            None,
-            cost[0],
-            max(0, cost[1]),
-            plan,
-        )
+        return _inconclusive_item(verdict, row, context, where, evidence, tolerance)
     return None
+
+
+def _inconclusive_item(
+    verdict: Mapping[str, Any],
+    row: Mapping[str, Any],
+    context: PlanContext,
+    where: str,
+    evidence: str,
+    tolerance: float,
+) -> PlanItem:
+    """More instances (and trials) that decide the comparison, at most as many as the scenario has;
+    if even all of them cannot, say so and what else would decide it."""
+    n, trials = int(row["n"]), int(row.get("trials") or 1)
+    available = context.available(row)
+    # Tango's test (0/1 outcomes, one trial) sized itself; trials only matter for the paired t-test.
+    designs = context.designs(row) if row.get("test") == "paired_t" else []
+    needed = min(d.instances for d in designs) if designs else row.get("instances_needed")
+    fits = [d for d in designs if available is None or d.instances <= available]
+    plan: dict[str, int] = {}
+    if fits:
+        best = fits[0]
+        plan = {"max_eval_instances": best.instances, "num_train_trials": best.trials}
+        action = f"evaluate {best.instances} instances × {best.trials} train trials (max_eval_instances={best.instances}, num_train_trials={best.trials})"
+        if best is not designs[0]:
+            action += f"; cheaper designs need more than the {available} instances the scenario has"
+        cost = (max(0, best.instances - n), best.model_calls - n * trials)
+    elif needed and available is not None and int(needed) > available:
+        looser = decidable_tolerance(float(row["drop"]), tolerance, int(needed), available)
+        trial_note = (
+            f"not even with {max(d.trials for d in designs)} train trials"
+            if len({d.trials for d in designs}) > 1
+            else "more train trials (num_train_trials) help only if the instances' answers vary between trials, "
+            "which one trial per instance cannot show"
+        )
+        action = (
+            f"even all {available} instances the scenario has cannot decide at tolerance {tolerance} "
+            f"({needed} needed; {trial_note}): a tolerance of about {looser:.3f} would be decidable with all of "
+            "them, or evaluate a larger scenario of the same skill"
+        )
+        cost = (max(0, available - n), max(0, available - n) * trials)
+    elif needed:
+        plan = {"max_eval_instances": int(needed)}
+        action = f"evaluate {needed} instances (max_eval_instances={needed})"
+        cost = (max(0, int(needed) - n), max(0, int(needed) - n) * context.num_train_trials)
+    else:
+        action = "the drop sits on the tolerance: change the tolerance or accept the risk in a waiver"
+        cost = (0, 0)
+    return PlanItem(
+        "inconclusive comparison",
+        str(verdict["model"]),
+        bool(verdict["blocks_release"]),
+        f"{where}: the data cannot tell whether the drop is within {tolerance} ({verdict['gate']})",
+        evidence,
+        action,
+        None,
+        None,
+        None,
+        cost[0],
+        max(0, cost[1]),
+        plan,
+        available,
+    )
 
 
 def _other_item(verdict: Mapping[str, Any], row: Mapping[str, Any], context: PlanContext) -> PlanItem | None:

@@ -7,12 +7,21 @@ The gate averages an instance's train trials and runs the paired t-test on the i
 from the comparison's per-trial drops (one-way random-effects ANOVA, the method of moments), and
 each design (n instances × T trials) is sized with `instances_to_decide`; its cost is n·T model
 calls per run. With one trial per instance the parts cannot be told apart and only the number
-of instances is planned. Pure numpy and pandas: no Dagster, no I/O.
+of instances is planned.
+
+A design can only use the instances the scenario has. How many that is comes from the run itself:
+when HELM evaluated fewer instances than `max_eval_instances`, it evaluated all of them; otherwise
+it drew them with `np.random.seed(0); np.random.choice(pool, max_eval_instances, replace=False)`
+(`helm.benchmark.runner.downsample_eval_instances`) from a pool whose instances it had numbered
+`id0, id1, …` in order, so the drawn ids identify the pool's size: the one size whose seeded draw,
+shifted past the train instances, gives exactly these ids. Pure numpy and pandas: no Dagster, no I/O.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +33,12 @@ from governance_assets.lib.core.noninferiority import MarginTest, instances_to_d
 
 TRIAL_OPTIONS = (1, 2, 3, 5)
 """Train-trial counts a plan considers (HELM's `num_train_trials` run expander offers 1 to 5)."""
+HELM_SAMPLE_SEED = 0
+"""The seed of HELM's draw of evaluation instances (`downsample_eval_instances`)."""
+MIN_DRAWN = 5
+"""Fewer drawn instances than this could match a pool of the wrong size by chance: not inferred."""
+MAX_POOL = 20_000
+"""Largest pool size searched (MMLU's largest subject has 1,534 test questions)."""
 
 
 @dataclass(frozen=True)
@@ -109,3 +124,60 @@ def paired_trial_drops(
     joined = base[trials].join(cand[trials], how="inner", lsuffix="_b", rsuffix="_c").dropna()
     drops: np.ndarray = joined.iloc[:, : len(trials)].to_numpy() - joined.iloc[:, len(trials) :].to_numpy()  # type: ignore[type-arg]
     return drops if higher_is_better else -drops
+
+
+def _id_numbers(instance_ids: Sequence[str]) -> tuple[int, ...] | None:
+    """HELM's instance numbers (`id<N>`), sorted and unique; None if an id is not HELM's."""
+    matches = [re.fullmatch(r"id(\d+)", str(value)) for value in set(instance_ids)]
+    return tuple(sorted(int(m.group(1)) for m in matches if m)) if matches and all(matches) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _pool_size(numbers: tuple[int, ...]) -> int | None:
+    observed = np.asarray(numbers)
+    state = np.random.RandomState()  # HELM reseeds numpy's legacy global generator; so do we, privately
+    for size in range(len(numbers), MAX_POOL + 1):
+        state.seed(HELM_SAMPLE_SEED)
+        drawn = np.sort(state.permutation(size)[: len(numbers)])  # what choice(replace=False) takes
+        if observed[0] >= drawn[0] and np.array_equal(drawn + (observed[0] - drawn[0]), observed):
+            return size
+    return None
+
+
+def evaluation_pool(instance_ids: Sequence[str], max_eval_instances: int | None) -> int | None:
+    """How many evaluation instances (all eval splits) the run's scenario has, from the ids HELM
+    evaluated: their count when HELM evaluated fewer than `max_eval_instances` (or had no limit),
+    else the pool size whose seeded draw gives exactly these ids; None when no size up to
+    MAX_POOL does (ids not numbered in order) or fewer than MIN_DRAWN were drawn."""
+    numbers = _id_numbers(instance_ids)
+    if numbers is None:
+        return None
+    if max_eval_instances is None or len(numbers) < max_eval_instances:
+        return len(numbers)
+    return _pool_size(numbers) if len(numbers) >= MIN_DRAWN else None
+
+
+def instances_available(runs: pd.DataFrame, instance_stats: pd.DataFrame) -> dict[tuple[str, str | None], int]:
+    """Per run and split, the most paired instances any evaluation of the run can have: the split's
+    evaluated count when HELM evaluated the whole scenario, else the evaluation pool (an upper bound
+    on any split); with split None, the pool. Runs whose pool cannot be told are left out."""
+    plain = instance_stats[instance_stats["perturbation"].isna()]
+    limits = dict(zip(runs["run_name"], runs["max_eval_instances"], strict=True))
+    available: dict[tuple[str, str | None], int] = {}
+    for run, rows in plain.groupby("run_name", observed=True, sort=True):
+        limit = limits.get(run)
+        pool = evaluation_pool(list(rows["instance_id"]), None if pd.isna(limit) else int(limit))
+        if pool is None:
+            continue
+        exhausted = pool == rows["instance_id"].nunique()
+        available[(str(run), None)] = pool
+        for split, ids in rows.groupby("split", observed=True)["instance_id"]:
+            available[(str(run), str(split))] = int(ids.nunique()) if exhausted else pool
+    return available
+
+
+def decidable_tolerance(drop: float, tolerance: float, needed: int, available: int) -> float:
+    """About the tolerance that `available` instances decide at the same power: the needed count
+    grows as 1 / (tolerance - drop)², so the margin widens by √(needed / available)."""
+    margin = abs(tolerance - drop) * math.sqrt(needed / available)
+    return drop + margin if tolerance >= drop else drop - margin

@@ -1,6 +1,7 @@
 """The iteration plan from real gate verdicts (MMLU, one model degraded) and its ranking rule."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,12 @@ from governance_assets.lib.iteration.plan import (
     needed_evaluation_plan,
     rank,
 )
-from governance_assets.lib.iteration.sample_size import designs_to_decide, paired_trial_drops, variance_components
+from governance_assets.lib.iteration.sample_size import (
+    designs_to_decide,
+    instances_available,
+    paired_trial_drops,
+    variance_components,
+)
 from governance_assets_tests.conftest import MMLU_ROOT, copy_suite
 
 DEGRADED = "groq_llama3-8b-8192"
@@ -205,3 +211,32 @@ def test_drift_trend_changes_and_guardrail_harm_become_items() -> None:
     assert harm.kind == "production feedback" and "flagged" in harm.problem
     ranked = rank([harm, change, drifted])
     assert [row["kind"] for row in ranked] == ["drift", "trend change", "production feedback"]
+
+
+def test_sizes_are_capped_at_what_each_mmlu_subject_has(judged: dict) -> None:
+    """With the pools HELM drew the MMLU instances from, no design asks for more instances than a
+    subject has; a comparison that even all of them cannot decide says so, with no evaluation plan."""
+    sizes = instances_available(judged["current"].runs, judged["current"].instance_stats)
+    context = replace(judged["context"], available=lambda row: sizes.get((row["run_name"], row["split"])))
+    inconclusive = [
+        row for row in rank(items_from_verdicts(judged["rows"], context)) if row["kind"] == "inconclusive comparison"
+    ]
+    uncapped = {
+        (row["model"], row["problem"]): row
+        for row in rank(items_from_verdicts(judged["rows"], judged["context"]))
+        if row["kind"] == "inconclusive comparison"
+    }
+    assert inconclusive and all(row["instances_available"] in (111, 345) for row in inconclusive)
+    undecidable = [row for row in inconclusive if not row["evaluation_plan"]]
+    assert undecidable, "the default tolerance 0.02 needs more than a 111-question subject has"
+    for row in inconclusive:
+        before = uncapped[(row["model"], row["problem"])]["evaluation_plan"]["max_eval_instances"]
+        if row["evaluation_plan"]:
+            assert row["evaluation_plan"]["max_eval_instances"] <= row["instances_available"]
+        else:
+            assert before > row["instances_available"]
+            assert f"even all {row['instances_available']} instances" in row["action"]
+            assert f"({before} needed" in row["action"] and "a tolerance of about" in row["action"]
+            assert row["instances"] == row["instances_available"] - 17  # the rest of the pool, beyond the 17 judged
+    plan = needed_evaluation_plan(rank(items_from_verdicts(judged["rows"], context)))
+    assert not plan or plan["max_eval_instances"] <= 345

@@ -8,17 +8,17 @@ fails is reported in its skip reason (password hidden) and asked again at the ne
 never holds up the landing files, which another sensor watches."""
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
+from governance_assets.defs.database_source import SourceConfig, database_tick
 from governance_assets.defs.jobs import monitor_traffic
 from governance_assets.defs.monitoring.staging import stage_traffic
 from governance_assets.defs.partitions import TRAFFIC_DAYS, TRAFFIC_DAYS_NAME
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY, TrafficDatabaseError, newest_table_id
+from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY
 from governance_assets.lib.monitoring.traffic_intake import StagedSource, staged_sources
 
 
@@ -136,26 +136,10 @@ def traffic_database(context: dg.SensorEvaluationContext, state: GovernanceState
     """One small query (the newest `id`) per tick; the rows are read by the staging runs. The cursor
     is the newest `id` requested so far."""
     settings = state.policy().monitoring.traffic
-    database = settings.database
-    if database is None:
-        return dg.SensorResult(skip_reason="the policy names no traffic database (monitoring.traffic.database)")
-    url = os.environ.get(database.url_env)
-    if not url:
-        return dg.SensorResult(skip_reason=f"traffic table {database.table}: {database.url_env} is not set")
-    try:
-        newest = newest_table_id(url, database.table)
-    except TrafficDatabaseError as error:
-        context.log.warning(f"traffic database unreadable, asked again next tick: {error}")
-        return dg.SensorResult(skip_reason=f"traffic database unreadable, asked again next tick: {error}")
-    after = int(context.cursor or 0)
-    run_requests: list[dg.RunRequest] = []
-    while after < newest and len(run_requests) < settings.max_sources_per_tick:
-        up_to = min(after + database.batch_rows, newest)
-        source: dict[str, str | int] = {"table": database.table, "after_id": after, "up_to_id": up_to}
-        run_requests.append(stage_request(f"stage:db-{database.table}-{after + 1}-{up_to}", source))
-        after = up_to
-    return dg.SensorResult(
-        run_requests=run_requests,
-        cursor=str(after),
-        skip_reason=None if run_requests else f"no new rows in {database.table} (newest id {newest})",
+
+    def request(first_id: int, last_id: int, source: SourceConfig) -> dg.RunRequest:
+        return stage_request(f"stage:db-{source['table']}-{first_id}-{last_id}", source)
+
+    return database_tick(
+        context, settings.database, "traffic", "monitoring.traffic.database", settings.max_sources_per_tick, request
     )

@@ -1,17 +1,17 @@
 """Staging traffic sources in runs (never in a sensor tick): each landing file or database batch is
 parsed, validated and split by day by one `stage_traffic` run, which Dagster retries and shows."""
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
+from governance_assets.defs.database_source import read_range
 from governance_assets.defs.resources import GovernanceState
-from governance_assets.lib.monitoring.traffic import TrafficDatabaseError, read_landing_file, read_table_rows
+from governance_assets.lib.core.database import database_source_id
+from governance_assets.lib.monitoring.traffic import read_landing_file, read_table_rows
 from governance_assets.lib.monitoring.traffic_intake import (
     StagedSource,
-    database_source_id,
     file_source_id,
     stage_source,
 )
@@ -41,17 +41,9 @@ def _stage(state: GovernanceState, config: TrafficSourceConfig) -> StagedSource:
             raise dg.Failure(description=f"{path} is not in the landing folder {state.traffic_landing_path()}")
         source_id = file_source_id(path)
         return stage_source(staging, source_id, read_landing_file(path), first_day, last_day)[0]
-    settings = policy.monitoring.traffic.database
-    if settings is None or settings.table != config.table:
-        raise dg.Failure(description=f"table {config.table!r} is not the policy's traffic database table")
-    url = os.environ.get(settings.url_env)
-    if not url:
-        raise dg.Failure(description=f"traffic table {settings.table}: {settings.url_env} is not set")
-    try:
-        batch = read_table_rows(url, settings.table, config.after_id, config.up_to_id)
-    except TrafficDatabaseError as error:
-        raise dg.Failure(description=f"traffic database unreadable (retried): {error}") from None
-    source_id = database_source_id(settings.table, config.after_id + 1, config.up_to_id)
+    database = policy.monitoring.traffic.database
+    batch = read_range(database, "traffic", config.table, config.after_id, config.up_to_id, read_table_rows)
+    source_id = database_source_id(config.table, config.after_id + 1, config.up_to_id)
     return stage_source(staging, source_id, batch, first_day, last_day)[0]
 
 

@@ -51,7 +51,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,8 +69,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pj
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 
+from governance_assets.lib.core.database import read_id_range
 from governance_assets.lib.core.storage import atomic_path
 
 TRAFFIC_SCHEMA = pa.schema(
@@ -119,7 +118,6 @@ _MISSING: Any = object()  # a JSON key that is absent
 _BLOCK_BYTES = 4 << 20  # JSON Lines are read in blocks of about this size (whole lines)
 _WORKERS = 2  # blocks the fast reader parses at once (mostly in pyarrow and numpy, without the GIL)
 _BACKOFF = 16  # most blocks the fast reader skips after refusing one
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
 _AWARE = f"^{_TIME}(Z|z|[+-]\\d{{2}}(:?\\d{{2}})?)$"
 _NAIVE = "^\\d{4}-\\d{2}-\\d{2}([T ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?)?$"
@@ -824,88 +822,19 @@ def _read_parquet(path: Path, source: str) -> ParsedBatch:
     return _finish(source, [_table_part(table, range(1, table.num_rows + 1))], [], lambda _, i: _row_json(table, i))
 
 
-class TrafficDatabaseError(Exception):
-    """The traffic database could not be read; the message never holds the URL's password."""
-
-
-def hidden_url(url: str) -> str:
-    """`url` with its password shown as ``***`` (the text itself when it is not a URL)."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "(not a SQLAlchemy URL)"
-
-
-def _secret_free(url: str, error: BaseException) -> str:
-    """The first line of an error, with the URL and its password replaced by their hidden form."""
-    text = f"{type(error).__name__}: {error}".splitlines()[0]
-    text = text.replace(url, hidden_url(url))
-    try:
-        password = sa.engine.make_url(url).password
-    except sa.exc.ArgumentError:
-        password = None
-    return text.replace(str(password), "***") if password else text
-
-
-def _engine(url: str, table: str) -> sa.Engine:
-    if not _IDENTIFIER.fullmatch(table):
-        raise ValueError(f"table name {table!r} is not a plain SQL identifier")
-    try:
-        return sa.create_engine(url)
-    except (sa.exc.SQLAlchemyError, ValueError, ImportError) as error:  # bad dialect, missing driver, bad URL
-        raise TrafficDatabaseError(f"{hidden_url(url)}: {_secret_free(url, error)}") from None
-
-
-def newest_table_id(url: str, table: str) -> int:
-    """The largest primary key `id` of database `table` (0 when it is empty): one small query.
-
-    Raises TrafficDatabaseError (password hidden) when the database cannot be reached or read, and
-    ValueError when the table name is not a plain identifier."""
-    engine = _engine(url, table)
-    try:
-        with engine.connect() as connection:
-            newest = connection.execute(sa.select(sa.func.max(sa.column("id"))).select_from(sa.table(table))).scalar()
-    except (sa.exc.SQLAlchemyError, ImportError) as error:
-        raise TrafficDatabaseError(f"{hidden_url(url)}#{table}: {_secret_free(url, error)}") from None
-    finally:
-        engine.dispose()
-    return int(newest or 0)
-
-
 def read_table_rows(url: str, table: str, after_id: int, up_to_id: int) -> ParsedBatch:
     """Rows of database `table` whose integer primary key `id` is in (`after_id`, `up_to_id`], by `id`.
 
     A table that lacks `id` or has the wrong columns is a whole-source error in the batch (the
     rows cannot be read until the table is fixed); a database that cannot be reached raises
-    TrafficDatabaseError (password hidden), to be retried. The table name must be a plain
-    identifier (ValueError otherwise); values are bound parameters."""
-    engine = _engine(url, table)
-    source = f"{hidden_url(url)}#{table}"
-    try:
-        reflected = sa.Table(table, sa.MetaData(), autoload_with=engine)
-        names = [c.name for c in reflected.columns if c.name != "id"]
-        if "id" not in reflected.columns:
-            return _failed(source, "no primary key column 'id'")
-        error = _columns_error(names, f"table {table!r} columns")
-        if error:
-            return _failed(source, error)
-        query = (
-            sa.select(reflected)
-            .where(reflected.c.id > sa.bindparam("after_id", after_id, type_=sa.Integer))
-            .where(reflected.c.id <= sa.bindparam("up_to_id", up_to_id, type_=sa.Integer))
-            .order_by(reflected.c.id)
-        )
-        with engine.connect() as connection:
-            records = [dict(r._mapping) for r in connection.execute(query)]
-    except sa.exc.NoSuchTableError:
-        return _failed(source, f"no table {table!r}")
-    except (sa.exc.SQLAlchemyError, ImportError) as error:
-        raise TrafficDatabaseError(f"{source}: {_secret_free(url, error)}") from None
-    finally:
-        engine.dispose()
+    DatabaseUnreadable (password hidden), to be retried (see `lib/core/database.py`)."""
+    rows = read_id_range(url, table, after_id, up_to_id)
+    names, records = rows.columns, rows.records
+    error = rows.error or _columns_error(names, f"table {table!r} columns")
+    if error:
+        return _failed(rows.source, error)
     if not records:
-        return ParsedBatch(source, empty_table(), [], None)
-    ids = [int(r.pop("id")) for r in records]
+        return ParsedBatch(rows.source, empty_table(), [], None)
 
     def column(name: str) -> Callable[[], tuple[pa.Array, Reasons]]:
         def convert() -> tuple[pa.Array, Reasons]:
@@ -916,8 +845,8 @@ def read_table_rows(url: str, table: str, after_id: int, up_to_id: int) -> Parse
 
         return convert
 
-    part = _convert({name: column(name) for name in FIELDS}, ids, {})
-    return _finish(source, [part], [], lambda _, i: json.dumps(records[i], default=str, ensure_ascii=False))
+    part = _convert({name: column(name) for name in FIELDS}, rows.ids, {})
+    return _finish(rows.source, [part], [], lambda _, i: json.dumps(records[i], default=str, ensure_ascii=False))
 
 
 # --- daily partitions and quarantine -----------------------------------------------------------

@@ -87,11 +87,6 @@ def file_source_id(path: Path) -> str:
     return safe_component(f"{path.name}-{digest.hexdigest()}", "source id")
 
 
-def database_source_id(table: str, first_id: int, last_id: int) -> str:
-    """`db-<table>-<first id>-<last id>` for a batch of primary keys."""
-    return safe_component(f"db-{table}-{first_id}-{last_id}", "source id")
-
-
 def read_staged(staging: Path, source_id: str) -> StagedSource | None:
     """The record of a staged source, or None when it has not been staged (completely)."""
     path = staging / safe_component(source_id, "source id") / SOURCE_FILE

@@ -14,14 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from governance_assets.lib.core.database import DatabaseUnreadable, hidden_url, newest_table_id
 from governance_assets.lib.monitoring import traffic
 from governance_assets.lib.monitoring.traffic import (
     TRAFFIC_SCHEMA,
     ParsedBatch,
     QuarantinedRow,
-    TrafficDatabaseError,
-    hidden_url,
-    newest_table_id,
     read_landing_file,
     read_table_rows,
     split_by_day,
@@ -204,10 +202,10 @@ def test_read_table_rows_reads_each_row_once(tmp_path: Path) -> None:
     ],
 )
 def test_database_errors_are_raised_with_the_password_hidden(url: str) -> None:
-    """A database that cannot be reached raises TrafficDatabaseError (the caller retries later);
+    """A database that cannot be reached raises DatabaseUnreadable (the caller retries later);
     neither the message nor its chain holds the password."""
     for read in (lambda: newest_table_id(url, "traffic"), lambda: read_table_rows(url, "traffic", 0, 5)):
-        with pytest.raises(TrafficDatabaseError) as caught:
+        with pytest.raises(DatabaseUnreadable) as caught:
             read()
         assert "s3cret-pw" not in str(caught.value), caught.value
         assert caught.value.__cause__ is None and caught.value.__suppress_context__

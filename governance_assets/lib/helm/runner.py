@@ -25,6 +25,13 @@ PLAN_RECORD = ".governance_plan.json"
 _RUN_STARTED = re.compile(r"Running (.+) \{$")
 _RUN_FAILED = re.compile(r"Error when running (.+):$")
 """HELM's log lines that open a run's block and report its failure."""
+_FAILED_RUNS_LIST = re.compile(r"RunnerError: Failed runs: \[")
+"""HELM's last line when runs failed: their names, not why they failed."""
+_EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*\w*(?:Error|Exception|Timeout)\w*(?::|$)")
+"""The last line of a Python traceback: the exception's (dotted) name, then its message."""
+_QUOTED_REQUEST = " Request: Request("
+RUN_ERROR_LINES = 200
+"""Lines kept after a run's `Error when running …:` (its traceback, then the reason)."""
 
 
 PLANNED_MARKER = ".governance_planned"
@@ -90,13 +97,20 @@ def read_plan_record(suite_dir: Path) -> dict[str, str]:
     return dict(json.loads(path.read_text("utf-8"))) if path.exists() else {}
 
 
-def helm_error_summary(log_tail: Sequence[str]) -> str:
-    """HELM's own error from the end of its log: the last exception line, else the last lines."""
-    for line in reversed(log_tail):
-        stripped = line.strip()
-        if stripped and ("Error" in stripped or "Exception" in stripped) and not stripped.startswith("File "):
-            return stripped
-    return " | ".join(line.strip() for line in list(log_tail)[-3:] if line.strip()) or "no output"
+def helm_error_summary(log_lines: Sequence[str]) -> str:
+    """HELM's reason from its log: the last exception line that says why (the client's HTTP error
+    or timeout), not HELM's closing `RunnerError: Failed runs: [...]`, which only lists the failed
+    runs; the request HELM quotes after the reason (its whole prompt) is left out."""
+    raised = [line.strip() for line in log_lines if _EXCEPTION_LINE.match(line)]
+    mentioned = [
+        line.strip()
+        for line in log_lines
+        if ("Error" in line or "Exception" in line) and not line.strip().startswith(("File ", "raise "))
+    ]
+    reasons = [line for line in raised if not _FAILED_RUNS_LIST.search(line)] or raised or mentioned
+    if reasons:
+        return reasons[-1].split(_QUOTED_REQUEST, 1)[0]
+    return " | ".join(line.strip() for line in list(log_lines)[-3:] if line.strip()) or "no output"
 
 
 def helm_run_command(entries: Sequence[str], suite: str, settings: HelmSettings) -> list[str]:
@@ -181,8 +195,8 @@ def _run_batch(
     before = _snapshot(suite_dir)
     env = {**os.environ, **helm_environment()}
     tail: deque[str] = deque(maxlen=60)
-    run_errors: dict[str, deque[str]] = {}
-    failing: deque[str] | None = None
+    run_errors: dict[str, list[str]] = {}
+    failing: list[str] | None = None
     command = helm_run_command(entries, suite, settings)
     log_path = settings.output_path / "logs" / f"helm-run-{suite}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,12 +222,12 @@ def _run_batch(
                     tail.append(line)
                     failed = _RUN_FAILED.search(line)
                     if failed:
-                        failing = run_errors[failed.group(1)] = deque(maxlen=60)
+                        failing = run_errors[failed.group(1)] = []
                         log(line)
                     elif _RUN_STARTED.search(line):
                         failing = None
                         log(line.strip())
-                    elif failing is not None:
+                    elif failing is not None and len(failing) < RUN_ERROR_LINES:
                         failing.append(line)
             returncode = process.wait()
         produced = _read_produced(produced_path)

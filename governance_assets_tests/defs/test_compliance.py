@@ -85,6 +85,12 @@ def test_compliance_group_on_a_real_perturbation_suite(
     html = (home / "reports" / "compliance" / "probe" / "simple_model1.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     markdown = str(_metadata(result, "compliance/report")["report"].value)
+    for asset in SUITE_ASSETS:  # every compliance table shows its columns and rows in the UI
+        key = asset.key.to_user_string()
+        frame = pd.read_parquet(home / "warehouse" / key / "probe.parquet")
+        metadata = _metadata(result, key)
+        assert [c.name for c in metadata["dagster/column_schema"].value.columns] == list(frame.columns), key  # type: ignore[attr-defined]
+        assert metadata["dagster/row_count"].value == len(frame) > 0, key
     assert "sha256 of compliance/bias_fairness" in markdown and "policy hash" in markdown
     print(markdown.split("## Requirements")[0])
 
@@ -93,6 +99,7 @@ def test_compliance_group_on_a_real_perturbation_suite(
     kinds = {entry["kind"] for entry in entries}
     assert {"policy_change", "report", "waiver"} <= kinds
     assert _checks(first)["ledger_intact"].passed
+    assert _metadata(first, "compliance/audit_log")["dagster/row_count"].value == len(entries)
     again = dg.materialize([compliance_audit_log], resources=resources, instance=instance)
     assert _metadata(again, "compliance/audit_log")["appended"].value == 0
     path = home / "compliance" / "audit_log.jsonl"

@@ -25,7 +25,7 @@ from governance_assets.defs.compliance.assets import (
 from governance_assets.defs.compliance.claims import BIAS_FAIRNESS_KEY
 from governance_assets.defs.gates.assets import DECISION_KEY, VERDICTS_KEY
 from governance_assets.defs.lineage.assets import RECORDS_KEY
-from governance_assets.defs.metadata import md_table
+from governance_assets.defs.metadata import md_table, parquet_table_metadata
 from governance_assets.defs.partitions import OWNERS, suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib.compliance import audit, evidence, report
@@ -251,6 +251,7 @@ def compliance_report(
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id))
             if run_id
             else "",
+            **parquet_table_metadata([state.warehouse().path(REPORT_KEY, suite) for suite in context.partition_keys]),
         }
     )
 
@@ -349,6 +350,7 @@ def compliance_audit_log(context: dg.AssetExecutionContext, state: GovernanceSta
             "appended_by_kind": dg.MetadataValue.json({str(k): int(v) for k, v in kinds.items()}),
             "head": head,
             "ledger": dg.MetadataValue.path(str(path)),
+            "dagster/row_count": after.entries,
         },
         check_results=[
             dg.AssetCheckResult(

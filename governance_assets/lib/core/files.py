@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+NO_LINKS = "(only files and folders inside the output root are read, never through a symbolic link)"
 MAX_FILE_BYTES = 4 * 1024**3
 """The largest HELM file read (4 GiB; a 1,000-instance scenario_state.json is about 100 MB)."""
 
@@ -39,7 +40,7 @@ def _refusal(mode: int) -> str | None:
 
 def _parent_refusal(path: Path) -> str | None:
     if path.parent.is_symlink():
-        return f"its folder {path.parent.name} is a symbolic link (only files inside the output root are read)"
+        return f"its folder {path.parent.name} is a symbolic link {NO_LINKS}"
     return None
 
 
@@ -56,9 +57,7 @@ def read_regular_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         raise
     except OSError as error:
         if path.is_symlink():
-            raise UnreadableFileError(
-                path, "is a symbolic link (only regular files inside the output root are read)"
-            ) from None
+            raise UnreadableFileError(path, f"is a symbolic link {NO_LINKS}") from None
         raise UnreadableFileError(path, f"cannot be opened: {error.strerror}") from None
     try:
         status = os.fstat(descriptor)
@@ -86,7 +85,7 @@ def regular_file_problem(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str | N
     except OSError as error:
         return f"cannot be read: {error.strerror}"
     if stat.S_ISLNK(status.st_mode):
-        return "is a symbolic link (only regular files inside the output root are read)"
+        return f"is a symbolic link {NO_LINKS}"
     return _refusal(status.st_mode) or (
         f"is {status.st_size:,} bytes, over the limit of {max_bytes:,} bytes" if status.st_size > max_bytes else None
     )

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import orjson
 import xxhash
 
-from governance_assets.lib.core.files import UnreadableFileError, read_regular_file
+from governance_assets.lib.core.files import NO_LINKS, UnreadableFileError, read_regular_file
 from governance_assets.lib.core.storage import UnsafePathError, safe_component
 
 REQUIRED_RUN_FILES = (
@@ -69,6 +69,8 @@ class RunFolder:
     fingerprint: str
     """Size and modification time of each of the five files present: changes whenever HELM
     rewrites one of them."""
+    refusal: str | None = None
+    """Why the folder is not read (a symbolic link), or None."""
 
     @property
     def path(self) -> Path:
@@ -76,7 +78,11 @@ class RunFolder:
 
     @property
     def complete(self) -> bool:
-        return not self.missing_files
+        return not self.missing_files and self.refusal is None
+
+
+def _linked(what: str) -> str:
+    return f"the {what} folder is a symbolic link {NO_LINKS}"
 
 
 def discover_suites(roots: Sequence[Path]) -> SuiteDiscovery:
@@ -87,8 +93,14 @@ def discover_suites(roots: Sequence[Path]) -> SuiteDiscovery:
         runs_dir = root / "runs"
         if not runs_dir.is_dir():
             continue
+        if runs_dir.is_symlink():  # its suites are named as refused, never read
+            problems |= {entry.name: f"{runs_dir}: {_linked('runs')}" for entry in runs_dir.iterdir() if entry.is_dir()}
+            continue
         for entry in sorted(runs_dir.iterdir()):
             if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            if entry.is_symlink():
+                problems[entry.name] = f"{entry}: {_linked('suite')}"
                 continue
             try:
                 safe_component(entry.name, "suite name")
@@ -107,10 +119,16 @@ def discover_suites(roots: Sequence[Path]) -> SuiteDiscovery:
 
 
 def list_run_folders(suite_dir: Path) -> list[RunFolder]:
-    """Every run folder of a suite (complete or not), sorted by run name."""
+    """Every run folder of a suite (complete or not), sorted by run name; a run folder that is a
+    symbolic link is listed with its refusal, never read. A linked suite folder is refused."""
+    if suite_dir.is_symlink():
+        raise HelmOutputError(suite_dir, _linked("suite"))
     runs = []
     for entry in sorted(os.scandir(suite_dir), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith(".") or entry.name in SUITE_LEVEL_FOLDERS:
+            continue
+        if entry.is_symlink():
+            runs.append(RunFolder(entry.name, entry.path, (), "", f"{entry.path}: {_linked('run')}"))
             continue
         missing, parts = [], []
         for name in REQUIRED_RUN_FILES:  # the hot path of a re-ingest: plain os calls

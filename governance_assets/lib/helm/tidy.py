@@ -115,6 +115,10 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
     """One row per run folder: completeness, model and scenario from `run_spec.json`.
 
     Rows of `previous` (the last catalogue) whose run files are unchanged are reused."""
+    try:
+        folders = ho.list_run_folders(suite_dir)
+    except ho.HelmOutputError as error:
+        return RunCatalogue(RUNS_SCHEMA.empty_table(), [], [str(error)])
     suite_errors: list[str] = []
     try:
         listed = ho.runs_listed_in_summary(suite_dir)
@@ -122,7 +126,6 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
         suite_errors.append(str(error))
         listed = None
     listed_names = set(listed or ())
-    folders = ho.list_run_folders(suite_dir)
     if not folders:
         suite_errors.append(f"{suite_dir}: suite {suite!r} has no run folders")
     known: dict[str, int] = {}  # run name -> its row in `previous`, reused while its files are unchanged
@@ -152,6 +155,9 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
         }
         order.append((False, len(rows)))
         rows.append(row)
+        if run.refusal is not None:
+            row.update(status="invalid", error=run.refusal)
+            continue
         if not run.complete:
             row["status"] = "incomplete"
             row["error"] = f"{run.location}: missing {', '.join(run.missing_files)}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from governance_assets.lib.core.files import NO_LINKS
 from governance_assets.lib.core.storage import UnsafePathError, safe_component, write_parquet_atomic
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.helm import output as helm_output
@@ -172,3 +173,72 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path) -> None:
         write_parquet_atomic(path, pa.table({"x": pa.array([object()], type=pa.int64())}))  # type: ignore[list-item]
     assert pa.parquet.read_table(path)["x"].to_pylist() == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]
+
+
+def _outside_suite(tmp_path: Path) -> Path:
+    """A real suite of two runs outside every output root, one of its stats marked."""
+    outside = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "elsewhere", "v1", runs=2)
+    stats = _first_run(outside) / "stats.json"
+    stats.write_text(stats.read_text().replace('"mean": 4.0', '"mean": 4.25', 1))
+    return outside
+
+
+def test_a_suite_folder_linked_out_of_the_root_is_refused_by_discovery(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "runs").mkdir(parents=True)
+    (root / "runs" / "linked").symlink_to(_outside_suite(tmp_path), target_is_directory=True)
+    copy_suite(MMLU_ROOT / "runs" / "v1", root, "v2", runs=1)
+    found = helm_output.discover_suites([root])
+    assert sorted(found.suites) == ["v2"]
+    assert found.problems["linked"] == f"{root / 'runs' / 'linked'}: the suite folder is a symbolic link {NO_LINKS}"
+
+
+def test_a_runs_folder_linked_out_of_the_root_is_refused_by_discovery(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "runs").symlink_to(_outside_suite(tmp_path).parent, target_is_directory=True)
+    found = helm_output.discover_suites([root])
+    assert found.suites == {}
+    assert found.problems == {"v1": f"{root / 'runs'}: the runs folder is a symbolic link {NO_LINKS}"}
+
+
+def test_a_suite_folder_given_through_a_link_is_not_ingested(tmp_path: Path) -> None:
+    linked = tmp_path / "root" / "runs" / "v1"
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(_outside_suite(tmp_path), target_is_directory=True)
+    result = tidy.ingest_suite("v1", linked, Warehouse(tmp_path / "warehouse"))
+    assert result.catalogue.table.num_rows == 0
+    assert result.catalogue.suite_errors == [f"{linked}: the suite folder is a symbolic link {NO_LINKS}"]
+    assert all(build.rows == 0 for build in result.builds.values())
+
+
+def test_a_run_folder_linked_out_of_the_suite_is_invalid_and_the_rest_ingests(suite_dir: Path, tmp_path: Path) -> None:
+    outside_run = _first_run(_outside_suite(tmp_path))
+    linked = suite_dir / "zz_linked_run"
+    linked.symlink_to(outside_run, target_is_directory=True)
+    result = tidy.ingest_suite("v1", suite_dir, Warehouse(tmp_path / "warehouse"))
+    rows = {row["run_name"]: row for row in result.catalogue.table.to_pylist()}
+    assert rows["zz_linked_run"]["status"] == "invalid"
+    assert rows["zz_linked_run"]["error"] == f"{linked}: the run folder is a symbolic link {NO_LINKS}"
+    assert [row["status"] for name, row in rows.items() if name != "zz_linked_run"] == ["complete"] * 4
+    for build in result.builds.values():
+        assert "zz_linked_run" not in build.parsed and len(build.parsed) == 4
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_or_device_in_place_of_a_folder_or_file_is_skipped_without_hanging(
+    suite_dir: Path, tmp_path: Path
+) -> None:
+    import os
+
+    os.mkfifo(suite_dir / "a_fifo_run")  # listed as a run folder it would be opened: it must not be
+    (suite_dir / "runs.json").symlink_to("/dev/zero")
+    run = _first_run(suite_dir)
+    (run / "scenario_state.json").unlink()
+    (run / "scenario_state.json").symlink_to("/dev/zero")
+    result = tidy.ingest_suite("v1", suite_dir, Warehouse(tmp_path / "warehouse"))
+    assert result.catalogue.suite_errors == [f"{suite_dir / 'runs.json'}: is a symbolic link {NO_LINKS}"]
+    assert "a_fifo_run" not in result.catalogue.table["run_name"].to_pylist()
+    assert result.builds[tidy.PREDICTIONS.key].errors == {
+        run.name: f"{run / 'scenario_state.json'}: is a symbolic link {NO_LINKS}"
+    }

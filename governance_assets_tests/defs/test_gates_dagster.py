@@ -194,7 +194,10 @@ def test_the_iteration_plan_ranks_the_blocking_failure_first(evaluated: dict[str
     first = plan.iloc[0]
     assert first["rank"] == 1 and first["kind"] == "failed gate" and first["model"] == "groq/llama3-8b-8192"
     inconclusive = plan[plan["kind"] == "inconclusive comparison"]
-    assert len(inconclusive) and all(json.loads(p)["max_eval_instances"] > 17 for p in inconclusive["evaluation_plan"])
+    assert len(inconclusive)
+    for row in inconclusive.to_dict("records"):  # a design that fits the subject, or why none does
+        needed = json.loads(row["evaluation_plan"]).get("max_eval_instances")
+        assert (17 < needed <= row["instances_available"]) if needed else "even all" in row["action"]
     assert (evaluated["home"] / "reports" / "iteration" / "v2.html").exists()
     [event] = [
         e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["iteration", "plan"])
@@ -203,3 +206,15 @@ def test_the_iteration_plan_ranks_the_blocking_failure_first(evaluated: dict[str
     queue = pd.read_json(evaluated["home"] / "iteration" / "labeling" / "v2" / "queue.jsonl", lines=True)
     assert len(queue) and (queue["label"] == "").all()  # exported for labelling
     assert metadata["plan_items"].value == len(plan) and "failed gate" in str(metadata["top_item"].value)
+    # the UI's table facts, as pandas reads the Parquet files written
+    assert metadata["dagster/row_count"].value == len(plan)
+    assert [c.name for c in metadata["dagster/column_schema"].value.columns] == list(plan.columns)
+    [queue_event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["iteration", "labeling_queue"])
+    ]
+    queue_table = pd.read_parquet(evaluated["home"] / "warehouse" / "iteration" / "labeling_queue" / "v2.parquet")
+    queue_metadata = queue_event.materialization.metadata
+    assert queue_metadata["dagster/row_count"].value == len(queue_table) == len(queue)
+    assert [c.name for c in queue_metadata["dagster/column_schema"].value.columns] == list(queue_table.columns)

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from governance_assets.defs.gates.assets import VERDICTS_KEY, table_metadata
 from governance_assets.defs.helm.inputs import suite_tables
+from governance_assets.defs.metadata import parquet_table_metadata
 from governance_assets.defs.partitions import suite_asset
 from governance_assets.defs.resources import POLICY, GovernanceState, MlflowTracking
 from governance_assets.lib.core.mlflow_record import log_report, run_url
@@ -187,7 +188,7 @@ def iteration_plan(
             "report": dg.MetadataValue.path(
                 str(state.home_path() / "reports" / "iteration" / f"{context.partition_keys[-1]}.html")
             ),
-            "dagster/row_count": len(rows),
+            **parquet_table_metadata([warehouse.path(PLAN_KEY, suite) for suite in context.partition_keys]),
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
         }
     )

@@ -9,6 +9,7 @@ import pyarrow as pa
 from governance_assets.defs.gates.assets import table_metadata
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.helm.inputs import suite_tables
+from governance_assets.defs.metadata import parquet_table_metadata
 from governance_assets.defs.partitions import OWNERS, suite_asset
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.core.code_version import source_digest
@@ -67,7 +68,7 @@ def iteration_labeling_queue(context: dg.AssetExecutionContext, state: Governanc
             "export_jsonl": dg.MetadataValue.path(str(exports[-1][0])),
             "export_csv": dg.MetadataValue.path(str(exports[-1][1])),
             "drop_labelled_files_into": dg.MetadataValue.path(str(labels_landing(state))),
-            "dagster/row_count": len(rows),
+            **parquet_table_metadata([state.warehouse().path(QUEUE_KEY, suite) for suite in context.partition_keys]),
         }
     )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from governance_assets.lib.deployment import services
+from governance_assets.lib.deployment.shared_root import SHARED_ROOT_VARIABLE, SharedRoot
 
 TEAM_DEMO_SUITES = ["team-v1", "team-v2"]
 """The demo's plan run again on the deployment, into suites of their own (the second judged
@@ -20,16 +21,35 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     up.add_argument("--workers", type=int, default=2)
     actions.add_parser("down", help="stop everything `services up` started")
     actions.add_parser("status", help="what runs, and where")
+    for action, what in (("publish", "copy a suite's state to"), ("pull", "copy a suite's state from")):
+        sync = actions.add_parser(action, help=f"{what} the shared root ({SHARED_ROOT_VARIABLE})")
+        sync.add_argument("suite")
     team = commands.add_parser("demo-team", help="evaluate the demo suites on the team deployment")
     team.add_argument("--down", action="store_true", help="stop the services at the end")
 
 
+def _new_deployment(home: Path, workers: int) -> services.Deployment:
+    ports = services.ServicePorts.from_environment()
+    return services.Deployment(home, ports, workers, shared_root=os.environ.get(SHARED_ROOT_VARIABLE, "").strip())
+
+
+def _sync(action: str, suite: str, home: Path) -> int:
+    """`services publish|pull SUITE`: the suite's HELM runs, tables and reports to or from the shared root."""
+    shared = SharedRoot.from_environment()
+    if shared is None:
+        print(f"{SHARED_ROOT_VARIABLE} is not set: there is no shared root")
+        return 1
+    copied = shared.publish_suite(home, suite) if action == "publish" else shared.pull_suite(suite, home)
+    print(f"{action}: {len(copied)} file(s) of suite {suite} ({shared.url})")
+    return 0
+
+
 def run_services(args: argparse.Namespace, home: Path) -> int:
     if args.services_command == "up":
-        _print_locations(
-            services.start(services.Deployment(home, services.ServicePorts.from_environment(), args.workers))
-        )
+        _print_locations(services.start(_new_deployment(home, args.workers)))
         return 0
+    if args.services_command in ("publish", "pull"):
+        return _sync(args.services_command, args.suite, home)
     if args.services_command == "down":
         stopped = services.stop(home)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
@@ -54,6 +74,10 @@ def _print_locations(deployment: services.Deployment) -> None:
     )
     print(f"Redis:       {services.LOOPBACK}:{ports.redis} (Celery broker)")
     print(f"Workers:     {deployment.workers}, logs in {deployment.logs}")
+    if deployment.shared_root:
+        print(
+            f"Shared root: {deployment.shared_root} (MLflow artifacts in {deployment.mlflow_artifacts_destination()})"
+        )
     print("Stop:        make services-down")
 
 
@@ -69,7 +93,7 @@ def run_team_demo(home: Path, stop_after: bool) -> int:
         deployment = running
     else:
         print("=== services up ===", flush=True)
-        deployment = services.start(services.Deployment(home, services.ServicePorts.from_environment(), workers=2))
+        deployment = services.start(_new_deployment(home, workers=2))
     os.environ["GOVERNANCE_DEPLOYMENT"] = "team"
     prepare_environment()
     ok = True
@@ -83,9 +107,14 @@ def run_team_demo(home: Path, stop_after: bool) -> int:
             ok &= fan_out.success
             if not fan_out.success:
                 continue
+            shared = SharedRoot.from_environment()
+            if shared is not None:  # the workers' runs, wherever they ran
+                shared.pull_suite(suite, home)
             result = jobs.evaluate_suite().execute_in_process(
                 instance=instance, partition_key=suite, raise_on_error=False, run_config=QUIET_CONSOLE
             )
+            if shared is not None:
+                print(f"{len(shared.publish_suite(home, suite))} file(s) of {suite} published to {shared.url}")
             ok &= result.success
             print(f"Dagster run {result.run_id} (evaluate_suite): {'succeeded' if result.success else 'FAILED'}")
             print("Gates and checks:")

@@ -50,3 +50,19 @@ def team_environment(team: services.Deployment, monkeypatch: pytest.MonkeyPatch)
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
     return environment
+
+
+@pytest.fixture
+def postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[services.Deployment]:
+    """PostgreSQL alone (for tests that need no other service), this process pointed at it as
+    `GOVERNANCE_DEPLOYMENT=team` points it (GOVERNANCE_PG_*, DAGSTER_HOME, OPTUNA_STORAGE_URL)."""
+    deployment = new_deployment(workers=0)
+    secret = services.passwords(deployment.root)
+    services.start_postgres(deployment, secret["GOVERNANCE_PG_PASSWORD"])
+    try:
+        for key, value in deployment.environment(secret).items():
+            monkeypatch.setenv(key, value)
+        yield deployment
+    finally:
+        services.stop_postgres(deployment)
+        shutil.rmtree(deployment.home, ignore_errors=True)

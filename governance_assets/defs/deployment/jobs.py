@@ -15,12 +15,15 @@ from governance_assets.lib.deployment.fan_out import (
     pool_limits,
     pool_name,
     provider_of,
+    publish_outcome,
+    pull_entry_state,
     record_outcomes,
     run_entry_isolated,
     step_key,
 )
 from governance_assets.lib.deployment.services import CELERY_SETTINGS
-from governance_assets.lib.helm.runner import EntryOutcome, mark_planned
+from governance_assets.lib.deployment.shared_root import SharedRoot
+from governance_assets.lib.helm.runner import PLAN_RECORD, PLANNED_MARKER, EntryOutcome, mark_planned
 
 PROVIDERS = sorted({provider_of(entry) for entry in POLICY.evaluation_plan.run_entries_with_models()})
 """Providers of the plan loaded with the code location: one dynamic output and one pool each."""
@@ -57,7 +60,11 @@ def plan_helm_runs(context: dg.OpExecutionContext, state: GovernanceState) -> An
             description=f"the policy names provider(s) {unknown} that the loaded code location has no pool for; "
             "reload the code location after changing evaluation_plan.models"
         )
-    mark_planned(state.own_suite_dir(context.partition_key))  # a suite this platform runs HELM into
+    suite_dir = state.own_suite_dir(context.partition_key)
+    mark_planned(suite_dir)  # a suite this platform runs HELM into
+    shared = SharedRoot.from_environment()
+    if shared is not None:
+        shared.publish(state.home_path(), suite_dir.relative_to(state.home_path()) / PLANNED_MARKER)
     for pool, limit in pool_limits(PROVIDERS, policy.scale_out).items():
         context.instance.event_log_storage.set_concurrency_slots(pool, limit)
         context.log.info(f"pool {pool}: at most {limit} HELM run(s) at once")
@@ -78,14 +85,19 @@ def _run_helm_op(provider: str) -> dg.OpDefinition:
         """`helm-run` for one entry of the suite, in a scratch folder, moved into the suite when done."""
         suite = context.partition_key
         plan = state.policy().evaluation_plan
+        suite_dir, shared = state.own_suite_dir(suite), SharedRoot.from_environment()
+        if shared is not None:
+            pull_entry_state(shared, state.home_path(), suite_dir, entry)
         outcome = run_entry_isolated(
             entry,
             suite,
             helm.settings(state, plan.max_eval_instances),
-            state.own_suite_dir(suite),
+            suite_dir,
             _scratch_root(state, suite),
             context.log.debug,
         )
+        if shared is not None:
+            publish_outcome(shared, state.home_path(), suite_dir, outcome)
         if outcome.status == "failed":
             context.log.error(outcome.error or f"helm-run {entry!r} failed")
         return {"entry": outcome.entry, "run_name": outcome.run_name, "status": outcome.status, "error": outcome.error}
@@ -100,7 +112,13 @@ RUN_OPS = {provider: _run_helm_op(provider) for provider in PROVIDERS}
 def record_helm_runs(context: dg.OpExecutionContext, state: GovernanceState, **by_provider: Any) -> None:
     """Record which entry made which run folder; fail, naming HELM's reasons, if any run failed."""
     outcomes = [EntryOutcome(**row) for rows in by_provider.values() for row in rows]
-    record_outcomes(state.own_suite_dir(context.partition_key), outcomes)
+    suite_dir, shared = state.own_suite_dir(context.partition_key), SharedRoot.from_environment()
+    record = suite_dir.relative_to(state.home_path()) / PLAN_RECORD
+    if shared is not None:
+        shared.pull(record, state.home_path())
+    record_outcomes(suite_dir, outcomes)
+    if shared is not None:
+        shared.publish(state.home_path(), record)
     shutil.rmtree(_scratch_root(state, context.partition_key), ignore_errors=True)  # attempts of killed workers
     failed = [o for o in outcomes if o.status == "failed"]
     context.log.info(f"{len(outcomes) - len(failed)} of {len(outcomes)} HELM runs complete or already complete")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from governance_assets.lib.core.policy import ScaleOutSettings
 from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.deployment.shared_root import SharedRoot
 from governance_assets.lib.helm.output import list_run_folders
 from governance_assets.lib.helm.runner import PLAN_RECORD, EntryOutcome, HelmSettings, read_plan_record, run_entries
 
@@ -79,6 +80,23 @@ def run_entry_isolated(
         return outcome
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def pull_entry_state(shared: SharedRoot, home: Path, suite_dir: Path, entry: str) -> None:
+    """From the shared root: the suite's plan record and the run folder it names for `entry`, so
+    that a run another machine completed is not run again here."""
+    relative = suite_dir.relative_to(home)
+    shared.pull(relative / PLAN_RECORD, home)
+    known = read_plan_record(suite_dir).get(entry)
+    if known is not None:
+        shared.pull(relative / known, home)
+
+
+def publish_outcome(shared: SharedRoot, home: Path, suite_dir: Path, outcome: EntryOutcome) -> None:
+    """A run folder this machine completed, to the shared root (where the collecting step and the
+    evaluation, on any machine, read it)."""
+    if outcome.status == "complete" and outcome.run_name is not None:
+        shared.publish(home, suite_dir.relative_to(home) / outcome.run_name)
 
 
 def record_outcomes(suite_dir: Path, outcomes: Iterable[EntryOutcome]) -> dict[str, str]:

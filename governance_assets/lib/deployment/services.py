@@ -10,6 +10,7 @@ a command line and never in a log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -20,18 +21,22 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from governance_assets.lib.core.storage import write_text_atomic
+from governance_assets.lib.deployment.shared_root import SHARED_ROOT_VARIABLE
 from governance_assets.lib.helm.runner import helm_environment
 
 LOOPBACK = "127.0.0.1"
 DATABASE_USER = "governance"
-DATABASES = ("dagster", "mlflow")
+DATABASES = ("dagster", "mlflow", "optuna")
 SECRET_VARIABLES = ("GOVERNANCE_PG_PASSWORD", "GOVERNANCE_REDIS_PASSWORD")
+OPTUNA_STORAGE_VARIABLE = "OPTUNA_STORAGE_URL"
+"""Where the policy's sweeps (iteration.sweep.storage_env) find their RDB store."""
 DEFAULT_PORTS = {"postgres": 55432, "redis": 56379, "mlflow": 5000}
 PORT_VARIABLES = {
     "postgres": "GOVERNANCE_PG_PORT",
@@ -49,6 +54,9 @@ MLFLOW_CLIENT_SETTINGS = {
 """Bounded retries against the MLflow server: a server that is down fails a request after
 3 attempts of at most 10 s with 1 s + 2 s back-off (MLflow's defaults: 7 retries, 120 s timeout)."""
 STOP_GRACE_SECONDS = 20.0
+PG_CTL_TIMEOUT_SECONDS = 60
+PG_CTL_WAIT = str(PG_CTL_TIMEOUT_SECONDS)
+"""`pg_ctl -w -t`: how long start, restart and stop wait for the server."""
 TEAM_PROFILE = Path(__file__).resolve().parents[2] / "deploy" / "dagster-team.yaml"
 """The Dagster instance settings of the team deployment (PostgreSQL storage, pools)."""
 CELERY_SETTINGS = {
@@ -96,6 +104,9 @@ class Deployment:
     ports: ServicePorts
     workers: int = 2
     processes: tuple[ServiceProcess, ...] = field(default=())
+    shared_root: str = ""
+    """GOVERNANCE_SHARED_ROOT when the services were started (a URL or a shared volume's path):
+    the MLflow server stores its artifacts there, and the workers share suites through it."""
 
     @property
     def root(self) -> Path:
@@ -119,9 +130,22 @@ class Deployment:
         """Where the MLflow server stores artifacts (served to clients over HTTP)."""
         return self.home / "mlflow" / "server-artifacts"
 
+    def mlflow_artifacts_destination(self) -> str:
+        """`<shared root>/mlflow/artifacts` when there is a shared root, else `mlflow_artifacts`."""
+        if not self.shared_root:
+            return str(self.mlflow_artifacts)
+        if "://" in self.shared_root:
+            return f"{self.shared_root.rstrip('/')}/mlflow/artifacts"
+        return str(Path(self.shared_root).absolute() / "mlflow" / "artifacts")
+
     @property
     def mlflow_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.mlflow}"
+
+    def optuna_storage_url(self, password: str) -> str:
+        """The sweeps' Optuna study store: the `optuna` database (a secret: the URL holds the password)."""
+        credentials = f"{DATABASE_USER}:{urllib.parse.quote(password, safe='')}"
+        return f"postgresql+psycopg2://{credentials}@{LOOPBACK}:{self.ports.postgres}/optuna"
 
     def environment(self, passwords: Mapping[str, str]) -> dict[str, str]:
         """Variables that point Dagster, Celery and MLflow clients at this deployment."""
@@ -137,7 +161,9 @@ class Deployment:
             "GOVERNANCE_CELERY_BROKER": f"{redis}/0",
             "GOVERNANCE_CELERY_BACKEND": f"{redis}/1",
             "MLFLOW_TRACKING_URI": self.mlflow_url,
+            OPTUNA_STORAGE_VARIABLE: self.optuna_storage_url(passwords["GOVERNANCE_PG_PASSWORD"]),
             **MLFLOW_CLIENT_SETTINGS,
+            **({SHARED_ROOT_VARIABLE: self.shared_root} if self.shared_root else {}),
         }
 
     def record_path(self) -> Path:
@@ -148,6 +174,7 @@ class Deployment:
             "ports": asdict(self.ports),
             "workers": self.workers,
             "processes": [asdict(p) for p in self.processes],
+            "shared_root": self.shared_root,
         }
         write_text_atomic(self.record_path(), json.dumps(document, indent=2))
 
@@ -163,6 +190,7 @@ class Deployment:
             ports=ServicePorts(**document["ports"]),
             workers=int(document["workers"]),
             processes=tuple(ServiceProcess(**p) for p in document["processes"]),
+            shared_root=str(document.get("shared_root", "")),
         )
 
 
@@ -227,19 +255,27 @@ def missing_binaries() -> list[str]:
 
 
 def _as_service_user(command: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
+    """Run a PostgreSQL program (as its service user when we are root), killed after
+    `PG_CTL_TIMEOUT_SECONDS` + 30 s at most: a command that waits on a server never hangs us."""
     user = _postgres_user()
-    completed = subprocess.run(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-        user=user,
-        group=user,
-        extra_groups=[] if user else None,
-        check=False,
-    )
+    try:
+        completed = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+            user=user,
+            group=user,
+            extra_groups=[] if user else None,
+            check=False,
+            timeout=PG_CTL_TIMEOUT_SECONDS + 30,
+        )
+    except subprocess.TimeoutExpired as timeout:
+        raise ServiceError(
+            f"{Path(command[0]).name} did not return within {timeout.timeout:.0f} s (log: {log})"
+        ) from None
     with log.open("a", encoding="utf-8") as handle:
         handle.write(completed.stdout)
     if completed.returncode != 0:
@@ -297,7 +333,19 @@ def start_postgres(deployment: Deployment, password: str) -> None:
     options = f"-c listen_addresses={LOOPBACK} -p {deployment.ports.postgres} -c unix_socket_directories={socket_dir}"
     server_log = cluster / "server.log"  # written by the server, so in a folder its user owns
     _as_service_user(
-        [_postgres_binary("pg_ctl"), "-D", str(data), "-l", str(server_log), "-w", "-t", "60", "-o", options, "start"],
+        [
+            _postgres_binary("pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(server_log),
+            "-w",
+            "-t",
+            PG_CTL_WAIT,
+            "-o",
+            options,
+            "start",
+        ],
         log,
     )
     _create_databases(deployment, password)
@@ -313,18 +361,19 @@ def postgres_pid(deployment: Deployment) -> int | None:
 
 
 def restart_postgres(deployment: Deployment) -> None:
-    """`pg_ctl restart -m fast`: every connection is dropped, the server comes back on its port."""
+    """`pg_ctl restart -m fast`: every connection is dropped, the server comes back on its port
+    (waited for, at most PG_CTL_TIMEOUT_SECONDS)."""
     log = deployment.logs / "postgres.log"
-    _as_service_user(
-        [_postgres_binary("pg_ctl"), "-D", str(deployment.postgres_data), "-m", "fast", "-w", "restart"], log
-    )
+    command = [_postgres_binary("pg_ctl"), "-D", str(deployment.postgres_data), "-m", "fast", "-w", "-t", PG_CTL_WAIT]
+    _as_service_user([*command, "restart"], log)
 
 
 def stop_postgres(deployment: Deployment) -> None:
     if postgres_pid(deployment) is None:
         return
     log = deployment.logs / "postgres.log"
-    _as_service_user([_postgres_binary("pg_ctl"), "-D", str(deployment.postgres_data), "-m", "fast", "-w", "stop"], log)
+    command = [_postgres_binary("pg_ctl"), "-D", str(deployment.postgres_data), "-m", "fast", "-w", "-t", PG_CTL_WAIT]
+    _as_service_user([*command, "stop"], log)
 
 
 def connect_postgres(deployment: Deployment, password: str, database: str = "postgres") -> object:
@@ -420,8 +469,11 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 def start_mlflow(deployment: Deployment, pg_password: str) -> ServiceProcess:
-    """`mlflow server` on loopback: PostgreSQL backend store, artifacts served from an explicit folder."""
-    deployment.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    """`mlflow server` on loopback: PostgreSQL backend store; artifacts served from the shared root
+    (object storage: the server needs its AWS_* credentials, the clients do not) or a folder."""
+    destination = deployment.mlflow_artifacts_destination()
+    if "://" not in destination:
+        Path(destination).mkdir(parents=True, exist_ok=True)
     backend = f"postgresql+psycopg2://{DATABASE_USER}@{LOOPBACK}:{deployment.ports.postgres}/mlflow"
     command = [
         sys.executable,
@@ -435,12 +487,14 @@ def start_mlflow(deployment: Deployment, pg_password: str) -> ServiceProcess:
         "--backend-store-uri",
         backend,
         "--artifacts-destination",
-        str(deployment.mlflow_artifacts),
+        destination,
         "--workers",
         "1",
     ]
     # No server-side job runner (GenAI jobs): it starts three more processes that this use never needs.
     env = {"PGPASSWORD": pg_password, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if os.environ.get("AWS_ENDPOINT_URL"):  # an S3-compatible store (MinIO, Ceph, an emulator)
+        env["MLFLOW_S3_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]
     process = _spawn(deployment, "mlflow", command, env)
     _wait_until(lambda: http_ok(f"{deployment.mlflow_url}/health"), process, 180, deployment.logs / "mlflow.log")
     return process
@@ -560,7 +614,7 @@ def start(deployment: Deployment, log: Callable[[str], None] = print) -> Deploym
             stop_process(process)
         stop_postgres(deployment)
         raise
-    running = Deployment(deployment.home, deployment.ports, deployment.workers, tuple(started))
+    running = dataclasses.replace(deployment, processes=tuple(started))
     running.save()
     return running
 
@@ -578,7 +632,7 @@ def stop(home: Path, log: Callable[[str], None] = print) -> list[str]:
         stop_postgres(deployment)
         stopped.append("postgres")
         log("stopped PostgreSQL")
-    Deployment(home, deployment.ports, deployment.workers).save()
+    dataclasses.replace(deployment, processes=()).save()
     return stopped
 
 

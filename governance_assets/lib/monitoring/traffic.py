@@ -37,11 +37,10 @@ but counted), the data record number in CSV and Parquet (the header is not count
 primary key ``id`` for database rows. ``raw`` is the original line for JSON Lines, the record
 re-encoded as CSV for CSV, and the row as JSON for Parquet and database rows (clipped to 2 kB).
 
-Validation is columnar (pyarrow compute and pandas). JSON Lines are read in blocks of lines, a
-few at once: pyarrow parses a block whose lines are all plainly objects of the known fields with
-the expected JSON types (``metadata`` absent, or null or a flat object that is not the first
-member; orjson parses each distinct one). Other blocks are decoded line by line by orjson, the
-reference; both ways give the same rows, reasons and ``raw`` texts.
+Validation is columnar (pyarrow compute and pandas). JSON Lines are read in blocks of whole lines:
+`pyarrow.json.read_json` reads a block (the fields' types given, ``metadata`` inferred), unless its
+reading could differ from orjson's (see `_arrow_block`); such a block is read line by line by
+orjson, the reference. Both ways give the same rows, reasons and ``raw`` texts (tested line by line).
 Landing files should be written atomically (temporary file and rename, see
 `traffic_generator.write_landing_files`); readers should skip names starting with ``.``.
 """
@@ -51,15 +50,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -107,17 +104,15 @@ _KINDS: dict[str, Kind] = {
     "metadata": "metadata",
 }
 _JSON_NUMBERS = tuple(name for name, kind in _KINDS.items() if kind in ("float", "int"))
-_JSON_OPTIONS = pj.ParseOptions(  # the fast JSON Lines reader's: all but metadata, token counts as floats (10.0)
+_JSON_PARSE = pj.ParseOptions(  # metadata and unknown fields inferred; token counts as floats (10.0)
     explicit_schema=pa.schema(
         [(name, pa.float64() if name in _JSON_NUMBERS else pa.string()) for name in FIELDS if name != "metadata"]
     ),
-    unexpected_field_behavior="error",
+    unexpected_field_behavior="infer",
 )
-_METADATA_MEMBER = r',[ \t\r]*"metadata"[ \t\r]*:'  # one after another member, for the fast JSON Lines reader
+_JSON_READ = pj.ReadOptions(block_size=1 << 20)  # pyarrow's own blocks, read on its threads
 _MISSING: Any = object()  # a JSON key that is absent
 _BLOCK_BYTES = 4 << 20  # JSON Lines are read in blocks of about this size (whole lines)
-_WORKERS = 2  # blocks the fast reader parses at once (mostly in pyarrow and numpy, without the GIL)
-_BACKOFF = 16  # most blocks the fast reader skips after refusing one
 _TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
 _AWARE = f"^{_TIME}(Z|z|[+-]\\d{{2}}(:?\\d{{2}})?)$"
 _NAIVE = "^\\d{4}-\\d{2}-\\d{2}([T ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?)?$"
@@ -454,7 +449,7 @@ def _finish(
 ) -> ParsedBatch:
     """Quarantine bad and duplicate rows of all parts; `raw(part, position)` gives a row's text."""
     tables: list[pa.Table] = []
-    kept: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []  # (part, position) of kept rows
+    kept: list[np.ndarray[Any, np.dtype[np.intp]]] = []  # positions of each part's kept rows
     for p, part in enumerate(parts):
         good = np.ones(len(part.rows), dtype=bool)
         for i, reasons in part.reasons.items():
@@ -462,24 +457,36 @@ def _finish(
             quarantined.append(QuarantinedRow(source, int(part.rows[i]), "; ".join(reasons), _clip(raw(p, i))))
         table = pa.Table.from_arrays([part.columns[n] for n in FIELDS], schema=_LOOSE)
         tables.append(table if good.all() else table.filter(pa.array(good)))
-        positions = np.flatnonzero(good)
-        kept.append((np.full(len(positions), p), positions))
+        kept.append(np.flatnonzero(good))
     table = pa.concat_tables(tables) if tables else _LOOSE.empty_table()
-    if table.num_rows:
-        part_of = np.concatenate([k[0] for k in kept])
-        position_of = np.concatenate([k[1] for k in kept])
-        rows = np.concatenate([part.rows[k[1]] for part, k in zip(parts, kept, strict=True)])
-        ids = pd.Series(table.column("request_id").to_numpy(), dtype=object)
-        duplicate = ids.duplicated(keep="first").to_numpy()
-        if duplicate.any():
-            first_row = dict(zip(ids[~duplicate].tolist(), rows[~duplicate].tolist(), strict=True))
-            for k in np.flatnonzero(duplicate).tolist():
-                reason = f"request_id: duplicate of row {first_row[ids[k]]}"
-                text = raw(int(part_of[k]), int(position_of[k]))
-                quarantined.append(QuarantinedRow(source, int(rows[k]), reason, _clip(text)))
-            table = table.filter(pa.array(~duplicate))
+    codes = id_codes(table.column("request_id"))
+    first = first_occurrences(codes)
+    if not first.all():
+        rows = np.concatenate([part.rows[positions] for part, positions in zip(parts, kept, strict=True)])
+        first_rows = rows[first]  # by code: codes count up from 0 in order of first occurrence
+        part_ends = np.cumsum([len(positions) for positions in kept])
+        for k in np.flatnonzero(~first).tolist():
+            p = int(np.searchsorted(part_ends, k, side="right"))
+            text = raw(p, int(kept[p][k - (part_ends[p - 1] if p else 0)]))
+            reason = f"request_id: duplicate of row {first_rows[codes[k]]}"
+            quarantined.append(QuarantinedRow(source, int(rows[k]), reason, _clip(text)))
+        table = table.filter(pa.array(first))
     quarantined.sort(key=lambda q: q.row)
     return ParsedBatch(source, table.cast(TRAFFIC_SCHEMA), quarantined, None)
+
+
+def id_codes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, np.dtype[np.int32]]:
+    """A code per request id: equal ids the same code, codes counting up from 0 in order of first occurrence."""
+    chunks = ids.dictionary_encode().chunks if isinstance(ids, pa.ChunkedArray) else [ids.dictionary_encode()]
+    return np.concatenate([np.asarray(c.indices.to_numpy(), dtype=np.int32) for c in chunks] or [np.zeros(0, np.int32)])
+
+
+def first_occurrences(codes: np.ndarray[Any, np.dtype[np.int32]]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Whether each position holds the first occurrence of its code (codes as `id_codes` gives them)."""
+    if len(codes) == 0:
+        return np.zeros(0, dtype=bool)
+    seen = np.maximum.accumulate(codes)
+    return np.concatenate(([True], codes[1:] > seen[:-1]))
 
 
 def _row_json(table: pa.Table, i: int) -> str:
@@ -513,12 +520,12 @@ def read_landing_file(path: Path) -> ParsedBatch:
 
 
 def _read_jsonl(path: Path, source: str) -> ParsedBatch:
-    with path.open("rb") as file, ThreadPoolExecutor(_WORKERS) as pool:
+    with path.open("rb") as file:
         offset = 3 if file.read(3) == b"\xef\xbb\xbf" else 0  # skip a byte order mark
         file.seek(offset)
         reader = _JsonLines(source, offset)
-        for block, fast in reader.blocks(file, pool):
-            error = reader.read(block, fast)
+        while block := file.read(_BLOCK_BYTES) + file.readline():
+            error = reader.read(block)
             if error:
                 return _failed(source, error)
 
@@ -527,9 +534,6 @@ def _read_jsonl(path: Path, source: str) -> ParsedBatch:
             return file.readline().decode("utf-8", "replace").rstrip("\r\n")
 
         return _finish(source, reader.parts, reader.quarantined, raw)
-
-
-_Fast = tuple[_Part, np.ndarray[Any, np.dtype[np.int64]]]  # rows numbered from 1, and their lines' offsets
 
 
 class _JsonLines:
@@ -542,32 +546,14 @@ class _JsonLines:
         self.parts: list[_Part] = []
         self.offsets: list[np.ndarray[Any, np.dtype[np.int64]]] = []
         self.quarantined: list[QuarantinedRow] = []
-        self.skip = 0  # blocks the fast reader is not to try, as it refused the last ones
-        self.backoff = 1  # blocks to skip after its next refusal
 
-    def blocks(self, file: BinaryIO, pool: ThreadPoolExecutor) -> Iterator[tuple[bytes, Future[_Fast | None] | None]]:
-        """Blocks of whole lines in order, each with the fast reader's work on it (if tried), `_WORKERS` ahead."""
-        ahead: deque[tuple[bytes, Future[_Fast | None] | None]] = deque()
-        while block := file.read(_BLOCK_BYTES) + file.readline():
-            ahead.append((block, None if self.skip else pool.submit(_fast_jsonl, block)))
-            self.skip = max(self.skip - 1, 0)
-            if len(ahead) > _WORKERS:
-                yield ahead.popleft()
-        yield from ahead
-
-    def read(self, block: bytes, fast: Future[_Fast | None] | None) -> str | None:
-        """Take a block of whole lines as the fast reader parsed it, or else parse it strictly; the reason
-        if the whole file is unreadable.
-
-        After a refusal the fast reader skips the next 1, 2, 4 … `_BACKOFF` blocks, until it takes one
-        (sparing its work where many blocks have a line it refuses)."""
-        parsed = None if fast is None else fast.result()
-        if parsed is None:
-            if fast is not None:
-                self.skip, self.backoff = self.backoff, min(2 * self.backoff, _BACKOFF)
-            return self._strict(block)
-        self.backoff = 1
-        part, starts = parsed
+    def read(self, block: bytes) -> str | None:
+        """Take a block of whole lines as pyarrow reads it, or else as orjson reads each line; the
+        reason if the whole file is unreadable."""
+        starts = _line_starts(block)
+        part = None if starts is None else _arrow_block(block, len(starts))
+        if part is None or starts is None:
+            return self._by_line(block)
         part.rows += self.line - 1
         self.parts.append(part)
         self.offsets.append(starts + self.offset)
@@ -575,7 +561,7 @@ class _JsonLines:
         self.line += len(starts)
         return None
 
-    def _strict(self, block: bytes) -> str | None:
+    def _by_line(self, block: bytes) -> str | None:
         """Parse line by line with orjson, the reference behaviour; the reason if the file is unreadable."""
         objects: list[dict[str, Any]] = []
         numbers: list[int] = []
@@ -610,72 +596,50 @@ class _JsonLines:
         self.quarantined.append(QuarantinedRow(self.source, number, reason, _clip(line.decode().rstrip("\r\n"))))
 
 
-def _clean(data: bytes) -> bool:
-    """Whether `data` is UTF-8 without NUL bytes (else the strict reader fails the file)."""
-    try:
-        _strings(data, np.array([0, len(data)])).validate(full=True)
+def _line_starts(block: bytes) -> np.ndarray[Any, np.dtype[np.int64]] | None:
+    """Where the lines of `block` start, if it is UTF-8 without NUL bytes and each line starts with
+    ``{`` and ends with ``}`` (before an optional ``\\r``); else None (orjson reads it line by line).
+
+    A line that ends with the ``}`` of a nested value cannot go on at a line starting with ``{``, so
+    such lines hold whole objects: one each exactly when pyarrow reads as many rows as lines."""
+    if b"\x00" in block:
+        return None
+    try:  # as one string, without a copy
+        pa.StringArray.from_buffers(
+            1, pa.array([0, len(block)], pa.int32()).buffers()[1], pa.py_buffer(block)
+        ).validate(full=True)
     except pa.ArrowInvalid:
-        return False
-    return b"\x00" not in data
-
-
-def _spans(starts: np.ndarray[Any, Any], ends: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """The positions start, start + 1 … end - 1 of all the spans, in order."""
-    lengths = ends - starts
-    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-
-
-def _strings(data: bytes | np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]) -> pa.LargeStringArray:
-    """The texts data[offsets[i]:offsets[i + 1]] (bytes, not validated as UTF-8), without a copy."""
-    return pa.LargeStringArray.from_buffers(
-        len(offsets) - 1, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(data)
-    )
-
-
-def _fast_jsonl(block: bytes) -> _Fast | None:
-    """Whole lines of JSON Lines parsed by pyarrow, and the lines' offsets in `block`; None if refused.
-
-    Refused unless the text is UTF-8 without NUL bytes and each line one JSON object (``{`` first,
-    ``}`` last) of known fields, the required ones not null, strings and numbers where they belong
-    (integral token counts; no ``NaN``, ``-0`` or number of 2**53 or more, which pyarrow and orjson
-    may read differently), and ``metadata`` absent, or null or a flat object in a member after a
-    comma and before a comma or the closing brace. Then the result is the strict reader's: the
-    metadata members are cut out and parsed by orjson, and pyarrow parses the lines with them
-    blanked out by tabs, unknown and repeated fields being errors. A tab is whitespace between
-    tokens but invalid in a string, so both succeed only if the lines are valid JSON, with the
-    metadata members among the others."""
-    if not _clean(block):
         return None
     data = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(data == ord("\n"))
     if not block.endswith(b"\n"):
         ends = np.append(ends, len(block))
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    closing = ends - 1 - (data[ends - 1] == ord("\r"))
-    if not ((data[starts] == ord("{")) & (data[closing] == ord("}"))).all():
-        return None  # a blank line, or a value that is not an object, is not alone or spans lines
-    found = pc.find_substring_regex(_strings(block, np.append(starts, len(block))), _METADATA_MEMBER).to_numpy()
-    rows = np.flatnonzero(found >= 0)
-    member = starts[rows] + found[rows]  # the comma before it
-    value = member + len(',"metadata":') + (data[member + 1] == ord(" "))  # also json.dumps' ', "metadata": '
-    value += data[value] == ord(" ")
-    braces = np.flatnonzero(data == ord("}"))
-    after = np.where(data[value] == ord("{"), braces[np.searchsorted(braces, value)] + 1, value + len("null"))
-    after = np.minimum(after, closing[rows])
-    if not np.isin(data[after], (ord(","), ord("}"))).all():
-        return None  # else the lines could be invalid where the blanked ones are not: the cut must follow a member
-    cut = _spans(member, after)
-    metadata = _fast_metadata(_strings(data[cut], np.concatenate(([0], np.cumsum(after - member)))), rows, len(starts))
-    if metadata is None:
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    last = ends - 1 - (data[ends - 1] == ord("\r"))
+    if (last <= starts).any() or not ((data[starts] == ord("{")) & (data[last] == ord("}"))).all():
         return None
-    blanked = data.copy()
-    blanked[cut] = ord("\t")
+    return starts
+
+
+def _arrow_block(block: bytes, lines: int) -> _Part | None:
+    """The block's rows as pyarrow reads them (rows numbered from 1), or None where its reading could
+    differ from orjson's: a parse error, another number of rows than lines, an unknown field, a
+    required field missing or null, a number that is not finite, is -0 or is 2**53 or more (where the
+    two may round differently), a fractional token count, or a metadata object that is not flat text
+    (pyarrow's struct could not tell an absent key from a null one, nor 1 from 1.0)."""
     try:
-        table = pj.read_json(pa.BufferReader(pa.py_buffer(blanked)), parse_options=_JSON_OPTIONS)
+        table = pj.read_json(pa.BufferReader(block), read_options=_JSON_READ, parse_options=_JSON_PARSE)
     except pa.ArrowInvalid:
         return None
-    if table.num_rows != len(starts) or any(table.column(name).null_count for name in REQUIRED):
+    if table.num_rows != lines or not set(table.column_names) <= set(FIELDS):
+        return None
+    if any(table.column(name).null_count for name in REQUIRED):
         return None  # a missing field and a null one are both null here, but not the same mistake
+    metadata = (
+        _flat_metadata(table.column("metadata")) if "metadata" in table.column_names else pa.nulls(lines, pa.string())
+    )
+    if metadata is None:
+        return None
     columns: dict[str, Callable[[], tuple[pa.Array, Reasons]]] = {"metadata": lambda: (metadata, {})}
     for name in FIELDS:
         kind = _KINDS[name]
@@ -689,30 +653,36 @@ def _fast_jsonl(block: bytes) -> _Fast | None:
                     return None
                 numbers = numbers.cast(pa.int64())
             columns[name] = partial(_numeric_checks, name, numbers, {})
-        elif kind != "metadata":  # strings, in pyarrow's chunks
+        elif kind != "metadata":
             columns[name] = partial(_text, name, kind, table.column(name), name not in REQUIRED)
-    return _convert(columns, range(1, len(starts) + 1), {}), starts
+    return _convert(columns, range(1, lines + 1), {})
 
 
-def _fast_metadata(members: pa.LargeStringArray, rows: np.ndarray[Any, Any], count: int) -> pa.Array | None:
-    """Canonical metadata of `count` rows from the members (``,"metadata": …``) of those in `rows`.
-
-    Each distinct member is parsed once, in braces. None (refused) unless each is valid and its
-    value an object or null. A member holds no other: it ends at the first ``}`` after a ``{``
-    that starts its value, or four characters after the value's start (``null``)."""
-    encoded = members.dictionary_encode()
-    canonical: list[str | None] = []
-    for text in encoded.dictionary.to_pylist():
-        try:
-            value = orjson.loads("{" + text[1:] + "}")["metadata"]
-        except orjson.JSONDecodeError:
-            return None
-        if not (value is None or isinstance(value, dict)):
-            return None  # not an object: the strict reader quarantines the row
-        canonical.append(None if value is None else canonical_metadata(value))
-    at = np.full(count, -1)
-    at[rows] = encoded.indices.to_numpy()
-    return pa.array(canonical, pa.string()).take(pa.array(at, mask=at < 0))
+def _flat_metadata(column: pa.ChunkedArray) -> pa.Array | None:
+    """Canonical metadata texts of a column pyarrow inferred, or None unless each value is null or an
+    object whose members all hold strings (each distinct object is written once, by orjson)."""
+    objects = column.combine_chunks()
+    if pa.types.is_null(objects.type):
+        return pa.nulls(len(objects), pa.string())
+    if not pa.types.is_struct(objects.type):
+        return None
+    members = objects.flatten()  # the object's nulls carried into each member
+    if any(not pa.types.is_string(m.type) or m.null_count != objects.null_count for m in members):
+        return None  # a number, a nested value, or a key some objects lack (or hold null)
+    present = np.flatnonzero(_mask(objects.is_valid()))
+    encoded = [m.take(pa.array(present)).dictionary_encode() for m in members]
+    codes = np.stack([e.indices.to_numpy() for e in encoded], axis=1) if encoded else np.zeros((len(present), 0))
+    distinct, which = np.unique(codes, axis=0, return_inverse=True)
+    names = [field.name for field in objects.type]
+    texts = [
+        canonical_metadata(
+            {name: e.dictionary[int(code)].as_py() for name, e, code in zip(names, encoded, row, strict=True)}
+        )
+        for row in distinct.tolist()
+    ]
+    at = np.full(len(objects), -1)
+    at[present] = np.asarray(which).reshape(-1)
+    return pa.array(texts, pa.string()).take(pa.array(at, mask=at < 0))
 
 
 def _line_problem(line: bytes, number: int, error: Exception) -> tuple[bool, str]:

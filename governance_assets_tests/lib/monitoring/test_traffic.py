@@ -257,26 +257,32 @@ def test_generator_drifts_on_the_drift_day_only() -> None:
     assert not generate_traffic(START, 1, 50, None, seed=6).equals(generate_traffic(START, 1, 50, None, seed=5))
 
 
-# --- the fast JSON Lines reader against the strict one --------------------------------------------
+# --- pyarrow's reading of JSON Lines blocks against orjson's, line by line ---------------------------
 
 
 def _read_both(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ParsedBatch, ParsedBatch, list[bool]]:
-    """`path` read as usual and by the strict reader alone, and whether the fast one took each block."""
+    """`path` read as usual and by orjson line by line alone, and whether pyarrow took each block."""
     taken: list[bool] = []
-    fast = traffic._fast_jsonl
+    arrow_block, by_line = traffic._arrow_block, traffic._JsonLines._by_line
 
-    def spy(block: bytes) -> Any:
-        parsed = fast(block)
-        taken.append(parsed is not None)
-        return parsed
+    def arrow_spy(block: bytes, lines: int) -> Any:
+        part = arrow_block(block, lines)
+        if part is not None:
+            taken.append(True)
+        return part
+
+    def by_line_spy(self: Any, block: bytes) -> Any:
+        taken.append(False)
+        return by_line(self, block)
 
     with monkeypatch.context() as patch:
-        patch.setattr(traffic, "_fast_jsonl", spy)
+        patch.setattr(traffic, "_arrow_block", arrow_spy)
+        patch.setattr(traffic._JsonLines, "_by_line", by_line_spy)
         usual = read_landing_file(path)
     with monkeypatch.context() as patch:
-        patch.setattr(traffic, "_fast_jsonl", lambda block: None)
-        strict = read_landing_file(path)
-    return usual, strict, taken
+        patch.setattr(traffic, "_line_starts", lambda block: None)
+        by_orjson = read_landing_file(path)
+    return usual, by_orjson, taken
 
 
 def _assert_same(got: ParsedBatch, expected: ParsedBatch) -> None:
@@ -328,13 +334,16 @@ _FAST_CASES: dict[str, list[bytes]] = {
         _line(3, prompt_tokens=7.0, completion_tokens=0, latency_ms=0, feedback=-1),
         _line(4, timestamp="2026-11-27T15:30:00.5+05:30", latency_ms=1e-300),
         _line(5, prompt='say "hi"\n\tthen\\ leave\u0000 é 😀', completion="\u2028"),
-        _line(6, metadata={"b": [1, "x", None], "a": [[1], []]}),
-        _line(7, metadata={"zé": '"q"\n', "a": 1.5e10, "b": True, "c": None, "d": []}),
-        _line(8, metadata={}),
-        _raw(9, '{"language": "en"}', '{"b": 2, "a": 1, "b": 3}'),
-        _line(10, metadata={"language": "en"}),
+        _line(10, metadata={"language": "de"}),
         _line(11, latency_ms=2**53 - 1, prompt_tokens=2**53 - 1),
-        _line(12, metadata={"a": "{", "b": "["}),
+    ],
+    "metadata of other text members": [_line(i, metadata={"zé": '"q"\n', "a": "{", "b": "[}"}) for i in range(3)],
+    "metadata empty": [_line(i, metadata={}) for i in range(3)],
+    "metadata first": [orjson.dumps({"metadata": {"a": "1"}} | _good(i, metadata=None)) for i in range(3)],
+    "metadata escaped, space before colon": [
+        _raw(1, '"metadata"', '"m\\u0065tadata"'),
+        _raw(2, '"metadata": ', '"metadata" : '),
+        _raw(3, '"language": ', '"l\\u0061nguage"  :'),
     ],
     "decimal texts": [  # pyarrow and orjson read them to the same doubles
         _raw(i, '"latency_ms": 12.5', f'"latency_ms": {text}')
@@ -384,14 +393,18 @@ _STRICT_CASES: dict[str, list[bytes]] = {  # each refused alone, among good line
     "object over two lines": [_line(1)[:40], _line(1)[40:]],
     "objects over lines, as many as lines": [_line(1)[:40], _line(1)[40:], _line(2) + _line(3)],
     "byte order mark amid": [b"\xef\xbb\xbf" + _line(2)],
-    "metadata first": [orjson.dumps({"metadata": {"a": 1}} | _good(1))],
+    "metadata with a number": [_line(1, metadata={"language": "en", "n": 1})],
+    "metadata with a list": [_line(6, metadata={"b": [1, "x", None], "a": [[1], []]})],
+    "metadata with literals": [_line(7, metadata={"zé": '"q"\n', "a": 1.5e10, "b": True, "c": None, "d": []})],
+    "metadata with null": [_line(7, metadata={"language": None})],
+    "metadata of other keys than the others": [_line(2, metadata={"region": "eu"})],
+    "metadata empty among others": [_line(8, metadata={})],
+    "metadata with a repeated key": [_raw(9, '{"language": "en"}', '{"b": "2", "a": "1", "b": "3"}')],
     "metadata a string": [_line(1, metadata="en")],
     "metadata an array": [_line(2, metadata=["en"])],
     "metadata a number": [_line(3, metadata=1)],
     "metadata with }": [_line(1, metadata={"a": "}"})],
     "metadata nested": [_line(3, metadata={"a": {}})],
-    "metadata escaped": [_raw(1, '"metadata"', '"m\\u0065tadata"')],
-    "metadata, space before colon": [_raw(2, '"metadata": ', '"metadata" : ')],
     "metadata twice": [_raw(1, '"metadata": ', '"metadata": null, "metadata": ')],
     # the next are invalid JSON, though valid with the metadata member cut out (were the cut blanked by spaces)
     "metadata cut in a string": [_raw(1, '"prompt": "hello"', '"prompt": "abc,"metadata": {"x": 1},def"', False)],
@@ -403,6 +416,10 @@ _STRICT_CASES: dict[str, list[bytes]] = {  # each refused alone, among good line
     "raw control character": [_raw(1, "hello", "hel\tlo")],
     "lone surrogate": [_raw(1, "hello", "hel\\ud800lo")],
     "line longer than a pyarrow block": [_line(1, completion="x" * (3 << 20))],
+}
+_REFUSED_FILES: dict[str, list[bytes]] = {  # each a whole file pyarrow reads otherwise than orjson
+    "metadata holding dates": [_line(i, metadata={"language": "2026-11-27"}) for i in range(3)],  # timestamps
+    "metadata holding a number each": [_line(i, metadata={"n": 1.0}) for i in range(3)],  # 1.0 is 1 in orjson
 }
 _UNREADABLE_CASES: dict[str, list[bytes]] = {
     "NUL byte": [_line(1), _line(2)[:-1] + b"\x00}"],
@@ -416,18 +433,18 @@ _UNREADABLE_CASES: dict[str, list[bytes]] = {
 @pytest.mark.parametrize(
     ("name", "path"),
     [(n, "fast") for n in _FAST_CASES]
-    + [(n, "strict") for n in _STRICT_CASES]
+    + [(n, "strict") for n in [*_STRICT_CASES, *_REFUSED_FILES]]
     + [(n, None) for n in _UNREADABLE_CASES],
 )
-def test_fast_jsonl_reader_gives_the_strict_readers_results(
+def test_pyarrow_blocks_give_orjsons_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, path: str | None
 ) -> None:
-    """The fast reader takes the lines or refuses them, never giving other results than the strict one."""
+    """pyarrow takes a block or leaves it to orjson, never giving other results than orjson line by line."""
     last = name.endswith("no final newline")
     if name in _STRICT_CASES:
         lines = [_line(100), *_STRICT_CASES[name], *[_line(101)][last:]]
     else:
-        lines = {**_FAST_CASES, **_UNREADABLE_CASES}[name]
+        lines = {**_FAST_CASES, **_REFUSED_FILES, **_UNREADABLE_CASES}[name]
     file = tmp_path / "t.jsonl"
     file.write_bytes(b"\n".join(lines) + b"\n"[last:])
     usual, strict, taken = _read_both(file, monkeypatch)
@@ -441,9 +458,7 @@ def test_fast_jsonl_reader_gives_the_strict_readers_results(
         assert usual.error is not None and "line 2" in usual.error
 
 
-def test_fast_jsonl_reader_takes_a_byte_order_mark_and_empty_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pyarrow_takes_a_byte_order_mark_and_empty_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = tmp_path / "t.jsonl"
     file.write_bytes(b"\xef\xbb\xbf" + _line(1) + b"\n" + _line(2) + b"\n")
     usual, strict, taken = _read_both(file, monkeypatch)
@@ -457,17 +472,17 @@ def test_fast_jsonl_reader_takes_a_byte_order_mark_and_empty_files(
 
 
 def test_booleans_are_not_numbers_even_after_floats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pyarrow, inferring a type from Python values, reads True as 1.0 after a float; the strict reader must not."""
+    """pyarrow, inferring a type from Python values, reads True as 1.0 after a float; orjson's reading must not."""
     file = tmp_path / "t.jsonl"
     file.write_bytes(b"\n".join([_line(1), _line(2, latency_ms=True, feedback=False), _line(3)]))
-    monkeypatch.setattr(traffic, "_fast_jsonl", lambda block: None)
+    monkeypatch.setattr(traffic, "_line_starts", lambda block: None)
     batch = read_landing_file(file)
     assert [(q.row, q.reason) for q in batch.quarantined] == [
         (2, "latency_ms: True is not a number; feedback: False is not a number")
     ]
 
 
-def test_fast_jsonl_reader_over_many_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyarrow_and_orjson_blocks_over_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     bad = [line for lines in _STRICT_CASES.values() for line in lines if len(line) < 10_000]
     bad += [line for lines in _FAST_CASES.values() for line in lines]
@@ -478,7 +493,7 @@ def test_fast_jsonl_reader_over_many_blocks(tmp_path: Path, monkeypatch: pytest.
         elif rng.random() < 0.05:
             lines.append(_line(int(rng.integers(i + 1)), timestamp=f"2026-11-27T10:00:00.{i:06d}Z"))  # a duplicate
         else:
-            lines.append(_line(i, metadata={"language": ["en", "de"][i % 2], "n": i % 3}))
+            lines.append(_line(i, metadata={"language": ["en", "de"][i % 2], "n": str(i % 3)}))
     file = tmp_path / "t.jsonl"
     file.write_bytes(b"\r\n".join(lines))
     monkeypatch.setattr(traffic, "_BLOCK_BYTES", 4096)
@@ -489,21 +504,23 @@ def test_fast_jsonl_reader_over_many_blocks(tmp_path: Path, monkeypatch: pytest.
     assert any(q.reason.startswith("request_id: duplicate") for q in usual.quarantined)
 
 
-def test_fast_jsonl_reader_backs_off_where_it_refuses_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_blocks_with_a_line_pyarrow_refuses_are_read_by_orjson(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lines = [_line(i, prompt_tokens="10" if i < 400 and i % 5 == 0 else 10) for i in range(1500)]
     file = tmp_path / "t.jsonl"
     file.write_bytes(b"\n".join(lines) + b"\n")
     monkeypatch.setattr(traffic, "_BLOCK_BYTES", 2048)
     with file.open("rb") as read:
-        blocks = sum(1 for _ in iter(lambda: read.read(2048) + read.readline(), b""))
-    usual, strict, taken = _read_both(file, monkeypatch)
-    _assert_same(usual, strict)
-    assert len(usual.quarantined) == 80
-    assert blocks == 150 and taken.count(False) < 15  # 40 blocks have the first 400 lines, 9 tried
-    assert taken.count(True) > 90 and len(taken) < 125  # and after them up to 16 are not tried
+        blocks = list(iter(lambda: read.read(2048) + read.readline(), b""))
+    with_a_string = [b'"prompt_tokens":"10"' in block for block in blocks]
+    usual, by_orjson, taken = _read_both(file, monkeypatch)
+    _assert_same(usual, by_orjson)
+    assert len(usual.quarantined) == 80 and len(blocks) == 150
+    assert taken == [not bad for bad in with_a_string] and sum(with_a_string) == 40
 
 
-def test_fast_jsonl_reader_on_a_large_clean_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyarrow_reads_a_large_clean_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     frame = generate_traffic(START, 5, 10_000, date(2026, 11, 23), seed=4, models=("a/one", "b/two"))
     (path,) = write_landing_files(frame, tmp_path, "jsonl", per_day=False)
     assert path.stat().st_size > traffic._BLOCK_BYTES

@@ -98,24 +98,33 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, "utf-8")
 
 
-def write_parquet_atomic(path: Path, table: pa.Table) -> None:
-    """Write a Parquet file atomically (temporary file, then rename).
+def stores_arrow_schema(schema: pa.Schema) -> bool:
+    """Whether `parquet_writer` keeps Arrow's schema (with its metadata) in the file: only
+    without dictionary-encoded columns. Otherwise the schema's metadata must be added to the
+    file's key-value metadata before it is closed."""
+    return not any(pa.types.is_dictionary(field.type) for field in schema)
+
+
+def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer (snappy) for tables of `schema`, written a batch at a time.
 
     Dictionary-encoded columns (a few values repeated, such as a run's name on each of its
     rows) are written as such, without hashing every value again and without min/max
     statistics, which cost more than the rest of their writing; they read back as plain
-    columns: the file then keeps its schema metadata but not Arrow's own schema, whose
-    dictionary types readers would otherwise restore."""
-    dictionaries = {field.name for field in table.schema if pa.types.is_dictionary(field.type)}
-    with atomic_path(path) as tmp:
-        if not dictionaries:
-            pq.write_table(table, tmp, compression="snappy")
-            return
-        statistics = [name for name in table.schema.names if name not in dictionaries]
-        with pq.ParquetWriter(
-            tmp, table.schema, compression="snappy", store_schema=False, write_statistics=statistics
-        ) as writer:
-            writer.write_table(table.unify_dictionaries())
+    columns: the file then keeps its key-value metadata but not Arrow's own schema, whose
+    dictionary types readers would otherwise restore. A batch written with its own
+    dictionaries becomes a row group of its own."""
+    if stores_arrow_schema(schema):
+        return pq.ParquetWriter(path, schema, compression="snappy")
+    statistics = [field.name for field in schema if not pa.types.is_dictionary(field.type)]
+    return pq.ParquetWriter(path, schema, compression="snappy", store_schema=False, write_statistics=statistics)
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    """Write a Parquet file atomically (temporary file, then rename), as `parquet_writer` does."""
+    with atomic_path(path) as tmp, parquet_writer(tmp, table.schema) as writer:
+        writer.write_table(table.unify_dictionaries())
+        if not stores_arrow_schema(table.schema):
             writer.add_key_value_metadata(table.schema.metadata or {})
 
 

@@ -1,12 +1,17 @@
 """The Parquet warehouse: `warehouse/<asset key path>/<partition>.parquet`, readable without Dagster.
 
+Tables are written a piece at a time (`Warehouse.writer`): each piece goes to the Parquet file
+as row groups as soon as it is given, so that writing a table holds a few pieces in memory,
+never the whole table.
+
 A table written with its Arrow cache also has a memory-mappable copy in
 `.arrow_cache/<asset key path>/<partition>/`: Arrow IPC segment files and `layout.json`, which
-lists the stretches of segment rows that make up the table. A rebuild that reuses most rows of
-the cached table (`write_rebuilt`) writes only its new rows as a new segment; the segments are
-compacted into one when they hold more dead rows than live ones, or become too many. A
-dictionary-encoded column is cached twice: decoded, which readers map without copying, and
-encoded (`<name>#dictionary`), which rebuilds reuse."""
+lists the stretches of segment rows that make up the table. A rebuild that reuses rows of the
+cached table writes only its new rows, as a new segment; the segments are compacted into one
+when they hold more dead rows than live ones, or become too many. A dictionary-encoded column
+is cached twice: decoded, which readers map without copying, and encoded (`<name>#dictionary`),
+which rebuilds reuse; a segment keeps one dictionary per column, grown by deltas as pieces
+with dictionaries of their own are appended."""
 
 from __future__ import annotations
 
@@ -15,19 +20,27 @@ import itertools
 import json
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from governance_assets.lib.core.storage import (
+    atomic_path,
+    parquet_writer,
     path_within,
+    remove_stale_temporaries,
     safe_component,
-    write_arrow_atomic,
-    write_parquet_atomic,
+    stores_arrow_schema,
     write_text_atomic,
 )
 
@@ -72,26 +85,69 @@ class CachedTable:
         return found
 
 
-def joined(pieces: Sequence[Piece]) -> pa.Table:
-    """One table of the rows of `pieces`, in order (zero-copy)."""
-    return pa.concat_tables([table.slice(offset, rows) for table, offset, rows in pieces])
-
-
 ENCODED_SUFFIX = "#dictionary"
+WRITES_IN_FLIGHT = 2
+"""Pieces handed to a writer's background thread and not yet written (bounds its memory)."""
+
+
+def _encoded_columns(schema: pa.Schema) -> list[str]:
+    return [field.name for field in schema if pa.types.is_dictionary(field.type)]
 
 
 def _for_cache(table: pa.Table, encoded_columns: Sequence[str]) -> pa.Table:
     """`table` as cached: its dictionary-encoded `encoded_columns` decoded in place, each
     encoding appended as `<name>#dictionary`."""
-    if not encoded_columns:
-        return table
-    table = table.unify_dictionaries()  # the IPC file format allows one dictionary per column
     cached = table
     for name in encoded_columns:
         column = table[name]
         cached = cached.set_column(cached.schema.get_field_index(name), name, column.cast(column.type.value_type))
         cached = cached.append_column(f"{name}{ENCODED_SUFFIX}", column)
     return cached
+
+
+class _GrowingDictionaries:
+    """Re-encodes dictionary columns against one dictionary per column that only grows, so that
+    pieces with dictionaries of their own go to one Arrow IPC file (as dictionary deltas)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, pa.Array] = {}
+
+    def conform(self, table: pa.Table) -> pa.Table:
+        for index, field in enumerate(table.schema):
+            if pa.types.is_dictionary(field.type):
+                chunks = [self._conform(field.name, chunk) for chunk in table.column(index).chunks]
+                table = table.set_column(index, field, pa.chunked_array(chunks, field.type))
+        return table
+
+    def _conform(self, name: str, chunk: pa.DictionaryArray) -> pa.DictionaryArray:
+        known = self._values.get(name)
+        if known is None:
+            self._values[name] = chunk.dictionary
+            return chunk
+        positions = pc.index_in(chunk.dictionary, value_set=known)
+        if positions.null_count:
+            known = self._values[name] = pa.concat_arrays([known, chunk.dictionary.filter(positions.is_null())])
+            positions = pc.index_in(chunk.dictionary, value_set=known)
+        return pa.DictionaryArray.from_arrays(positions.take(chunk.indices), known)
+
+
+class _Segment:
+    """One cache segment file being written, a table (or piece) at a time."""
+
+    def __init__(self, stack: ExitStack, path: Path, schema: pa.Schema) -> None:
+        self.encoded = _encoded_columns(schema)
+        tmp = stack.enter_context(atomic_path(path))
+        sink = stack.enter_context(pa.OSFile(str(tmp), "wb"))
+        options = ipc.IpcWriteOptions(emit_dictionary_deltas=True)
+        self._writer = stack.enter_context(
+            ipc.new_file(sink, _for_cache(schema.empty_table(), self.encoded).schema, options=options)
+        )
+        self._dictionaries = _GrowingDictionaries()
+
+    def write(self, table: pa.Table, as_cached: bool = False) -> None:
+        """Append `table` (or, `as_cached`, rows of another segment as stored)."""
+        stored = table if as_cached else _for_cache(table, self.encoded)
+        self._writer.write_table(self._dictionaries.conform(stored))
 
 
 def _from_cache(table: pa.Table, encoded_columns: Sequence[str], encoded: bool) -> pa.Table:
@@ -121,6 +177,61 @@ def _file_identity(path: Path) -> list[int]:
     return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
+class TableWriter:
+    """A table being written a piece at a time (see `Warehouse.writer`). Pieces are written by a
+    background thread, at most WRITES_IN_FLIGHT behind, while the caller reads the next ones."""
+
+    def __init__(
+        self, stack: ExitStack, path: Path, schema: pa.Schema, cache_folder: Path | None, reused: CachedTable | None
+    ) -> None:
+        self.path, self.schema, self._reused = path, schema, reused
+        self.annotations: dict[str, Any] = {}
+        self._in_flight: deque[Future[None]] = deque()
+        self._parquet = stack.enter_context(parquet_writer(stack.enter_context(atomic_path(path)), schema))
+        self.segment_name = f"{uuid.uuid4().hex}.arrow"
+        self._segment = _Segment(stack, cache_folder / self.segment_name, schema) if cache_folder else None
+        self.stretches: list[Stretch] = []
+        self._new_rows = 0
+        self._thread = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        stack.callback(self._drain)  # runs first when the stack closes: nothing is written after
+
+    def write(self, table: pa.Table, offset: int = 0, rows: int | None = None) -> None:
+        """Append rows `offset : offset + rows` of `table` (all from `offset` by default)."""
+        rows = table.num_rows - offset if rows is None else rows
+        to_cache = self._segment is not None
+        if self._reused is not None and table is self._reused.table:
+            self.stretches.extend(self._reused.locate(offset, rows))  # already cached: not copied again
+            to_cache = False
+        elif to_cache:
+            self.stretches.append((self.segment_name, self._new_rows, rows))
+            self._new_rows += rows
+        if rows:
+            self._submit(partial(self._write_now, table.slice(offset, rows), to_cache))
+
+    def _write_now(self, piece: pa.Table, to_cache: bool) -> None:
+        self._parquet.write_table(piece)
+        if to_cache and self._segment is not None:
+            self._segment.write(piece)
+
+    def _submit(self, work: Callable[[], None]) -> None:
+        self._in_flight.append(self._thread.submit(work))
+        while len(self._in_flight) > WRITES_IN_FLIGHT:
+            self._in_flight.popleft().result()
+
+    def _drain(self) -> None:
+        while self._in_flight:
+            self._in_flight.popleft().result()
+
+    def finish(self) -> None:
+        """Wait for the pieces still being written, then add the annotations (and the schema's
+        own metadata, when the file does not keep Arrow's schema) to the Parquet footer."""
+        self._drain()
+        metadata = {} if stores_arrow_schema(self.schema) else dict(self.schema.metadata or {})
+        for name, value in self.annotations.items():
+            metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
+        self._parquet.add_key_value_metadata(metadata)
+
+
 @dataclass(frozen=True)
 class Warehouse:
     """Tables under one folder, one Parquet file per asset partition."""
@@ -135,6 +246,33 @@ class Warehouse:
         safe_component(partition, "partition key")
         return path_within(self.root, *key, f"{partition}.parquet", what="partition key")
 
+    @contextmanager
+    def writer(
+        self,
+        key: Sequence[str],
+        partition: str | None,
+        schema: pa.Schema,
+        cache: bool = False,
+        reused: CachedTable | None = None,
+    ) -> Iterator[TableWriter]:
+        """A writer of the table of `key` and `partition`, written piece by piece; the file
+        replaces the old one only when the block ends without an error. Set its `annotations`
+        (JSON-able, e.g. run fingerprints) to store them in the file.
+
+        With `cache`, the Arrow copy is written too, so that the next incremental rebuild can map
+        it instead of decoding the Parquet file. Pieces of `reused.table` (the cached table read
+        for this rebuild) keep their cache segments: only other rows are written to the cache."""
+        folder = self._cache_folder(key, partition) if cache else None
+        own_metadata = {
+            k: v for k, v in (schema.metadata or {}).items() if not k.startswith(ANNOTATION_PREFIX.encode())
+        }
+        with ExitStack() as stack:
+            writer = TableWriter(stack, self.path(key, partition), schema.with_metadata(own_metadata), folder, reused)
+            yield writer
+            writer.finish()
+        if folder is not None:
+            self._write_layout(folder, writer, reused)
+
     def write(
         self,
         key: Sequence[str],
@@ -143,19 +281,8 @@ class Warehouse:
         annotations: Mapping[str, Any] | None = None,
         cache: bool = False,
     ) -> Path:
-        """Write atomically; `annotations` (JSON-able, e.g. run fingerprints) travel in the file.
-
-        With `cache`, the Arrow copy is written too, so that the next incremental rebuild can
-        map it instead of decoding the Parquet file."""
-        path = self._write_parquet(key, partition, table, annotations)
-        if cache:
-            self._write_cache(key, partition, [(table, 0, table.num_rows)], None, path)
-        return path
-
-    def delete(self, key: Sequence[str], partition: str | None = None) -> None:
-        """Remove a table's file and its Arrow cache (nothing happens when neither exists)."""
-        self.path(key, partition).unlink(missing_ok=True)
-        shutil.rmtree(self._cache_folder(key, partition), ignore_errors=True)
+        """Write a whole table atomically, as `writer` does."""
+        return self.write_rebuilt(key, partition, [(table, 0, table.num_rows)], None, annotations, cache)
 
     def write_rebuilt(
         self,
@@ -164,66 +291,64 @@ class Warehouse:
         pieces: Sequence[Piece],
         reused: CachedTable | None,
         annotations: Mapping[str, Any] | None = None,
+        cache: bool = True,
     ) -> Path:
-        """Write the table made of `pieces`, with its Arrow cache. Pieces of `reused.table` (the
-        cached table read for this rebuild) keep their cache segments: only other rows are written
-        to the cache. `pieces` holds at least one piece, which may be empty, to give the schema."""
-        path = self._write_parquet(key, partition, joined(pieces), annotations)
-        self._write_cache(key, partition, pieces, reused, path)
-        return path
+        """Write the table made of `pieces` (at least one, which may be empty, to give the
+        schema), as `writer` does."""
+        with self.writer(key, partition, pieces[0][0].schema, cache, reused) as writer:
+            writer.annotations = dict(annotations or {})
+            for piece in pieces:
+                writer.write(*piece)
+        return writer.path
 
-    def _write_parquet(
-        self, key: Sequence[str], partition: str | None, table: pa.Table, annotations: Mapping[str, Any] | None
-    ) -> Path:
-        path = self.path(key, partition)
-        metadata = dict(table.schema.metadata or {})
-        for name, value in (annotations or {}).items():
-            metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
-        write_parquet_atomic(path, table.replace_schema_metadata(metadata or None))
-        return path
+    def delete(self, key: Sequence[str], partition: str | None = None) -> None:
+        """Remove a table's file and its Arrow cache (nothing happens when neither exists)."""
+        self.path(key, partition).unlink(missing_ok=True)
+        shutil.rmtree(self._cache_folder(key, partition), ignore_errors=True)
 
     def _cache_folder(self, key: Sequence[str], partition: str | None) -> Path:
         return self.root / ".arrow_cache" / self.path(key, partition).relative_to(self.root).with_suffix("")
 
-    def _write_cache(
-        self, key: Sequence[str], partition: str | None, pieces: Sequence[Piece], reused: CachedTable | None, path: Path
-    ) -> None:
-        """Write the new rows as one segment and the layout that points at `path`'s version;
-        then remove the segments no longer used."""
-        folder = self._cache_folder(key, partition)
-        segment = f"{uuid.uuid4().hex}.arrow"
-        stretches: list[Stretch] = []
-        new_rows: list[Piece] = []
-        written = 0
-        for table, offset, rows in pieces:
-            if reused is not None and table is reused.table:
-                stretches.extend(reused.locate(offset, rows))
-            else:
-                stretches.append((segment, written, rows))
-                new_rows.append((table, offset, rows))
-                written += rows
-        stretches = _merged(stretches)
+    def _write_layout(self, folder: Path, writer: TableWriter, reused: CachedTable | None) -> None:
+        """Point the cache at the Parquet file just written: its segments, compacted into one
+        when they hold too many dead rows or are too many; then remove the segments no longer
+        used (and temporary files of killed writers)."""
+        stretches = _merged(writer.stretches)
+        segment = writer.segment_name
         kept = {name for name, _, _ in stretches} - {segment}
         segment_rows = {name: reused.segment_rows[name] for name in kept} if reused is not None else {}
+        written = sum(rows for name, _, rows in stretches if name == segment)
         segment_rows |= {segment: written} if written else {}
         live_rows = sum(rows for _, _, rows in stretches)
-        if not live_rows or len(segment_rows) > MAX_CACHE_SEGMENTS or sum(segment_rows.values()) > 2 * live_rows:
-            new_rows = list(pieces)  # compact into one segment (an empty table too: it gives the schema)
-            segment_rows = {segment: live_rows}
-            stretches = [(segment, 0, live_rows)] if live_rows else []
-        encoded = [field.name for field in pieces[0][0].schema if pa.types.is_dictionary(field.type)]
-        if segment in segment_rows:
-            write_arrow_atomic(folder / segment, _for_cache(joined(new_rows), encoded))
+        if not live_rows:
+            segment_rows, stretches = {segment: 0}, []  # the empty segment gives the schema
+        elif len(segment_rows) > MAX_CACHE_SEGMENTS or sum(segment_rows.values()) > 2 * live_rows:
+            segment = self._compact(folder, stretches, writer.schema)
+            segment_rows, stretches = {segment: live_rows}, [(segment, 0, live_rows)]
         layout = {
-            "parquet": _file_identity(path),
+            "parquet": _file_identity(writer.path),
             "segments": segment_rows,
             "stretches": stretches,
-            "encoded_columns": encoded,
+            "encoded_columns": _encoded_columns(writer.schema),
         }
         write_text_atomic(folder / "layout.json", json.dumps(layout))
         for stale in folder.glob("*.arrow"):
             if stale.name not in segment_rows:
                 stale.unlink(missing_ok=True)
+        for tmp in folder.glob(".*.arrow.*.tmp"):  # `.<segment>.<writer>.<random>.tmp`: its writer was killed?
+            remove_stale_temporaries(folder / f"{tmp.name[1:].split('.arrow.', 1)[0]}.arrow")
+
+    def _compact(self, folder: Path, stretches: Sequence[Stretch], schema: pa.Schema) -> str:
+        """Copy `stretches` of the segments in `folder`, in order, into one new segment; its name."""
+        name = f"{uuid.uuid4().hex}.arrow"
+        sources: dict[str, pa.Table] = {}
+        with ExitStack() as stack:
+            compacted = _Segment(stack, folder / name, schema)
+            for source, offset, rows in stretches:
+                if source not in sources:
+                    sources[source] = ipc.open_file(pa.memory_map(str(folder / source))).read_all()
+                compacted.write(sources[source].slice(offset, rows), as_cached=True)
+        return name
 
     def read_cache(self, key: Sequence[str], partition: str | None) -> CachedTable | None:
         """The table through its Arrow cache, dictionary columns encoded as they were written;

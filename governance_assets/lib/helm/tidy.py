@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from governance_assets.lib.core.warehouse import Piece, Warehouse, joined
+from governance_assets.lib.core.warehouse import CachedTable, Piece, TableWriter, Warehouse
 from governance_assets.lib.helm import output as ho
 
 RUNS_SCHEMA = pa.schema(
@@ -264,10 +262,9 @@ TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 
 @dataclass
 class TableBuild:
-    """A built table, the fingerprints it was built from, and the runs that could not be read."""
+    """What building a table did: its rows, the fingerprints it was built from, and the runs
+    that could not be read (the table itself is in the warehouse)."""
 
-    table: pa.Table | None
-    """None when nothing changed and the stored table was left as it was (not even read)."""
     rows: int
     manifest: dict[str, str]
     digests: dict[str, str] = field(default_factory=dict)
@@ -275,14 +272,12 @@ class TableBuild:
     errors: dict[str, str] = field(default_factory=dict)
     parsed: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
-    pieces: list[Piece] = field(default_factory=list)
-    """Where the rows of `table` come from: the previous table, or the runs read this time."""
 
 
 Pending = list[tuple[dict[str, Any], ho.RunFile]]
 READ_BATCH = 200
-"""Runs whose columns are held as Python values at once: the ingestion's memory then stays
-within a bound whatever the size of the suite (the Arrow tables it writes grow with it)."""
+"""Runs read, converted and written at a time: the ingestion holds a few batches in memory
+(as Python values, then Arrow), whatever the size of the suite."""
 
 
 def _to_table(spec: TidyTable, pending: Pending) -> pa.Table:
@@ -357,11 +352,9 @@ def _parsed_stretches(spec: TidyTable, converted: Pending) -> Stretches:
     }
 
 
-def _in_run_order(
-    schema: pa.Schema, order: Sequence[str], located: Mapping[str, tuple[pa.Table, Stretches]]
-) -> list[Piece]:
+def _in_run_order(order: Sequence[str], located: Mapping[str, tuple[pa.Table, Stretches]]) -> list[Piece]:
     """The rows of each run in `order`, taken from the table `located` names for it, as pieces
-    (adjacent rows of one table form one piece); one empty piece when there are no rows."""
+    (adjacent rows of one table form one piece)."""
     pieces: list[Piece] = []
     for name in order:
         if name not in located:
@@ -372,7 +365,7 @@ def _in_run_order(
                 pieces[-1] = (table, pieces[-1][1], pieces[-1][2] + length)
             else:
                 pieces.append((table, offset, length))
-    return pieces or [(schema.empty_table(), 0, 0)]
+    return pieces
 
 
 def data_version(
@@ -410,35 +403,35 @@ def source_fingerprints(runs: pa.Table, specs: Sequence[TidyTable]) -> dict[tupl
 def build_table(
     spec: TidyTable,
     runs: pa.Table,
+    writer: TableWriter,
     previous: pa.Table | None = None,
     previous_manifest: dict[str, str] | None = None,
     previous_digests: dict[str, str] | None = None,
     fingerprints: Mapping[str, str] | None = None,
 ) -> TableBuild:
-    """Build `spec`'s table for the complete runs in `runs` (a `helm/runs` table).
+    """Build `spec`'s table for the complete runs in `runs` (a `helm/runs` table), in run order,
+    into `writer` a batch at a time (READ_BATCH runs read, with the reused runs between them).
 
     Runs whose fingerprint matches `previous_manifest` are copied from `previous` instead of
     re-read; a run whose files cannot be read is left out and named in `errors`.
     `fingerprints` (this table's `source_fingerprints`) saves computing them again."""
     previous_manifest = previous_manifest or {}
-    build = TableBuild(table=None, rows=0, manifest={})
+    build = TableBuild(rows=0, manifest={})
     complete = runs.filter(pc.equal(runs["status"], "complete"))
     names = complete["run_name"].to_pylist()
     fingerprints = fingerprints or source_fingerprints(runs, [spec])[spec.key]
-    to_read = []
-    for index, name in enumerate(names):
-        if previous is not None and previous_manifest.get(name) == fingerprints[name]:
-            build.reused.append(name)
-        else:
-            to_read.append(index)
-    located: dict[str, tuple[pa.Table, Stretches]] = {}
-    if build.reused and previous is not None:
-        previous_stretches = _run_stretches(previous)
-        located = dict.fromkeys(build.reused, (previous, previous_stretches))
-    parsed_digests = {}
-    for start in range(0, len(to_read), READ_BATCH):  # runs read as Python values, a batch at a time
+    reused = {name for name in names if previous is not None and previous_manifest.get(name) == fingerprints[name]}
+    previous_stretches = _run_stretches(previous) if reused and previous is not None else {}
+    parsed_digests: dict[str, str] = {}
+    window: list[str] = []  # run names in order, up to READ_BATCH of them to read
+    to_read: list[int] = []
+
+    def flush() -> None:
+        located: dict[str, tuple[pa.Table, Stretches]] = {}
+        if previous is not None:
+            located = {name: (previous, previous_stretches) for name in window if name in reused}
         pending: Pending = []
-        for run in complete.take(pa.array(to_read[start : start + READ_BATCH], pa.int64())).to_pylist():
+        for run in complete.take(pa.array(to_read, pa.int64())).to_pylist():
             try:
                 pending.append((run, spec.read_columns(Path(run["path"]), False)))
             except ho.HelmOutputError as error:
@@ -450,13 +443,25 @@ def build_table(
                 dict.fromkeys((run["run_name"] for run, _ in converted), (table, _parsed_stretches(spec, converted)))
             )
             parsed_digests.update({run["run_name"]: file.digest for run, file in converted})
+        for piece in _in_run_order(window, located):
+            writer.write(*piece)
+            build.rows += piece[2]
+        window.clear()
+        to_read.clear()
+
+    for index, name in enumerate(names):
+        window.append(name)
+        if name in reused:
+            build.reused.append(name)
+        else:
+            to_read.append(index)
+            if len(to_read) == READ_BATCH:
+                flush()
+    flush()
     build.manifest = {name: fingerprints[name] for name in build.reused + build.parsed}
     build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {
         name: parsed_digests[name] for name in build.parsed
     }
-    build.pieces = _in_run_order(spec.build_schema, names, located)
-    build.table = joined(build.pieces)
-    build.rows = build.table.num_rows
     return build
 
 
@@ -471,22 +476,8 @@ def refresh_table(
     fingerprints: Mapping[str, str] | None = None,
 ) -> TableBuild:
     """Rebuild `spec`'s table of `suite` from the stored `helm/runs` table, re-reading only
-    changed runs; an unchanged suite is not rewritten. `runs` saves reading it again, and
-    `fingerprints` (this table's `source_fingerprints`) computing them again."""
-    build, store = _rebuild(spec, suite, warehouse, runs, fingerprints)
-    if store is not None:
-        store()
-    return build
-
-
-def _rebuild(
-    spec: TidyTable,
-    suite: str,
-    warehouse: Warehouse,
-    runs: pa.Table | None,
-    fingerprints: Mapping[str, str] | None,
-) -> tuple[TableBuild, Callable[[], Any] | None]:
-    """`refresh_table`'s build, and what writes it (None when the stored table is unchanged)."""
+    changed runs and writing as it reads; an unchanged suite is not rewritten. `runs` saves
+    reading it again, and `fingerprints` (this table's `source_fingerprints`) computing them again."""
     runs = runs if runs is not None else warehouse.read(RUNS_KEY, suite)
     if runs is None:
         raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
@@ -496,18 +487,16 @@ def _rebuild(
     digests: dict[str, str] = annotations.get("digests") or {}
     current = fingerprints or source_fingerprints(runs, [spec])[spec.key]
     if footer is not None and manifest and manifest == current:
-        unchanged = TableBuild(
-            table=None, rows=footer.rows, manifest=manifest, digests=digests, reused=sorted(manifest)
-        )
-        return unchanged, None
-    cached = warehouse.read_cache(spec.key, suite) if manifest else None
+        return TableBuild(rows=footer.rows, manifest=manifest, digests=digests, reused=sorted(manifest))
+    cached: CachedTable | None = warehouse.read_cache(spec.key, suite) if manifest else None
     stored = cached.table if cached is not None else warehouse.read(spec.key, suite) if manifest else None
     previous = spec.as_built(stored) if stored is not None else None  # None: an older version's columns
     if cached is not None and previous is not cached.table:
         cached = None  # its rows were re-encoded: they go to a new cache segment
-    build = build_table(spec, runs, previous, manifest, digests, current)
-    written = {"manifest": build.manifest, "digests": build.digests, "errors": build.errors}
-    return build, partial(warehouse.write_rebuilt, spec.key, suite, build.pieces, cached, written)
+    with warehouse.writer(spec.key, suite, spec.build_schema, cache=True, reused=cached) as writer:
+        build = build_table(spec, runs, writer, previous, manifest, digests, current)
+        writer.annotations = {"manifest": build.manifest, "digests": build.digests, "errors": build.errors}
+    return build
 
 
 def write_catalogue(warehouse: Warehouse, suite: str, catalogue: RunCatalogue, previous: pa.Table | None) -> None:
@@ -534,20 +523,14 @@ def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteInge
     """Catalogue a suite's runs and refresh all three tidy tables (what the helm assets do).
 
     Reading HELM's JSON holds the GIL, so the tables are read one after another (threads
-    reading side by side are slower); each is written in the background while the next is read."""
+    reading side by side are slower); each writes its batches in the background as it reads."""
     previous = warehouse.read_cached(RUNS_KEY, suite)
     catalogue = catalogue_runs(suite, suite_dir, previous)
     write_catalogue(warehouse, suite, catalogue, previous)
     fingerprints = source_fingerprints(catalogue.table, TIDY_TABLES)
-    builds = {}
-    with ThreadPoolExecutor(max_workers=len(TIDY_TABLES)) as writers:
-        writes = []
-        for spec in TIDY_TABLES:
-            builds[spec.key], store = _rebuild(spec, suite, warehouse, catalogue.table, fingerprints[spec.key])
-            if store is not None:
-                writes.append(writers.submit(store))
-        for write in writes:
-            write.result()
+    builds = {
+        spec.key: refresh_table(spec, suite, warehouse, catalogue.table, fingerprints[spec.key]) for spec in TIDY_TABLES
+    }
     return SuiteIngest(catalogue, builds)
 
 

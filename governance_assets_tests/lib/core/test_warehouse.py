@@ -172,3 +172,43 @@ def test_dictionary_columns_are_stored_as_plain_columns_with_the_annotations(war
     assert cached(warehouse).table.schema.names == SCHEMA.names
     read = warehouse.read_cached(KEY, "s")  # readers get the decoded copy stored beside it
     assert read is not None and read.schema.equals(SCHEMA) and read.equals(plain)
+
+
+def encoded_rows(run: str, count: int, start: int = 0) -> pa.Table:
+    """`rows_of` with `run_name` dictionary-encoded on its own (as each batch of an ingestion is)."""
+    table = rows_of(run, count, start)
+    return table.set_column(0, "run_name", pc.dictionary_encode(table["run_name"]))
+
+
+def test_a_table_written_piece_by_piece_is_one_table_and_one_segment(warehouse: Warehouse) -> None:
+    """Each piece becomes row groups of the Parquet file as it is given; the cache holds one
+    segment whose dictionary grew by deltas; both read back as the whole table."""
+    pieces = [encoded_rows(run, 3 + index, index * 10) for index, run in enumerate(["a", "b", "a", "c"])]
+    with warehouse.writer(KEY, "s", pieces[0].schema, cache=True) as writer:
+        writer.annotations = {"manifest": {"a": "1"}}
+        for piece in pieces:
+            writer.write(piece)
+    expected = pa.concat_tables([piece.cast(SCHEMA) for piece in pieces])
+    assert warehouse.read(KEY, "s").equals(expected)  # type: ignore[union-attr]
+    assert pq.ParquetFile(warehouse.path(KEY, "s")).metadata.num_row_groups == 4
+    assert warehouse.read_annotation(KEY, "s", "manifest") == {"a": "1"}
+    assert list(segment_files(warehouse).values()) == [expected.num_rows]
+    [segment] = (warehouse.root / ".arrow_cache" / "helm" / "run_stats" / "s").glob("*.arrow")
+    reader = ipc.open_file(pa.memory_map(str(segment)))
+    reader.read_all()
+    assert reader.stats.num_dictionary_deltas == 2  # "b", then "c": "a" was known already
+    found = cached(warehouse).table
+    assert found.cast(SCHEMA).equals(expected) and pa.types.is_dictionary(found["run_name"].type)
+    assert found["run_name"].chunks[-1].dictionary.to_pylist() == ["a", "b", "c"]
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_table_and_no_file_behind(warehouse: Warehouse) -> None:
+    warehouse.write(KEY, "s", rows_of("a", 3), {"manifest": {"a": "1"}}, cache=True)
+    folder = warehouse.root / "helm" / "run_stats"
+    before = sorted(path.name for path in warehouse.root.rglob("*"))
+    with pytest.raises(RuntimeError, match="reading failed"), warehouse.writer(KEY, "s", SCHEMA, cache=True) as writer:
+        writer.write(rows_of("b", 5))
+        raise RuntimeError("reading failed")
+    assert sorted(path.name for path in warehouse.root.rglob("*")) == before  # no temporary file, no segment
+    assert warehouse.read(KEY, "s").equals(rows_of("a", 3))  # type: ignore[union-attr]
+    assert cached(warehouse).table.equals(rows_of("a", 3)) and folder.is_dir()

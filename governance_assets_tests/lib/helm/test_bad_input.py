@@ -110,12 +110,14 @@ def test_impossible_instance_values_are_refused_with_the_file_and_instance(
 def test_missing_required_file_marks_run_incomplete_and_never_ingests_it(suite_dir: Path, tmp_path: Path) -> None:
     bad_run = _first_run(suite_dir)
     (bad_run / "per_instance_stats.json").unlink()
-    result = tidy.ingest_suite("v1", suite_dir, Warehouse(tmp_path / "warehouse"))
+    warehouse = Warehouse(tmp_path / "warehouse")
+    result = tidy.ingest_suite("v1", suite_dir, warehouse)
     row = next(r for r in result.catalogue.table.to_pylist() if r["run_name"] == bad_run.name)
     assert row["status"] == "incomplete" and row["missing_files"] == ["per_instance_stats.json"]
     assert "missing per_instance_stats.json" in row["error"]
-    for build in result.builds.values():
-        assert bad_run.name not in build.table["run_name"].to_pylist() and len(build.parsed) == 3
+    for key, build in result.builds.items():
+        table = warehouse.read(key, "v1")
+        assert table is not None and bad_run.name not in table["run_name"].to_pylist() and len(build.parsed) == 3
 
 
 def test_invalid_run_spec_is_named(suite_dir: Path, tmp_path: Path) -> None:

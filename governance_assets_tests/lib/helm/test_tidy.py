@@ -22,7 +22,8 @@ def test_safety_suite_means_equal_helm_summary_exactly(warehouse: Warehouse) -> 
     result = tidy.ingest_suite("v3", suite_dir, warehouse)
     assert result.catalogue.table.num_rows == 36
     assert all(not build.errors for build in result.builds.values())
-    run_stats = result.builds[tidy.RUN_STATS.key].table
+    run_stats = warehouse.read(tidy.RUN_STATS.key, "v3")
+    assert run_stats is not None and result.builds[tidy.RUN_STATS.key].rows == run_stats.num_rows
     compared, mismatches = tidy.compare_with_summary(suite_dir, run_stats)
     # runs.json was written by HELM's own helm-summarize: 36 runs × 51 stats, every one equal.
     helm_stats = sum(len(run["stats"]) for run in json.loads((suite_dir / "runs.json").read_text()))
@@ -32,8 +33,8 @@ def test_safety_suite_means_equal_helm_summary_exactly(warehouse: Warehouse) -> 
 
 def test_summary_comparison_detects_a_changed_mean(warehouse: Warehouse) -> None:
     suite_dir = SAFETY_ROOT / "runs" / "v3"
-    run_stats = tidy.ingest_suite("v3", suite_dir, warehouse).builds[tidy.RUN_STATS.key].table
-    frame = run_stats.to_pandas()
+    tidy.ingest_suite("v3", suite_dir, warehouse)
+    frame = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v3"))
     frame.loc[(frame["metric"] == "bbq_accuracy") & frame["perturbation"].isna(), "mean"] += 0.5
     _, mismatches = tidy.compare_with_summary(suite_dir, tidy.pa.Table.from_pandas(frame))
     assert mismatches and all("bbq_accuracy" in m for m in mismatches)
@@ -41,7 +42,8 @@ def test_summary_comparison_detects_a_changed_mean(warehouse: Warehouse) -> None
 
 def test_summary_comparison_detects_a_missing_run_and_a_conflicting_duplicate(warehouse: Warehouse) -> None:
     suite_dir = SAFETY_ROOT / "runs" / "v3"
-    frame = tidy.ingest_suite("v3", suite_dir, warehouse).builds[tidy.RUN_STATS.key].table.to_pandas()
+    tidy.ingest_suite("v3", suite_dir, warehouse)
+    frame = pd.read_parquet(warehouse.path(tidy.RUN_STATS.key, "v3"))
     dropped = sorted(frame["run_name"].unique())[0]
     _, missing = tidy.compare_with_summary(suite_dir, tidy.pa.Table.from_pandas(frame[frame["run_name"] != dropped]))
     assert missing == [f"{dropped}: in runs.json but missing from run_stats"]

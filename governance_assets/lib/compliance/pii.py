@@ -4,6 +4,7 @@ pipeline. Only types, counts and redacted text leave this module, never a raw va
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -43,6 +44,12 @@ MIN_SCORE = 0.4
 """Findings below this Presidio score are ignored: the weakest SSN patterns (bare 9-digit runs).
 Phone numbers score 0.4 once `phonenumbers` has validated them (Presidio's context boost needs
 lemmas, which a blank pipeline has not)."""
+
+
+UNUSED_ML_BACKENDS = ("torch", "transformers")
+"""Optional back-ends that Presidio (its NER recognizers, its GPU probe) and spaCy's thinc import
+whenever they are installed. The screen's pattern recognizers on a blank pipeline use neither, so
+they are hidden while Presidio loads: importing them took 3-4 of its 5-6 seconds."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +92,24 @@ def _blank_spacy_model() -> str:
 def _analyzer() -> Any:
     """Presidio's analyzer with the pattern recognizers of `PII_TYPES` only (built once)."""
     _offline_tldextract()
-    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer,
-        EmailRecognizer,
-        IbanRecognizer,
-        IpRecognizer,
-        PhoneRecognizer,
-        UkNinoRecognizer,
-        UsSsnRecognizer,
-    )
+    hidden = [name for name in UNUSED_ML_BACKENDS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import torch` raises ImportError
+    try:
+        from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+            UkNinoRecognizer,
+            UsSsnRecognizer,
+        )
+    finally:
+        for name in hidden:
+            del sys.modules[name]
 
     registry = RecognizerRegistry(supported_languages=["en"])
     for recognizer in (
@@ -162,13 +176,16 @@ class ScreenedText:
 
 
 def screen(texts: Iterable[str | None]) -> list[ScreenedText]:
-    """Scan each text (None counts as empty)."""
+    """Scan each text (None counts as empty); a text that recurs (the same prompt or completion in
+    several runs or trials) is scanned once."""
+    verdicts: dict[str, ScreenedText] = {}
     results = []
     for text in texts:
-        findings = scan(text or "")
-        results.append(
-            ScreenedText(
-                Counter(f.pii_type for f in findings), redacted_excerpt(text or "", findings) if findings else None
+        text = text or ""
+        if text not in verdicts:
+            findings = scan(text)
+            verdicts[text] = ScreenedText(
+                Counter(f.pii_type for f in findings), redacted_excerpt(text, findings) if findings else None
             )
-        )
+        results.append(verdicts[text])
     return results

@@ -2,6 +2,8 @@
 
 import random
 import string
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 
@@ -160,3 +162,23 @@ def test_redaction_keeps_no_raw_value() -> None:
     assert screened.excerpt is not None and card not in screened.excerpt and email not in screened.excerpt
     assert screened.excerpt.endswith("…")
     assert pii.screen([None, ""])[0].types == Counter()
+
+
+def test_a_recurring_text_gets_the_verdict_of_its_own_scan() -> None:
+    corpus = [text for text, _ in build_corpus(seed=3, per_type=3)]
+    texts = [*corpus, *reversed(corpus), None, corpus[0]]
+    for text, screened in zip(texts, pii.screen(texts), strict=True):
+        findings = pii.scan(text or "")
+        assert screened.types == Counter(f.pii_type for f in findings)
+        assert screened.excerpt == (pii.redacted_excerpt(text or "", findings) if findings else None)
+
+
+def test_presidio_loads_without_the_ml_backends_it_does_not_use() -> None:
+    code = (
+        "import sys\n"
+        "from governance_assets.lib.compliance import pii\n"
+        "assert [f.pii_type for f in pii.scan('mail jane.doe@example.com')] == ['EMAIL_ADDRESS']\n"
+        "print(sorted(name for name in pii.UNUSED_ML_BACKENDS if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # neither imported, nor left hidden (None) in sys.modules

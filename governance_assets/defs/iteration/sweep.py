@@ -109,10 +109,19 @@ def iteration_sweep(
         state.warehouse(),
         record,
         context.log.info,
+        policy.compliance,
     )
     completed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     rows = [
-        {"trial": t.number, "state": t.state.name, "value": t.value, "suite": t.user_attrs.get("suite"), **t.params}
+        {
+            "trial": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "suite": t.user_attrs.get("suite"),
+            "feasible": all(c <= 0 for c in t.constraints.values()) if t.constraints else None,
+            "fairness_gap": t.user_attrs.get("fairness_gap"),
+            **t.params,
+        }
         for t in study.get_trials(deepcopy=False)
     ]
     metadata: dict[str, Any] = {
@@ -121,15 +130,25 @@ def iteration_sweep(
         "trials": dg.MetadataValue.json(rows),
         "mlflow_study_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, parent)),
     }
-    if completed:
-        best = study.best_trial
+    best = sweep.best_feasible(study)
+    if completed and best is None:
+        metadata["proposal"] = dg.MetadataValue.md(
+            f"# Sweep {settings.study}\n\nNo trial met the constraints; nothing is proposed."
+        )
+    if best is not None:
         entries = sweep.trial_entries(
             settings.run_entries or plan.run_entries, settings.models or plan.models, best.params
         )
         proposal = (
             f"# Sweep {settings.study}: proposed evaluation-plan change\n\n"
             f"Best {settings.objective.metric} ({settings.objective.direction}): {best.value:.4f} in trial {best.number} "
-            f"(suite {best.user_attrs.get('suite')}), settings {json.dumps(best.params)}.\n\n"
+            f"(suite {best.user_attrs.get('suite')}), settings {json.dumps(best.params)}"
+            + (
+                f"; its fairness gap {best.user_attrs['fairness_gap']:.3f} is within {settings.max_fairness_gap}"
+                if "fairness_gap" in best.user_attrs
+                else ""
+            )
+            + " (trials that break a constraint are never proposed).\n\n"
             "Not applied: to evaluate with these settings, use these run entries in the policy's evaluation_plan "
             "(the settings are HELM run-expander arguments):\n\n" + "\n".join(f"- `{e}`" for e in entries) + "\n"
         )

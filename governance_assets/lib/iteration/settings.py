@@ -64,6 +64,10 @@ class SweepSettings(StrictModel):
     objective: Objective = Objective()
     constraints: dict[str, Bound] = {}
     """Metric -> bounds a trial must meet (e.g. `num_output_tokens: {max: 50}` for cost)."""
+    max_fairness_gap: Annotated[float, Field(ge=0)] | None = None
+    """The largest gap between groups (HELM sub_splits) of the objective's metric a trial may show,
+    over its runs, as compliance/bias_fairness computes it (fairlearn); None: no fairness constraint.
+    A trial with no run of two groups of the compliance section's `min_group_size` violates it."""
     n_trials: Annotated[int, Field(ge=1, le=200)] = 4
     max_eval_instances: Annotated[int, Field(ge=2)] = 10
     prune_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5

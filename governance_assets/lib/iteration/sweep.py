@@ -8,7 +8,10 @@ when complete: the platform then ingests, judges and traces it like any historic
 study lives in an RDB store (SQLite under GOVERNANCE_HOME by default); a lock file makes one
 process at a time run a study, so two sweeps never evaluate the same trial, and a sweep killed
 half-way resumes: its finished trials stay, the interrupted one is marked failed and its settings
-run again first. No Dagster here; MLflow records are made by the caller's callback.
+run again first. Constraints (metric bounds, the fairness gap) are set on each trial
+(`Trial.set_constraint`, Optuna 5's successor of `constraints_func`): the TPE sampler steers away
+from infeasible trials and Optuna's `best_trial` never picks one. No Dagster here; MLflow records
+are made by the caller's callback.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from governance_assets.lib.compliance import fairness
+from governance_assets.lib.compliance.settings import ComplianceSettings
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.helm import runner, tidy
 from governance_assets.lib.iteration.settings import (
@@ -83,21 +88,61 @@ def objective_value(run_stats: pd.DataFrame, objective: Objective) -> float:
     return value
 
 
-def constraint_violations(run_stats: pd.DataFrame, constraints: Mapping[str, Bound]) -> list[float]:
-    """Optuna's constraint values (≤ 0 is feasible): how far each bound is exceeded."""
-    values = []
+def constraint_violations(run_stats: pd.DataFrame, constraints: Mapping[str, Bound]) -> dict[str, float]:
+    """Optuna's constraint values (≤ 0 is feasible), named after their metric: how far each bound
+    is exceeded (infinite when no run has the metric)."""
+    values = {}
     for metric, bound in sorted(constraints.items()):
         mean = metric_mean(run_stats, metric, None)
-        if mean is None:
-            values.append(math.inf)
-            continue
-        values.append(
-            max(
+        values[metric] = (
+            math.inf
+            if mean is None
+            else max(
                 mean - bound.max if bound.max is not None else -math.inf,
                 bound.min - mean if bound.min is not None else -math.inf,
             )
         )
     return values
+
+
+def fairness_gap(instance_stats: pd.DataFrame, objective: Objective, compliance: ComplianceSettings) -> float | None:
+    """The largest gap between groups of the objective's metric and split over the trial's runs,
+    from the compliance group's computation (`group_fairness_table`); None when no run has two
+    groups of `min_group_size` instances."""
+    outcomes = fairness.instance_outcomes(instance_stats, [objective.metric])
+    _, gaps = fairness.group_fairness_table(
+        outcomes[outcomes["split"] == objective.split],
+        compliance.confidence,
+        compliance.bootstrap_resamples,
+        compliance.seed,
+        compliance.min_group_size,
+    )
+    return float(gaps["gap"].max()) if len(gaps) else None
+
+
+FAIRNESS_CONSTRAINT = "fairness_gap"
+
+
+def trial_constraints(
+    run_stats: pd.DataFrame, instance_stats: pd.DataFrame, settings: SweepSettings, compliance: ComplianceSettings
+) -> tuple[dict[str, float], float | None]:
+    """A finished trial's constraint values for `Trial.set_constraint` (metric bounds, and the
+    fairness gap beyond its limit; ≤ 0 is feasible) and its fairness gap (None when not asked for
+    or not measurable, which violates the constraint)."""
+    values = constraint_violations(run_stats, settings.constraints)
+    if settings.max_fairness_gap is None:
+        return values, None
+    gap = fairness_gap(instance_stats, settings.objective, compliance)
+    values[FAIRNESS_CONSTRAINT] = math.inf if gap is None else gap - settings.max_fairness_gap
+    return values, gap
+
+
+def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial that meets every constraint (Optuna's own `best_trial`), or None."""
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial, or none feasible
+        return None
 
 
 @contextlib.contextmanager
@@ -156,18 +201,16 @@ def run_sweep(
     warehouse: Warehouse,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] = lambda trial: None,
     log: Callable[[str], None] = lambda line: None,
+    compliance: ComplianceSettings | None = None,
 ) -> optuna.Study:
     """Run the study up to `settings.n_trials` finished trials (resuming a stored one); each
-    finished trial is passed to `on_trial`."""
+    finished trial is passed to `on_trial`. `compliance` sets how the fairness gap is computed."""
     with study_lock(paths.root.parent / "locks" / f"{settings.study}.lock"):
         study = optuna.create_study(
             study_name=settings.study,
             storage=storage_url,
             direction=settings.objective.direction,
-            sampler=optuna.samplers.TPESampler(
-                seed=settings.seed,
-                constraints_func=(lambda t: t.user_attrs.get("constraints", [0.0])) if settings.constraints else None,
-            ),
+            sampler=optuna.samplers.TPESampler(seed=settings.seed),  # it reads the trials' constraints
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
             load_if_exists=True,
         )
@@ -191,9 +234,16 @@ def run_sweep(
             (paths.root / "runs").mkdir(parents=True, exist_ok=True)
             (paths.staging / "runs" / suite).rename(paths.root / "runs" / suite)  # complete: visible to the platform
             full = _ingested_run_stats(suite, paths.root / "runs" / suite, warehouse)
-            trial.set_user_attr("constraints", constraint_violations(full, settings.constraints))
+            constraints, gap = trial_constraints(
+                full, _table(warehouse, tidy.INSTANCE_STATS, suite), settings, compliance or ComplianceSettings()
+            )
+            for name, violation in constraints.items():
+                trial.set_constraint(name, violation)
+            if gap is not None:
+                trial.set_user_attr("fairness_gap", gap)
             value = objective_value(full, settings.objective)
-            log(f"trial {trial.number} ({suite}): {settings.objective.metric} = {value:.4f} with {params}")
+            feasible = "" if all(c <= 0 for c in constraints.values()) else ", infeasible (constraints)"
+            log(f"trial {trial.number} ({suite}): {settings.objective.metric} = {value:.4f} with {params}{feasible}")
             return value
 
         def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -224,8 +274,12 @@ def _run(
 def _ingested_run_stats(suite: str, suite_dir: Path, warehouse: Warehouse) -> pd.DataFrame:
     """Ingest a trial suite into the warehouse (the platform's own tables) and return its run stats."""
     tidy.ingest_suite(suite, suite_dir, warehouse)
-    table = warehouse.read(tidy.RUN_STATS.key, suite)
+    return _table(warehouse, tidy.RUN_STATS, suite)
+
+
+def _table(warehouse: Warehouse, spec: tidy.TidyTable, suite: str) -> pd.DataFrame:
+    table = warehouse.read(spec.key, suite)
     if table is None:
-        raise RuntimeError(f"trial suite {suite}: helm/run_stats was not written")
+        raise RuntimeError(f"trial suite {suite}: {'/'.join(spec.key)} was not written")
     frame: pd.DataFrame = table.to_pandas()
     return frame

@@ -1,6 +1,8 @@
 """Guided sweeps with real helm-run trials: a study that runs, is killed half-way and resumes
 without repeating a finished trial, and a second sweep of the same study refused while one runs."""
 
+import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -101,11 +103,59 @@ def test_constraints_and_entries() -> None:
             "mean": [40.0, 0.5],
         }
     )
-    assert sweep.constraint_violations(stats, {"num_output_tokens": Bound(max=30)}) == [10.0]
-    assert sweep.constraint_violations(stats, {"num_output_tokens": Bound(max=50)}) == [-10.0]
+    assert sweep.constraint_violations(stats, {"num_output_tokens": Bound(max=30)}) == {"num_output_tokens": 10.0}
+    assert sweep.constraint_violations(stats, {"num_output_tokens": Bound(max=50)}) == {"num_output_tokens": -10.0}
+    assert sweep.constraint_violations(stats, {"num_prompt_tokens": Bound(min=1)}) == {"num_prompt_tokens": math.inf}
     assert sweep.trial_entries(
         ["simple1", "mmlu:subject=a"], ["m/1"], {"temperature": 0.5, "instructions": "expert"}
     ) == [
         "simple1:model=m/1,instructions=expert,temperature=0.5",
         "mmlu:subject=a,model=m/1,instructions=expert,temperature=0.5",
     ]
+
+
+FAIR = SweepSettings(
+    study="fair",
+    # HELM's max_eval_instances run expander overrides the command line: each trial draws another
+    # sample of the bias probe, so the trials differ in exact match and in the gap between groups
+    search_space={"max_eval_instances": SearchParameter(kind="categorical", choices=[16, 30, 100])},
+    objective=Objective(metric="exact_match", split="test"),
+    max_fairness_gap=0.05,
+    n_trials=3,
+    max_eval_instances=20,
+)
+
+
+def test_a_trial_beyond_the_fairness_gap_is_never_the_best(tmp_path: Path) -> None:
+    """Real HELM trials on the bias probe (sub_split = gender): the gap of each trial is the one
+    pandas finds between the two groups' mean exact match; the trial with the highest exact match
+    has a gap beyond the limit, so Optuna's best (constraints_func) is the best feasible one."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    paths = dataclasses.replace(_paths(tmp_path), plugins=("governance_assets.lib.compliance.bias_probe",))
+    queued = optuna.create_study(study_name="fair", storage=storage, direction="maximize")
+    for size in (30, 100, 16):  # the best-scoring one last: never below the median, never pruned
+        queued.enqueue_trial({"max_eval_instances": size})
+    study = sweep.run_sweep(FAIR, ["governance_bias_probe"], MODELS, storage, paths, Warehouse(tmp_path / "warehouse"))
+    complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(complete) == 3
+    gaps = {}
+    for trial in complete:
+        stats = pd.read_parquet(
+            tmp_path / "warehouse" / "helm" / "instance_stats" / f"{trial.user_attrs['suite']}.parquet"
+        )
+        plain = stats[(stats["metric"] == "exact_match") & stats["perturbation"].isna() & (stats["split"] == "test")]
+        means = plain.groupby("sub_split")["value"].mean()
+        gaps[trial.number] = float(means.max() - means.min())
+        assert trial.user_attrs["fairness_gap"] == pytest.approx(gaps[trial.number])
+        assert trial.constraints == {"fairness_gap": pytest.approx(gaps[trial.number] - 0.05)}
+    top = max(complete, key=lambda t: t.value or 0.0)
+    feasible = [t for t in complete if gaps[t.number] <= 0.05]
+    assert gaps[top.number] > 0.05 and feasible  # the data make the constraint matter
+    best = sweep.best_feasible(study)
+    assert best is not None and best.number == max(feasible, key=lambda t: t.value or 0.0).number != top.number
+
+
+def test_no_feasible_trial_means_no_best() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: (t.set_constraint("fairness_gap", 0.2), 1.0)[1], n_trials=2)
+    assert sweep.best_feasible(study) is None

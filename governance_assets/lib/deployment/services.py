@@ -255,31 +255,35 @@ def missing_binaries() -> list[str]:
 
 
 def _as_service_user(command: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
-    """Run a PostgreSQL program (as its service user when we are root), killed after
-    `PG_CTL_TIMEOUT_SECONDS` + 30 s at most: a command that waits on a server never hangs us."""
+    """Run a PostgreSQL program (as its service user when we are root), its output appended to
+    `log`, killed after `PG_CTL_TIMEOUT_SECONDS` + 30 s at most. The output goes to a file, not a
+    pipe: a server that `pg_ctl` starts inherits it, and a pipe would then never reach its end."""
     user = _postgres_user()
-    try:
-        completed = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-            user=user,
-            group=user,
-            extra_groups=[] if user else None,
-            check=False,
-            timeout=PG_CTL_TIMEOUT_SECONDS + 30,
-        )
-    except subprocess.TimeoutExpired as timeout:
-        raise ServiceError(
-            f"{Path(command[0]).name} did not return within {timeout.timeout:.0f} s (log: {log})"
-        ) from None
-    with log.open("a", encoding="utf-8") as handle:
-        handle.write(completed.stdout)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        offset = handle.tell()
+        try:
+            completed = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+                check=False,
+                timeout=PG_CTL_TIMEOUT_SECONDS + 30,
+            )
+        except subprocess.TimeoutExpired as timeout:
+            raise ServiceError(
+                f"{Path(command[0]).name} did not return within {timeout.timeout:.0f} s (log: {log})"
+            ) from None
     if completed.returncode != 0:
-        tail = " | ".join(completed.stdout.strip().splitlines()[-3:])
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            output = handle.read().decode("utf-8", errors="replace")
+        tail = " | ".join(output.strip().splitlines()[-3:])
         raise ServiceError(f"{Path(command[0]).name} exited {completed.returncode}: {tail} (log: {log})")
 
 
@@ -331,24 +335,19 @@ def start_postgres(deployment: Deployment, password: str) -> None:
     if owner:
         shutil.chown(socket_dir, owner, owner)
     options = f"-c listen_addresses={LOOPBACK} -p {deployment.ports.postgres} -c unix_socket_directories={socket_dir}"
-    server_log = cluster / "server.log"  # written by the server, so in a folder its user owns
-    _as_service_user(
-        [
-            _postgres_binary("pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(server_log),
-            "-w",
-            "-t",
-            PG_CTL_WAIT,
-            "-o",
-            options,
-            "start",
-        ],
-        log,
-    )
+    _pg_ctl(deployment, "-l", str(_server_log(deployment)), "-o", options, "start")
     _create_databases(deployment, password)
+
+
+def _pg_ctl(deployment: Deployment, *arguments: str) -> None:
+    """`pg_ctl -w -t PG_CTL_TIMEOUT_SECONDS` on the deployment's cluster, logged to postgres.log."""
+    command = [_postgres_binary("pg_ctl"), "-D", str(deployment.postgres_data), "-w", "-t", PG_CTL_WAIT, *arguments]
+    _as_service_user(command, deployment.logs / "postgres.log")
+
+
+def _server_log(deployment: Deployment) -> Path:
+    """The server's own log: written by the server, so in a folder its user owns."""
+    return deployment.postgres_data.parent / "server.log"
 
 
 def postgres_pid(deployment: Deployment) -> int | None:
@@ -363,17 +362,13 @@ def postgres_pid(deployment: Deployment) -> int | None:
 def restart_postgres(deployment: Deployment) -> None:
     """`pg_ctl restart -m fast`: every connection is dropped, the server comes back on its port
     (waited for, at most PG_CTL_TIMEOUT_SECONDS)."""
-    log = deployment.logs / "postgres.log"
-    command = [_postgres_binary("pg_ctl"), "-D", str(deployment.postgres_data), "-m", "fast", "-w", "-t", PG_CTL_WAIT]
-    _as_service_user([*command, "restart"], log)
+    _pg_ctl(deployment, "-m", "fast", "-l", str(_server_log(deployment)), "restart")
 
 
 def stop_postgres(deployment: Deployment) -> None:
     if postgres_pid(deployment) is None:
         return
-    log = deployment.logs / "postgres.log"
-    command = [_postgres_binary("pg_ctl"), "-D", str(deployment.postgres_data), "-m", "fast", "-w", "-t", PG_CTL_WAIT]
-    _as_service_user([*command, "stop"], log)
+    _pg_ctl(deployment, "-m", "fast", "stop")
 
 
 def connect_postgres(deployment: Deployment, password: str, database: str = "postgres") -> object:

@@ -4,15 +4,21 @@ SUITE`, which turns a plan's deciding evaluation settings into a new policy file
 import argparse
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import optuna
 import yaml
 
 from governance_assets.lib.core.policy import parse_policy, policy_source
 from governance_assets.lib.core.storage import write_text_atomic
 from governance_assets.lib.core.warehouse import Warehouse
+from governance_assets.lib.iteration import sweep
 
 PLAN_KEY = ("iteration", "plan")
 
@@ -79,6 +85,75 @@ def apply_plan(args: argparse.Namespace, home: Path) -> int:
     return 0
 
 
+SWEEP_JOB = "sweep_adapter_settings"
+
+
+def run_sweep_job() -> None:
+    """Run (or resume) the policy's sweep in this process: the demo's child that it interrupts."""
+    from governance_assets.definitions import defs
+
+    with dg.DagsterInstance.get() as instance:
+        defs().resolve_job_def(SWEEP_JOB).execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+
+
+Finished = dict[int, tuple[str, float | None, str]]
+"""A study's finished trials: number -> state, value, when it finished."""
+
+
+def _study() -> tuple[str, str, int]:
+    """The policy's sweep: its RDB storage URL (honours OPTUNA_STORAGE_URL), study name, trials."""
+    from governance_assets.defs.iteration.sweep import storage_url
+    from governance_assets.defs.resources import GovernanceState
+
+    state = GovernanceState()
+    settings = state.policy().iteration.sweep
+    return storage_url(state), settings.study, settings.n_trials
+
+
+def _finished(storage: str, study: str) -> Finished:
+    try:
+        loaded = optuna.load_study(study_name=study, storage=storage)
+    except KeyError:  # not created yet
+        return {}
+    return {t.number: (t.state.name, t.value, str(t.datetime_complete)) for t in sweep.finished_trials(loaded)}
+
+
+def _interrupt_sweep(instance: dg.DagsterInstance) -> Finished:
+    """Start the sweep in a child process and kill it (SIGKILL, with its helm-run) once a trial
+    more has finished, as a crash would; return the trials finished by then. A study that has all
+    its trials already is left alone."""
+    storage, study, n_trials = _study()
+    before = _finished(storage, study)
+    if len(before) >= n_trials:
+        print(f"  study {study} already has its {n_trials} trials: nothing to interrupt")
+        return before
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from governance_assets.iteration_cli import run_sweep_job; run_sweep_job()"],
+        start_new_session=True,  # its own process group: the kill takes helm-run with it
+    )
+    print(f"  sweep started in process {child.pid}; killed once one more trial has finished", flush=True)
+    finished = before
+    while child.poll() is None and len(finished) <= len(before):
+        time.sleep(0.5)
+        finished = _finished(storage, study)
+    if child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        print(f"  killed process {child.pid} (SIGKILL) with trials {sorted(finished)} finished", flush=True)
+        for run in instance.get_runs(dg.RunsFilter(job_name=SWEEP_JOB, statuses=[dg.DagsterRunStatus.STARTED])):
+            instance.report_run_failed(run, "killed by the demo (SIGKILL) to show the sweep resuming")
+    return finished
+
+
+def _print_resumed(interrupted: Finished) -> None:
+    """Which finished trials the resumed sweep kept (same state, value and finishing time) and which it ran."""
+    storage, study, _ = _study()
+    after = _finished(storage, study)
+    kept = sorted(n for n, trial in interrupted.items() if after.get(n) == trial)
+    ran = sorted(set(after) - set(interrupted))
+    print(f"  resumed: trials {kept} kept as they finished before the kill (not re-run); trials {ran} run after it")
+
+
 LABELED_SUITE = "demo-labeled"
 """The demo's suite that evaluates the labelled scenario."""
 
@@ -103,7 +178,9 @@ def run_iteration_demo(instance: dg.DagsterInstance, definitions: dg.Definitions
     from governance_assets.defs.partitions import HELM_SUITES
 
     print("\n=== guided sweep (iteration/sweep): real HELM trials over adapter settings ===", flush=True)
-    sweep_run = definitions.resolve_job_def("sweep_adapter_settings").execute_in_process(
+    interrupted = _interrupt_sweep(instance)
+    print("  resuming the study in this process", flush=True)
+    sweep_run = definitions.resolve_job_def(SWEEP_JOB).execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET
     )
     for event in sweep_run.get_asset_materialization_events():
@@ -115,6 +192,7 @@ def run_iteration_demo(instance: dg.DagsterInstance, definitions: dg.Definitions
             print(
                 f"  best: {metadata['best_params'].value} -> {metadata['best_value'].value:.3f} (proposed, not applied)"
             )
+    _print_resumed(interrupted)
     print("  run it again to see it resume: finished trials are kept, never re-run")
 
     print(f"\n=== labelling: suite {suite}'s queue labelled and evaluated as a new scenario ===", flush=True)

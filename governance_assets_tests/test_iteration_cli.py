@@ -30,3 +30,38 @@ def test_plan_apply_writes_a_new_policy_and_says_what_changed(
 def test_plan_apply_without_a_plan_names_the_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert apply_plan(argparse.Namespace(suite="nope", output=tmp_path / "x.yaml"), tmp_path) == 1
     assert "no iteration plan for suite nope" in capsys.readouterr().out and not (tmp_path / "x.yaml").exists()
+
+
+SWEEP_POLICY = """
+evaluation_plan: {run_entries: [simple_mcqa], models: [simple/model1], max_eval_instances: 4}
+iteration:
+  sweep: {study: demo, n_trials: 2, max_eval_instances: 4, search_space: {max_train_instances: {kind: int, low: 0, high: 2}}}
+"""
+
+
+@pytest.mark.integration
+def test_the_demo_kills_its_sweep_after_a_finished_trial_and_the_resume_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's sweep step: a child process runs real HELM trials and is killed (SIGKILL) after
+    its first finished trial; its Dagster run is marked failed; the resumed sweep keeps that trial
+    (same value and finishing time) and runs only the rest."""
+    import dagster as dg
+
+    from governance_assets.iteration_cli import SWEEP_JOB, _finished, _interrupt_sweep, _study, run_sweep_job
+
+    (tmp_path / "policy.yaml").write_text(SWEEP_POLICY)
+    monkeypatch.setenv("GOVERNANCE_POLICY", str(tmp_path / "policy.yaml"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    monkeypatch.delenv("OPTUNA_STORAGE_URL", raising=False)
+    (tmp_path / "dagster").mkdir()
+    with dg.DagsterInstance.get() as instance:
+        interrupted = _interrupt_sweep(instance)
+        assert len(interrupted) == 1, interrupted  # killed after the first finished trial, before the second
+        assert "killed process" in capsys.readouterr().out
+        [killed] = instance.get_runs(dg.RunsFilter(job_name=SWEEP_JOB))
+        assert killed.status == dg.DagsterRunStatus.FAILURE
+        run_sweep_job()
+    storage, study, n_trials = _study()
+    after = _finished(storage, study)
+    assert len(after) == n_trials and all(after[number] == trial for number, trial in interrupted.items())

@@ -67,7 +67,9 @@ def read_regular_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         if status.st_size > max_bytes:
             raise UnreadableFileError(path, f"is {status.st_size:,} bytes, over the limit of {max_bytes:,} bytes")
         with os.fdopen(descriptor, "rb", closefd=False) as file:
-            data = file.read(max_bytes + 1)
+            data = file.read(status.st_size + 1)  # a buffer of the file's size, not of the limit
+            if len(data) > status.st_size:  # grown since: read on, up to just past the limit
+                data += file.read(max_bytes + 1 - len(data))
     finally:
         os.close(descriptor)
     if len(data) > max_bytes:

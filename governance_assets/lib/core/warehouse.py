@@ -20,12 +20,9 @@ import itertools
 import json
 import shutil
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +43,8 @@ from governance_assets.lib.core.storage import (
 
 ANNOTATION_PREFIX = "governance."
 MAX_CACHE_SEGMENTS = 8
+ROW_GROUP_ROWS = 128 * 1024
+"""The most rows of a Parquet row group (the writer encodes a row group in memory)."""
 
 Piece = tuple[pa.Table, int, int]
 """Rows `offset : offset + length` of a table."""
@@ -86,8 +85,6 @@ class CachedTable:
 
 
 ENCODED_SUFFIX = "#dictionary"
-WRITES_IN_FLIGHT = 2
-"""Pieces handed to a writer's background thread and not yet written (bounds its memory)."""
 
 
 def _encoded_columns(schema: pa.Schema) -> list[str]:
@@ -178,22 +175,20 @@ def _file_identity(path: Path) -> list[int]:
 
 
 class TableWriter:
-    """A table being written a piece at a time (see `Warehouse.writer`). Pieces are written by a
-    background thread, at most WRITES_IN_FLIGHT behind, while the caller reads the next ones."""
+    """A table being written a piece at a time (see `Warehouse.writer`). Each piece is written
+    when it is given (a background writer was tried: its thread's allocator kept twice the
+    memory of a catalogue it wrote, for no speed on two busy cores)."""
 
     def __init__(
         self, stack: ExitStack, path: Path, schema: pa.Schema, cache_folder: Path | None, reused: CachedTable | None
     ) -> None:
         self.path, self.schema, self._reused = path, schema, reused
         self.annotations: dict[str, Any] = {}
-        self._in_flight: deque[Future[None]] = deque()
         self._parquet = stack.enter_context(parquet_writer(stack.enter_context(atomic_path(path)), schema))
         self.segment_name = f"{uuid.uuid4().hex}.arrow"
         self._segment = _Segment(stack, cache_folder / self.segment_name, schema) if cache_folder else None
         self.stretches: list[Stretch] = []
         self._new_rows = 0
-        self._thread = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-        stack.callback(self._drain)  # runs first when the stack closes: nothing is written after
 
     def write(self, table: pa.Table, offset: int = 0, rows: int | None = None) -> None:
         """Append rows `offset : offset + rows` of `table` (all from `offset` by default)."""
@@ -206,26 +201,14 @@ class TableWriter:
             self.stretches.append((self.segment_name, self._new_rows, rows))
             self._new_rows += rows
         if rows:
-            self._submit(partial(self._write_now, table.slice(offset, rows), to_cache))
-
-    def _write_now(self, piece: pa.Table, to_cache: bool) -> None:
-        self._parquet.write_table(piece)
-        if to_cache and self._segment is not None:
-            self._segment.write(piece)
-
-    def _submit(self, work: Callable[[], None]) -> None:
-        self._in_flight.append(self._thread.submit(work))
-        while len(self._in_flight) > WRITES_IN_FLIGHT:
-            self._in_flight.popleft().result()
-
-    def _drain(self) -> None:
-        while self._in_flight:
-            self._in_flight.popleft().result()
+            piece = table.slice(offset, rows)
+            self._parquet.write_table(piece, row_group_size=ROW_GROUP_ROWS)
+            if to_cache and self._segment is not None:
+                self._segment.write(piece)
 
     def finish(self) -> None:
-        """Wait for the pieces still being written, then add the annotations (and the schema's
-        own metadata, when the file does not keep Arrow's schema) to the Parquet footer."""
-        self._drain()
+        """Add the annotations (and the schema's own metadata, when the file does not keep
+        Arrow's schema) to the Parquet footer."""
         metadata = {} if stores_arrow_schema(self.schema) else dict(self.schema.metadata or {})
         for name, value in self.annotations.items():
             metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()

@@ -94,6 +94,11 @@ PREDICTIONS_SCHEMA = pa.schema(
 )
 
 
+READ_BATCH = 200
+"""Runs catalogued, or read, converted and written, at a time: the ingestion holds one batch as
+Python values, whatever the size of the suite."""
+
+
 def content_hash(value: Any) -> str:
     """A stable SHA-256 of a JSON-able value (keys sorted)."""
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -133,8 +138,12 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
         known = {name: index for index, name in enumerate(stored["run_name"]) if stored["status"][index] == "complete"}
     reused: list[int] = []
     rows: list[dict[str, Any]] = []
-    order: list[tuple[bool, int]] = []  # per folder: (reused?, its index in `reused` or `rows`)
+    converted: list[pa.Table] = []  # `rows` as Arrow, a batch at a time: a few Python rows are held
+    order: list[tuple[bool, int]] = []  # per folder: (reused?, its index in `reused` or the new rows)
     for run in folders:
+        if len(rows) == READ_BATCH:
+            converted.append(pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
+            rows = []
         index = known.get(run.run_name)
         if (
             index is not None
@@ -151,7 +160,7 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
             "missing_files": list(run.missing_files),
             "path": run.location,
         }
-        order.append((False, len(rows)))
+        order.append((False, READ_BATCH * len(converted) + len(rows)))
         rows.append(row)
         if run.refusal is not None:
             row.update(status="invalid", error=run.refusal)
@@ -181,9 +190,10 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
         if previous is not None
         else RUNS_SCHEMA.empty_table()
     )
-    table = pa.concat_tables([kept, pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)])
-    positions = [index if was_reused else len(reused) + index for was_reused, index in order]
-    table = table.take(pa.array(positions, pa.int64()))
+    table = pa.concat_tables([kept, *converted, pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)])
+    if reused:  # else the rows are in folder order already
+        positions = [index if was_reused else len(reused) + index for was_reused, index in order]
+        table = table.take(pa.array(positions, pa.int64()))
     listed_flags = [None if listed is None else name in listed_names for name in table["run_name"].to_pylist()]
     table = table.set_column(
         RUNS_SCHEMA.get_field_index("listed_in_summary"),
@@ -191,6 +201,7 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
         pa.array(listed_flags, pa.bool_()),
     )
     missing = sorted(listed_names - {run.run_name for run in folders})
+    pa.default_memory_pool().release_unused()
     return RunCatalogue(table, missing, suite_errors)
 
 
@@ -275,9 +286,6 @@ class TableBuild:
 
 
 Pending = list[tuple[dict[str, Any], ho.RunFile]]
-READ_BATCH = 200
-"""Runs read, converted and written at a time: the ingestion holds a few batches in memory
-(as Python values, then Arrow), whatever the size of the suite."""
 
 
 def _to_table(spec: TidyTable, pending: Pending) -> pa.Table:
@@ -387,16 +395,19 @@ def data_version(
     return content_hash({"runs": contents, "errors": dict(errors or {})})[:32]
 
 
-def source_fingerprints(runs: pa.Table, specs: Sequence[TidyTable]) -> dict[tuple[str, ...], dict[str, str]]:
-    """For each table in `specs`, each complete run's fingerprint of `run_spec.json` and the
-    table's source file: only those decide whether the run is re-read for that table."""
-    complete = runs.filter(pc.equal(runs["status"], "complete"))
-    found: dict[tuple[str, ...], dict[str, str]] = {spec.key: {} for spec in specs}
+def _complete(runs: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """The `columns` of the complete runs of a `helm/runs` table (copying no other column)."""
+    return runs.select([*dict.fromkeys(["status", *columns])]).filter(pc.equal(runs["status"], "complete"))
+
+
+def source_fingerprints(runs: pa.Table, spec: TidyTable) -> dict[str, str]:
+    """Each complete run's fingerprint of `run_spec.json` and `spec`'s source file: only those
+    decide whether the run is re-read for that table."""
+    complete = _complete(runs, ["run_name", "fingerprint"])
+    found: dict[str, str] = {}
     for name, fingerprint in zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True):
         files = dict(part.split(":", 1) for part in fingerprint.split("|"))
-        for spec in specs:
-            source = spec.source_file
-            found[spec.key][name] = f"run_spec.json:{files['run_spec.json']}|{source}:{files[source]}"
+        found[name] = f"run_spec.json:{files['run_spec.json']}|{spec.source_file}:{files[spec.source_file]}"
     return found
 
 
@@ -404,22 +415,21 @@ def build_table(
     spec: TidyTable,
     runs: pa.Table,
     writer: TableWriter,
+    fingerprints: Mapping[str, str],
     previous: pa.Table | None = None,
     previous_manifest: dict[str, str] | None = None,
     previous_digests: dict[str, str] | None = None,
-    fingerprints: Mapping[str, str] | None = None,
 ) -> TableBuild:
     """Build `spec`'s table for the complete runs in `runs` (a `helm/runs` table), in run order,
     into `writer` a batch at a time (READ_BATCH runs read, with the reused runs between them).
 
-    Runs whose fingerprint matches `previous_manifest` are copied from `previous` instead of
-    re-read; a run whose files cannot be read is left out and named in `errors`.
-    `fingerprints` (this table's `source_fingerprints`) saves computing them again."""
+    Runs whose fingerprint (`source_fingerprints`) matches `previous_manifest` are copied from
+    `previous` instead of re-read; a run whose files cannot be read is left out and named in
+    `errors`."""
     previous_manifest = previous_manifest or {}
     build = TableBuild(rows=0, manifest={})
-    complete = runs.filter(pc.equal(runs["status"], "complete"))
+    complete = _complete(runs, [*spec.run_columns, "path"])
     names = complete["run_name"].to_pylist()
-    fingerprints = fingerprints or source_fingerprints(runs, [spec])[spec.key]
     reused = {name for name in names if previous is not None and previous_manifest.get(name) == fingerprints[name]}
     previous_stretches = _run_stretches(previous) if reused and previous is not None else {}
     parsed_digests: dict[str, str] = {}
@@ -427,6 +437,7 @@ def build_table(
     to_read: list[int] = []
 
     def flush() -> None:
+        pa.default_memory_pool().release_unused()  # the last batch's buffers, which Arrow's allocator keeps
         located: dict[str, tuple[pa.Table, Stretches]] = {}
         if previous is not None:
             located = {name: (previous, previous_stretches) for name in window if name in reused}
@@ -473,11 +484,10 @@ def refresh_table(
     suite: str,
     warehouse: Warehouse,
     runs: pa.Table | None = None,
-    fingerprints: Mapping[str, str] | None = None,
 ) -> TableBuild:
     """Rebuild `spec`'s table of `suite` from the stored `helm/runs` table, re-reading only
     changed runs and writing as it reads; an unchanged suite is not rewritten. `runs` saves
-    reading it again, and `fingerprints` (this table's `source_fingerprints`) computing them again."""
+    reading it again."""
     runs = runs if runs is not None else warehouse.read(RUNS_KEY, suite)
     if runs is None:
         raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
@@ -485,7 +495,7 @@ def refresh_table(
     annotations = footer.annotations if footer is not None else {}
     manifest: dict[str, str] = annotations.get("manifest") or {}
     digests: dict[str, str] = annotations.get("digests") or {}
-    current = fingerprints or source_fingerprints(runs, [spec])[spec.key]
+    current = source_fingerprints(runs, spec)
     if footer is not None and manifest and manifest == current:
         return TableBuild(rows=footer.rows, manifest=manifest, digests=digests, reused=sorted(manifest))
     cached: CachedTable | None = warehouse.read_cache(spec.key, suite) if manifest else None
@@ -494,7 +504,7 @@ def refresh_table(
     if cached is not None and previous is not cached.table:
         cached = None  # its rows were re-encoded: they go to a new cache segment
     with warehouse.writer(spec.key, suite, spec.build_schema, cache=True, reused=cached) as writer:
-        build = build_table(spec, runs, writer, previous, manifest, digests, current)
+        build = build_table(spec, runs, writer, current, previous, manifest, digests)
         writer.annotations = {"manifest": build.manifest, "digests": build.digests, "errors": build.errors}
     return build
 
@@ -522,15 +532,12 @@ class SuiteIngest:
 def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteIngest:
     """Catalogue a suite's runs and refresh all three tidy tables (what the helm assets do).
 
-    Reading HELM's JSON holds the GIL, so the tables are read one after another (threads
-    reading side by side are slower); each writes its batches in the background as it reads."""
+    The tables are read one after another (reading HELM's JSON holds the GIL), each written a
+    batch at a time as it is read."""
     previous = warehouse.read_cached(RUNS_KEY, suite)
     catalogue = catalogue_runs(suite, suite_dir, previous)
     write_catalogue(warehouse, suite, catalogue, previous)
-    fingerprints = source_fingerprints(catalogue.table, TIDY_TABLES)
-    builds = {
-        spec.key: refresh_table(spec, suite, warehouse, catalogue.table, fingerprints[spec.key]) for spec in TIDY_TABLES
-    }
+    builds = {spec.key: refresh_table(spec, suite, warehouse, catalogue.table) for spec in TIDY_TABLES}
     return SuiteIngest(catalogue, builds)
 
 

@@ -152,6 +152,9 @@ def _print_resumed(interrupted: Finished) -> None:
     kept = sorted(n for n, trial in interrupted.items() if after.get(n) == trial)
     ran = sorted(set(after) - set(interrupted))
     print(f"  resumed: trials {kept} kept as they finished before the kill (not re-run); trials {ran} run after it")
+    for trial in optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False):
+        if "retry_of" in trial.user_attrs:
+            print(f"  trial {trial.user_attrs['retry_of']}, killed mid-run, was run again as trial {trial.number}")
 
 
 LABELED_SUITE = "demo-labeled"

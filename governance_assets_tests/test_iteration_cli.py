@@ -47,8 +47,16 @@ def test_the_demo_kills_its_sweep_after_a_finished_trial_and_the_resume_keeps_it
     its first finished trial; its Dagster run is marked failed; the resumed sweep keeps that trial
     (same value and finishing time) and runs only the rest."""
     import dagster as dg
+    import optuna
 
-    from governance_assets.iteration_cli import SWEEP_JOB, _finished, _interrupt_sweep, _study, run_sweep_job
+    from governance_assets.iteration_cli import (
+        SWEEP_JOB,
+        _finished,
+        _interrupt_sweep,
+        _print_resumed,
+        _study,
+        run_sweep_job,
+    )
 
     (tmp_path / "policy.yaml").write_text(SWEEP_POLICY)
     monkeypatch.setenv("GOVERNANCE_POLICY", str(tmp_path / "policy.yaml"))
@@ -65,3 +73,13 @@ def test_the_demo_kills_its_sweep_after_a_finished_trial_and_the_resume_keeps_it
     storage, study, n_trials = _study()
     after = _finished(storage, study)
     assert len(after) == n_trials and all(after[number] == trial for number, trial in interrupted.items())
+    _print_resumed(interrupted)
+    printed = capsys.readouterr().out
+    assert (
+        f"trials {sorted(interrupted)} kept" in printed
+        and f"trials {sorted(set(after) - set(interrupted))} run" in printed
+    )
+    killed_mid_run = [
+        t for t in optuna.load_study(study_name=study, storage=storage).get_trials() if t.state.name == "FAIL"
+    ]
+    assert all(f"trial {t.number}, killed mid-run, was run again" in printed for t in killed_mid_run)

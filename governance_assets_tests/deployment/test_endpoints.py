@@ -20,6 +20,7 @@ from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState, HelmRunner
 from governance_assets.lib.core.policy import load_policy
 from governance_assets.lib.deployment.endpoints import EndpointError, ModelEndpoint, prepare_local_path
+from governance_assets.lib.helm.runner import helm_error_summary
 from governance_assets_tests.conftest import governance_defs, governance_resources
 from governance_assets_tests.deployment.openai_server import (
     API_KEY,
@@ -84,6 +85,35 @@ def test_keys_are_written_owner_only_beside_other_keys_and_a_missing_key_is_name
     assert deployments[0]["client_spec"]["args"]["base_url"] == "http://127.0.0.1:9/v1"
     with pytest.raises(EndpointError, match=KEY_VARIABLE):
         prepare_local_path(local, [endpoint], {})
+
+
+HELM_FAILED_RUN_LOG = [  # HELM 0.5.16's log after a failed run (the endpoint test's), frames shortened
+    "2026-12-04 21:47:52,075 INFO       Error when running simple_short_answer_qa:model=loopback_broken-model:",
+    "Traceback (most recent call last):",
+    '  File ".../helm/benchmark/executor.py", line 121, in process',
+    '    raise ExecutorError(f"{str(result.error)} Request: {state.request}")',
+    "helm.benchmark.executor.ExecutorError: Failed to make request to loopback/broken-model after retrying 5 "
+    "times. Error: OpenAI error: Error code: 500 - {'error': {'message': 'upstream model crashed', 'type': "
+    "'server_error'}} Request: Request(model_deployment='loopback/broken-model', prompt='Question: Is 16 even?')",
+    "",
+    "2026-12-04 21:47:52,075 INFO     } [2m32.116s]",
+    "Traceback (most recent call last):",
+    '  File ".../helm/benchmark/runner.py", line 229, in run_all',
+    '    raise RunnerError(f"Failed runs: [{failed_runs_str}]")',
+    'helm.benchmark.runner.RunnerError: Failed runs: ["simple_short_answer_qa:model=loopback_broken-model"]',
+]
+
+
+def test_the_summary_of_a_failed_run_is_helms_reason_not_its_list_of_failed_runs() -> None:
+    reason = helm_error_summary(HELM_FAILED_RUN_LOG)
+    assert reason == (
+        "helm.benchmark.executor.ExecutorError: Failed to make request to loopback/broken-model after retrying 5 "
+        "times. Error: OpenAI error: Error code: 500 - {'error': {'message': 'upstream model crashed', 'type': "
+        "'server_error'}}"
+    )
+    assert helm_error_summary(HELM_FAILED_RUN_LOG[-3:]).startswith("helm.benchmark.runner.RunnerError: Failed runs")
+    assert helm_error_summary(["loading", "Error when reading the plan", ""]) == "Error when reading the plan"
+    assert helm_error_summary(["a", "b", "c", "d"]) == "b | c | d"
 
 
 @pytest.mark.integration

@@ -244,6 +244,8 @@ class Experiment(_Strict):
     minimum_detectable_effect: Annotated[float, Field(gt=0)]
     """The smallest change of the primary metric worth detecting (its units); the mSPRT's tau."""
     guardrails: list[ExperimentGuardrail] = []
+    """Harm is judged over all guardrails and challengers together (Holm at `alpha`), so the
+    chance of a false "keep the champion (harm)" stays at most `alpha` under daily looks."""
     start_date: date
     """Requests before this UTC day are not part of the experiment."""
     alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
@@ -316,7 +318,11 @@ class FeedbackSettings(_Strict):
     registry: RegistrySettings = RegistrySettings()
     scenario: FeedbackScenarioSettings = FeedbackScenarioSettings()
     srm_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
-    """A sample-ratio-mismatch chi-square p-value below this fails the experiment's check."""
+    """A sequential sample-ratio-mismatch p-value below this fails the experiment's check (always
+    valid: looking every day keeps the false alarm rate at most this)."""
+    srm_prior_concentration: Annotated[float, Field(gt=0)] = 10_000.0
+    """The sequential SRM test's Dirichlet mixture: concentration c of Dirichlet(c * intended split)
+    (Lindon and Malek's default); larger finds small mismatches sooner, large ones later."""
 
     @field_validator("experiments")
     @classmethod

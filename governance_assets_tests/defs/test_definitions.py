@@ -91,6 +91,7 @@ def test_code_location_loads_everything() -> None:
         "openlineage_events",
         "traffic_landing",
         "feedback_landing",
+        "feedback_database",
         "model_registry",
         "registry_writeback",
     }

@@ -1,6 +1,7 @@
 """The feedback group in Dagster on a real instance: feedback files through the sensor (staged once),
 each day joined to the traffic, A/B tests judged every day with their checks."""
 
+import json
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from governance_assets.definitions import defs
@@ -19,13 +21,17 @@ from governance_assets.defs.feedback.assets import (
     SCENARIO_KEY,
 )
 from governance_assets.defs.feedback.registry import VERSION_TAG, model_registry, registry_writeback
-from governance_assets.defs.feedback.sensors import feedback_landing
+from governance_assets.defs.feedback.sensors import feedback_database, feedback_landing
+from governance_assets.defs.feedback.staging import FeedbackSourceConfig, stage_feedback_source
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
+from governance_assets.lib.core.policy import default_policy_text
 from governance_assets.lib.core.storage import write_parquet_atomic
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.feedback import generator
+from governance_assets.lib.feedback.events import staged_sources
 from governance_assets.lib.helm import tidy
 from governance_assets.lib.helm.runner import HelmSettings, run_entries
+from governance_assets_tests.lib.feedback.test_events import feedback_table
 
 FIRST_DAY = date(2026, 11, 1)
 DAYS = 6
@@ -211,3 +217,104 @@ def test_registered_versions_are_evaluated_and_the_decision_written_back(
     other = client.get_model_version("assistant", "2")
     assert other.tags["governance.decision"] == "block"
     assert "did not evaluate someone/else" in other.tags["governance.reasons"]
+
+
+def _feedback_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default policy (its experiments) with the feedback table named."""
+    policy = yaml.safe_load(default_policy_text())
+    policy["feedback"]["intake"]["database"] = {"url_env": "FEEDBACK_DATABASE_URL", "table": "feedback"}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    monkeypatch.setenv("GOVERNANCE_POLICY", str(path))
+
+
+def _database_tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    result = feedback_database(
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()})
+    )
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def test_table_rows_are_staged_once_across_ticks_and_restarts(
+    instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feedback rows in a database table: one small query a tick, a stage_feedback run per new range
+    of ids (the cursor is the highest id requested), each range staged once however often its run
+    is repeated; the days they touch are judged like landing files, the bad rows set aside by reason."""
+    home = offline_environment
+    landed = generator.write_landing(FIRST_DAY, 2, tmp_path / "serving")  # feedback goes to the table instead
+    _write_traffic(landed.traffic, home)
+    database = tmp_path / "serving.db"
+    monkeypatch.setenv("FEEDBACK_DATABASE_URL", f"sqlite:///{database}")
+    _feedback_policy(tmp_path, monkeypatch)
+    rows = feedback_table(f"sqlite:///{database}", landed.feedback_files[:1])
+
+    first = _database_tick(instance, None)
+    assert [r.run_key for r in first.run_requests] == [f"stage-feedback:db-feedback-1-{rows}"]
+    assert first.cursor == str(rows) and _database_tick(instance, first.cursor).run_requests == []
+    _run(instance, list(first.run_requests) * 2)  # a repeated run (a retry, a restart) stages nothing twice
+    [staged] = staged_sources(home / "feedback" / "staging")
+    assert staged.source_id == f"db-feedback-1-{rows}" and staged.rows == rows and staged.quarantined == 0
+
+    more = feedback_table(f"sqlite:///{database}", landed.feedback_files[1:])  # the next day and the bad rows
+    later = _database_tick(instance, first.cursor)  # as after a restart: the cursor is kept by the instance
+    assert [r.run_key for r in later.run_requests] == [f"stage-feedback:db-feedback-{rows + 1}-{rows + more}"]
+    assert later.cursor == str(rows + more)
+    _run(instance, list(later.run_requests))
+    daily = _tick(instance, None)
+    assert sorted((r.job_name, r.partition_key) for r in daily.run_requests) == [
+        ("feedback_daily", FIRST_DAY.isoformat()),  # the first range: the first day
+        ("feedback_daily", (FIRST_DAY + timedelta(days=1)).isoformat()),  # the second: the next, and the bad rows
+    ]
+    _run(instance, sorted(daily.run_requests, key=lambda r: str(r.partition_key)))
+    event = instance.get_latest_materialization_event(dg.AssetKey(list(EVENTS_KEY)))
+    assert event is not None and event.asset_materialization is not None
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert {
+        k.removeprefix("quarantined/").replace("_", " "): v for k, v in metadata.items() if k.startswith("quarantined/")
+    } == generator.BAD_ROWS
+    quarantine = home / "feedback" / "staging" / f"db-feedback-{rows + 1}-{rows + more}" / "quarantine.jsonl"
+    assert [json.loads(line)["row"] for line in quarantine.read_text().splitlines()] == list(
+        range(rows + more - 9, rows + more - 5)
+    )  # row = the table's id
+    warehouse = Warehouse(home / "warehouse")
+    last = (FIRST_DAY + timedelta(days=1)).isoformat()
+    for key in (EVENTS_KEY, AB_TESTS_KEY, ONLINE_EVAL_KEY, SCENARIO_KEY):  # the UI's column list and row count
+        materialized = instance.get_latest_materialization_event(dg.AssetKey(list(key)))
+        assert materialized is not None and materialized.asset_materialization is not None
+        facts = materialized.asset_materialization.metadata
+        written = pd.read_parquet(warehouse.path(key, last))
+        assert facts["dagster/row_count"].value == len(written) > 0
+        schema = facts["dagster/column_schema"].value
+        assert isinstance(schema, dg.TableSchema)
+        assert [c.name for c in schema.columns] == list(written.columns)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+nosuchdriver://feedback:s3cret-pw@127.0.0.1:1/serving",  # a driver that is not installed
+        "postgresql://feedback:s3cret-pw@127.0.0.1:1/serving",  # a server that is not there
+        "not a url s3cret-pw",
+    ],
+)
+def test_a_broken_feedback_database_is_reported_without_the_password_and_files_keep_flowing(
+    url: str, instance: dg.DagsterInstance, offline_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEEDBACK_DATABASE_URL", url)
+    _feedback_policy(tmp_path, monkeypatch)
+    landed = generator.write_landing(FIRST_DAY, 1, offline_environment)
+
+    failed = _database_tick(instance, "7")
+    assert failed.run_requests == [] and failed.cursor is None  # the cursor is kept as it was
+    reason = str(failed.skip_reason.skip_message if failed.skip_reason else "")
+    assert reason.startswith("feedback database unreadable, asked again next tick") and "s3cret-pw" not in reason
+    assert [r.job_name for r in _tick(instance, None).run_requests] == ["stage_feedback"] * len(landed.feedback_files)
+
+    context = dg.build_op_context(resources={"state": GovernanceState()}, instance=instance)
+    with pytest.raises(dg.Failure) as failure:
+        stage_feedback_source(context, config=FeedbackSourceConfig(table="feedback", after_id=7, up_to_id=9))
+    description = str(failure.value.description)
+    assert "feedback database unreadable" in description and "s3cret-pw" not in description
+    assert stage_feedback_source.retry_policy is not None and stage_feedback_source.retry_policy.max_retries >= 1

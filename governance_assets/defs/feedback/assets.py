@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from governance_assets.defs.feedback.staging import feedback_staging_path
-from governance_assets.defs.metadata import md_table
+from governance_assets.defs.metadata import md_table, parquet_table_metadata
 from governance_assets.defs.partitions import daily_asset
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.core.storage import atomic_path, write_text_atomic
@@ -47,6 +47,7 @@ AB_SCHEMA = pa.schema(
         ("cs_high", pa.float64()),
         ("p_value", pa.float64()),
         ("always_valid_p", pa.float64()),
+        ("adjusted_p", pa.float64()),
         ("call", pa.string()),
     ]
 )
@@ -63,6 +64,7 @@ AB_COLUMNS_SHOWN = [
     "cs_low",
     "cs_high",
     "always_valid_p",
+    "adjusted_p",
     "call",
 ]
 """The A/B table as the UI and the demo show it."""
@@ -94,6 +96,7 @@ def events(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Mate
             **{f"quarantined/{reason.replace(' ', '_')}": count for reason, count in counts.items()},
             "quarantine": dg.MetadataValue.path(str(quarantine)),
             "table": dg.MetadataValue.path(str(path)),
+            **parquet_table_metadata([path]),
         },
         data_version=dg.DataVersion(",".join(sorted(assembled.sources)) or "empty"),
     )
@@ -128,7 +131,7 @@ def ab_tests(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Ma
         traffic = read_days(traffic_folder, _days_between(experiment.start_date, day, traffic_days), TRAFFIC_COLUMNS)
         feedback = read_days(events_folder, _days_between(experiment.start_date, day, event_days), EVENT_COLUMNS)
         units = experiment_units(experiment.name, traffic, feedback)
-        result = analyse_experiment(experiment, units, settings.srm_alpha)
+        result = analyse_experiment(experiment, units, settings.srm_alpha, settings.srm_prior_concentration)
         rows += [{"day": day, "outcome": result.outcome} | row for row in result.rows]
         results.append(
             {
@@ -143,7 +146,7 @@ def ab_tests(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Ma
         )
         context.log.info(f"{experiment.name}: {result.outcome}; " + "; ".join(result.reasons))
     table = pa.Table.from_pylist(rows, schema=AB_SCHEMA)
-    warehouse.write(AB_TESTS_KEY, day, table, annotations={RESULTS_ANNOTATION: results})
+    path = warehouse.write(AB_TESTS_KEY, day, table, annotations={RESULTS_ANNOTATION: results})
     shown = [{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows]
     return dg.MaterializeResult(
         metadata={
@@ -155,6 +158,7 @@ def ab_tests(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Ma
             ),
             "table": dg.MetadataValue.md(md_table(shown, AB_COLUMNS_SHOWN)),
             "experiments_shipping": sum(r["outcome"] == "ship_challenger" for r in results),
+            **parquet_table_metadata([path]),
         }
     )
 
@@ -267,7 +271,7 @@ def online_eval(context: dg.AssetExecutionContext, state: GovernanceState) -> dg
     compared = compared.merge(production[["model", "sampled"]], on="model", how="left") if len(compared) else compared
     compared = compared.assign(day=day, helm_suite=suite)
     table = pa.Table.from_pandas(compared[ONLINE_SCHEMA.names], schema=ONLINE_SCHEMA, preserve_index=False)
-    warehouse.write(ONLINE_EVAL_KEY, day, table)
+    path = warehouse.write(ONLINE_EVAL_KEY, day, table)
     plot = state.home_path() / "feedback" / "online_eval" / f"{day}.png"
     if len(compared):
         _plot(compared, plot)
@@ -282,6 +286,7 @@ def online_eval(context: dg.AssetExecutionContext, state: GovernanceState) -> dg
             "diverged": int(compared["diverged"].eq(True).sum()) if len(compared) else 0,
             "comparisons": dg.MetadataValue.md(md_table(rows, columns)),
             "plot": dg.MetadataValue.path(str(plot)),
+            **parquet_table_metadata([path]),
         }
     )
 
@@ -312,7 +317,7 @@ def scenario(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Ma
     dataset = build_dataset(events, settings.near_duplicate, settings.max_examples)
     path = write_dataset(dataset, state.home_path().joinpath(*SCENARIO_FOLDER))
     rows = [{"version": dataset.version, **example} for example in dataset.examples]
-    warehouse.write(SCENARIO_KEY, day, pa.Table.from_pylist(rows, schema=SCENARIO_SCHEMA))
+    table_path = warehouse.write(SCENARIO_KEY, day, pa.Table.from_pylist(rows, schema=SCENARIO_SCHEMA))
     entry = scenario_run_entry(dataset.version)
     context.log.info(
         f"{day}: {len(rows)} examples, version {dataset.version}; add {entry!r} to evaluation_plan.run_entries"
@@ -327,6 +332,7 @@ def scenario(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Ma
             "examples_redacted": dataset.redacted,
             "without_correction": dataset.without_correction,
             "dataset": dg.MetadataValue.path(str(path)),
+            **parquet_table_metadata([table_path]),
         },
         data_version=dg.DataVersion(dataset.version),
     )

@@ -31,10 +31,10 @@ def _judge_experiments(
     asset=dg.AssetKey(list(AB_TESTS_KEY)),
     name="no_sample_ratio_mismatch",
     partitions_def=TRAFFIC_DAYS,
-    description="Every experiment's variants got the requests its intended split predicts (chi-square p >= srm_alpha).",
+    description="Every experiment's variants got the requests its intended split predicts (sequential SRM test, always-valid p >= srm_alpha).",
 )
 def no_sample_ratio_mismatch(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
-    threshold = f"chi-square p >= {state.policy().feedback.srm_alpha}"
+    threshold = f"always-valid SRM p >= {state.policy().feedback.srm_alpha}"
     return judge_partitions(context, _judge_experiments(state, lambda r: bool(r["srm_mismatch"]), threshold))
 
 
@@ -42,10 +42,10 @@ def no_sample_ratio_mismatch(context: dg.AssetCheckExecutionContext, state: Gove
     asset=dg.AssetKey(list(AB_TESTS_KEY)),
     name="no_guardrail_harm",
     partitions_def=TRAFFIC_DAYS,
-    description="No challenger harms a guardrail metric beyond its tolerance (always-valid confidence sequence).",
+    description="No challenger harms a guardrail metric beyond its tolerance (always-valid p-values, Holm across the experiment's guardrails).",
 )
 def no_guardrail_harm(context: dg.AssetCheckExecutionContext, state: GovernanceState) -> dg.AssetCheckResult:
-    threshold = "no guardrail's confidence sequence beyond its tolerance"
+    threshold = "no guardrail harm beyond its tolerance (Holm over guardrails x challengers at the experiment's alpha)"
     return judge_partitions(context, _judge_experiments(state, lambda r: bool(r["harmed_guardrails"]), threshold))
 
 

@@ -1,9 +1,13 @@
-"""Watching for user feedback. The sensor only decides: it lists new files and newly staged
-sources and requests runs; parsing happens in `stage_feedback` runs. It keeps the same cursor
-as the traffic sensor (files sent to staging, staged sources whose days were requested)."""
+"""Watching for user feedback. The sensors only decide: they list new sources and request runs;
+parsing happens in `stage_feedback` runs. `feedback_landing` keeps the same cursor as the traffic
+sensor (files sent to staging, staged sources whose days were requested) and requests the days of
+every staged source, files and database batches alike. `feedback_database` asks the policy's
+feedback table for its newest primary key and requests a `stage_feedback` run per new range of keys,
+as `traffic_database` does (a failing database is its skip reason, password hidden)."""
 
 import dagster as dg
 
+from governance_assets.defs.database_source import SourceConfig, database_tick
 from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, ONLINE_EVAL_KEY, SCENARIO_KEY
 from governance_assets.defs.feedback.staging import feedback_landing_path, feedback_staging_path, stage_feedback
 from governance_assets.defs.monitoring.sensors import TrafficCursor as LandingCursor
@@ -35,12 +39,15 @@ feedback_daily = dg.define_asset_job(
 def feedback_landing(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
     """Lists new feedback files and newly staged sources; parses nothing."""
     cursor = LandingCursor.parse(context.cursor)
+    budget = state.policy().feedback.intake.max_sources_per_tick
     requests: list[dg.RunRequest] = []
     for path in landing_files(feedback_landing_path(state)):
         stat = path.stat()
         fingerprint = f"{stat.st_size}:{stat.st_mtime_ns}"
         if cursor.files.get(path.name) == fingerprint:
             continue
+        if len(requests) >= budget:
+            break
         requests.append(
             dg.RunRequest(
                 job_name=stage_feedback.name,
@@ -72,4 +79,30 @@ def feedback_landing(context: dg.SensorEvaluationContext, state: GovernanceState
         dynamic_partitions_requests=partitions,
         cursor=cursor.dumps(),
         skip_reason=None if requests else "no new feedback",
+    )
+
+
+@dg.sensor(
+    jobs=[stage_feedback],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Asks the policy's feedback table for its newest primary key and requests a stage_feedback run per new "
+        "range of keys; a failing database is reported here (password hidden) and asked again next tick."
+    ),
+)
+def feedback_database(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
+    """One small query (the newest `id`) per tick; the rows are read by the staging runs. The cursor
+    is the newest `id` requested so far."""
+    settings = state.policy().feedback.intake
+
+    def request(first_id: int, last_id: int, source: SourceConfig) -> dg.RunRequest:
+        return dg.RunRequest(
+            job_name=stage_feedback.name,
+            run_key=f"stage-feedback:db-{source['table']}-{first_id}-{last_id}",
+            run_config={"ops": {"stage_feedback_source": {"config": source}}},
+        )
+
+    return database_tick(
+        context, settings.database, "feedback", "feedback.intake.database", settings.max_sources_per_tick, request
     )

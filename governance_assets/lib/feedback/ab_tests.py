@@ -6,8 +6,17 @@ Per experiment, over the requests assigned to it from its start date up to the a
   Student t for means; statsmodels);
 - per challenger: the difference to the champion with its fixed-horizon Welch interval
   (statsmodels `CompareMeans`), shown for reading only;
-- a sample-ratio-mismatch test: Pearson's chi-square of the variants' request counts against the
-  intended split (scipy);
+- a sequential sample-ratio-mismatch test, valid however often it is looked at (Lindon and Malek,
+  "Anytime-valid inference for multinomial count data", NeurIPS 2022): with the cumulative request
+  counts x of the k variants, the intended split p0 and a Dirichlet(c p0) mixture over the split,
+
+      BF = [Gamma(c) / Gamma(c + n)] prod_i Gamma(c p0_i + x_i) / Gamma(c p0_i)  /  prod_i p0_i^x_i
+
+  (the Dirichlet-multinomial over the multinomial likelihood of the sequence) is a nonnegative
+  martingale under the intended split, so its always-valid p-value, the running minimum of
+  min(1, 1/BF) over the daily looks, stays below alpha with probability at most alpha (Ville). A
+  fixed chi-square test looked at daily would raise false alarms far more often. c is the policy's
+  `srm_prior_concentration` (10,000 by default, as in Lindon and Malek's `ssrm` package);
 - the decision statistic: the mixture sequential probability ratio test (mSPRT) with a normal
   mixture N(0, tau^2) over the difference (Johari, Koomen, Pekelis and Walsh, "Always valid
   inference", Operations Research 70(3), 2022; Robbins 1970). With the difference estimate
@@ -21,10 +30,17 @@ Per experiment, over the requests assigned to it from its start date up to the a
   most alpha however often one looks (Ville's inequality; with V estimated, asymptotically).
   tau is the experiment's minimum detectable effect.
 
+Guardrails: each (challenger, guardrail) pair has an always-valid p-value of harm, the mSPRT of the
+difference shifted by the guardrail's tolerance, counted only on the harmful side; the pairs are
+judged together by Holm's step-down procedure at alpha (statsmodels), so the chance that any
+guardrail of an experiment shows harm falsely, however often it is looked at, is at most alpha
+(each of the m pairs is judged at alpha/m or less; Ville's inequality and the union bound). The
+guardrail rows' confidence sequences are shown at alpha/m, Holm's first step.
+
 Outcome: `keep_champion` on a sample-ratio mismatch (the assignment is broken, no result can be
-trusted) or when a guardrail's confidence sequence shows harm beyond its tolerance; `ship_challenger`
-when the primary metric improved significantly (always-valid p <= alpha, Bonferroni over the
-challengers); `keep_champion` when it got significantly worse; else `keep_running`.
+trusted) or when a guardrail shows harm beyond its tolerance (Holm); `ship_challenger` when the
+primary metric improved significantly (always-valid p <= alpha, Bonferroni over the challengers);
+`keep_champion` when it got significantly worse; else `keep_running`.
 """
 
 from __future__ import annotations
@@ -36,7 +52,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
+from scipy import special, stats
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
@@ -86,13 +103,46 @@ def confidence_sequence(
     )
 
 
-def sample_ratio_p_value(counts: Sequence[int], shares: Sequence[float]) -> float:
-    """Pearson's chi-square test of the variants' request counts against the intended split."""
-    total = float(sum(counts))
-    if total == 0:
-        return 1.0
-    expected = np.asarray(shares, dtype=np.float64) / float(sum(shares)) * total
-    return float(stats.chisquare(np.asarray(counts, dtype=np.float64), expected).pvalue)
+def harm_p_values(
+    difference: ArrayLike, variance: ArrayLike, tau2: float, tolerance: float, higher_is_better: bool
+) -> FloatArray:
+    """Always-valid p-values of harm beyond `tolerance` along the last axis: the mSPRT of the
+    difference shifted by the tolerance, counted only at looks where the shifted estimate is on the
+    harmful side (elsewhere p = 1), running minimum. p <= a exactly when the (1 - a) confidence
+    sequence lies wholly beyond the tolerance on the harmful side."""
+    theta = np.asarray(difference, dtype=np.float64)
+    shifted = theta + tolerance if higher_is_better else theta - tolerance
+    harmful = shifted < 0 if higher_is_better else shifted > 0
+    p = np.where(harmful, always_valid_p_values(shifted[..., None], np.asarray(variance)[..., None], tau2)[..., 0], 1.0)
+    return np.asarray(np.minimum.accumulate(p, axis=-1), dtype=np.float64)
+
+
+def holm(p_values: Sequence[float], alpha: float) -> tuple[list[bool], list[float]]:
+    """Holm's step-down procedure over a family of p-values (statsmodels): rejected, adjusted p."""
+    if not p_values:
+        return [], []
+    rejected, adjusted, _, _ = multipletests(np.asarray(p_values, dtype=np.float64), alpha=alpha, method="holm")
+    return [bool(r) for r in rejected], [float(a) for a in adjusted]
+
+
+def srm_log_bayes_factors(counts: ArrayLike, shares: Sequence[float], concentration: float) -> FloatArray:
+    """log BF of a Dirichlet(concentration * shares) mixture over the split against the intended
+    split, for cumulative request counts (last axis: the variants)."""
+    x = np.asarray(counts, dtype=np.float64)
+    p0 = np.asarray(shares, dtype=np.float64) / float(sum(shares))
+    prior = concentration * p0
+    n = x.sum(axis=-1)
+    mixture = special.gammaln(concentration) - special.gammaln(concentration + n)
+    mixture = mixture + (special.gammaln(prior + x) - special.gammaln(prior)).sum(axis=-1)
+    return np.asarray(mixture - special.xlogy(x, p0).sum(axis=-1), dtype=np.float64)
+
+
+def sequential_srm_p_values(counts: ArrayLike, shares: Sequence[float], concentration: float) -> FloatArray:
+    """Always-valid sample-ratio-mismatch p-values along the looks (the second-to-last axis of
+    cumulative counts; the last axis: the variants): the running minimum of min(1, 1/BF)."""
+    log_bf = srm_log_bayes_factors(counts, shares, concentration)
+    p = np.exp(-np.maximum(log_bf, 0.0))
+    return np.asarray(np.minimum.accumulate(p, axis=-1), dtype=np.float64)
 
 
 @dataclass
@@ -156,105 +206,173 @@ def _looks(units: pd.DataFrame, metric: str, champion: str, challenger: str) -> 
     return mean_b - mean_a, variance
 
 
-def _harmful(low: float, high: float, higher_is_better: bool, tolerance: float) -> bool:
-    return high < -tolerance if higher_is_better else low > tolerance
+def _split_p_value(units: pd.DataFrame, plan: Experiment, concentration: float) -> tuple[list[int], float]:
+    """The variants' request counts and the sequential SRM p-value over the daily looks."""
+    names = [v.name for v in plan.variants]
+    daily = pd.crosstab(units["day"], units["variant"]).reindex(columns=names, fill_value=0).sort_index()
+    cumulative = daily.cumsum().to_numpy(np.float64)
+    counts = [int(c) for c in cumulative[-1]] if len(cumulative) else [0] * len(names)
+    if not len(cumulative):
+        return counts, 1.0
+    p = sequential_srm_p_values(cumulative, [v.share for v in plan.variants], concentration)
+    return counts, float(p[-1])
 
 
-def analyse_experiment(plan: Experiment, units: pd.DataFrame, srm_alpha: float) -> ExperimentResult:
+def _variant_rows(plan: Experiment, metric: str, role: str, values: dict[str, FloatArray]) -> list[dict[str, Any]]:
+    binary = METRICS[metric].binary
+    rows = []
+    for variant in plan.variants:
+        low, high = _variant_interval(values[variant.name], binary)
+        n = int(values[variant.name].size)
+        rows.append(
+            {
+                "experiment": plan.name,
+                "metric": metric,
+                "role": role,
+                "variant": variant.name,
+                "versus": None,
+                "n": n,
+                "estimate": float(values[variant.name].mean()) if n else float("nan"),
+                "ci_low": low,
+                "ci_high": high,
+                "cs_low": float("nan"),
+                "cs_high": float("nan"),
+                "p_value": float("nan"),
+                "always_valid_p": float("nan"),
+                "adjusted_p": float("nan"),
+                "call": "",
+            }
+        )
+    return rows
+
+
+@dataclass
+class _Comparison:
+    """A challenger against the champion on one metric, over the daily looks."""
+
+    metric: str
+    role: str
+    challenger: str
+    estimate: float
+    fixed_p: float
+    ci: tuple[float, float]
+    cs: tuple[float, float]
+    valid_p: float
+    n: int
+    tolerance: float
+
+
+def _compare(
+    plan: Experiment,
+    units: pd.DataFrame,
+    values: dict[str, FloatArray],
+    metric: str,
+    role: str,
+    challenger: str,
+    tau2: float,
+    alpha: float,
+    tolerance: float,
+) -> _Comparison:
+    champion = plan.variants[0].name
+    differences, variances = _looks(units, metric, champion, challenger)
+    if role == "primary":
+        p_seq = always_valid_p_values(differences, variances, tau2)
+    else:
+        p_seq = harm_p_values(differences, variances, tau2, tolerance, METRICS[metric].higher_is_better)
+    cs_low, cs_high = confidence_sequence(differences, variances, tau2, alpha)
+    estimate = float(differences[-1]) if differences.size else float("nan")
+    variance = float(variances[-1]) if variances.size else float("nan")
+    return _Comparison(
+        metric=metric,
+        role=role,
+        challenger=challenger,
+        estimate=estimate,
+        fixed_p=float(2 * stats.norm.sf(abs(estimate) / np.sqrt(variance))) if variance > 0 else float("nan"),
+        ci=_welch_interval(values[champion], values[challenger]),
+        cs=(float(cs_low[-1]), float(cs_high[-1])) if cs_low.size else (-np.inf, np.inf),
+        valid_p=float(p_seq[-1]) if p_seq.size else 1.0,
+        n=int(values[challenger].size + values[champion].size),
+        tolerance=tolerance,
+    )
+
+
+def _comparison_row(plan: Experiment, c: _Comparison, adjusted_p: float, call: str) -> dict[str, Any]:
+    return {
+        "experiment": plan.name,
+        "metric": c.metric,
+        "role": c.role,
+        "variant": c.challenger,
+        "versus": plan.variants[0].name,
+        "n": c.n,
+        "estimate": c.estimate,
+        "ci_low": c.ci[0],
+        "ci_high": c.ci[1],
+        "cs_low": c.cs[0],
+        "cs_high": c.cs[1],
+        "p_value": c.fixed_p,
+        "always_valid_p": c.valid_p,
+        "adjusted_p": adjusted_p,
+        "call": call,
+    }
+
+
+def analyse_experiment(
+    plan: Experiment, units: pd.DataFrame, srm_alpha: float, srm_concentration: float
+) -> ExperimentResult:
     """Judge `plan` on `units`: one row per request assigned to it, with `day` (YYYY-MM-DD),
     `variant` and one column per metric (NaN where a request has no value, e.g. no rating);
     the first variant is the champion."""
     champion, *challengers = (v.name for v in plan.variants)
-    counts = [int((units["variant"] == v.name).sum()) for v in plan.variants]
-    srm_p = sample_ratio_p_value(counts, [v.share for v in plan.variants])
+    counts, srm_p = _split_p_value(units, plan, srm_concentration)
     srm = srm_p < srm_alpha
-    alpha = plan.alpha / max(1, len(challengers))
     reasons: list[str] = []
     if srm:
         split = ", ".join(f"{v.name} {c}" for v, c in zip(plan.variants, counts, strict=True))
-        reasons.append(f"sample ratio mismatch: {split} against the intended split (chi-square p={srm_p:.2g})")
+        reasons.append(f"sample ratio mismatch: {split} against the intended split (sequential p={srm_p:.2g})")
+    alpha = plan.alpha / max(1, len(challengers))
+    guardrail_alpha = plan.alpha / max(1, len(challengers) * len(plan.guardrails))
     rows: list[dict[str, Any]] = []
-    harmed: list[str] = []
     primary_calls: list[str] = []
+    guardrails: list[_Comparison] = []
     metrics = [(plan.primary_metric, "primary", plan.minimum_detectable_effect, 0.0)] + [
         (g.metric, "guardrail", g.minimum_detectable_effect, g.tolerance) for g in plan.guardrails
     ]
     for metric, role, effect, tolerance in metrics:
-        spec = METRICS[metric]
-        tau2 = effect**2
         values = {
             v.name: units.loc[units["variant"] == v.name, metric].dropna().to_numpy(np.float64) for v in plan.variants
         }
-        for variant in plan.variants:
-            low, high = _variant_interval(values[variant.name], spec.binary)
-            rows.append(
-                {
-                    "experiment": plan.name,
-                    "metric": metric,
-                    "role": role,
-                    "variant": variant.name,
-                    "versus": None,
-                    "n": int(values[variant.name].size),
-                    "estimate": float(values[variant.name].mean()) if values[variant.name].size else float("nan"),
-                    "ci_low": low,
-                    "ci_high": high,
-                    "cs_low": float("nan"),
-                    "cs_high": float("nan"),
-                    "p_value": float("nan"),
-                    "always_valid_p": float("nan"),
-                    "call": "",
-                }
-            )
-        for challenger in challengers:
-            differences, variances = _looks(units, metric, champion, challenger)
-            p_seq = always_valid_p_values(differences, variances, tau2)
-            cs_low, cs_high = confidence_sequence(differences, variances, tau2, alpha)
-            low, high = _welch_interval(values[champion], values[challenger])
-            estimate = float(differences[-1]) if differences.size else float("nan")
-            variance = float(variances[-1]) if variances.size else float("nan")
-            fixed_p = float(2 * stats.norm.sf(abs(estimate) / np.sqrt(variance))) if variance > 0 else float("nan")
-            valid_p = float(p_seq[-1]) if p_seq.size else 1.0
-            lo, hi = (float(cs_low[-1]), float(cs_high[-1])) if cs_low.size else (-np.inf, np.inf)
-            better = estimate > 0 if spec.higher_is_better else estimate < 0
-            if role == "primary":
-                call = ("better" if better else "worse") if valid_p <= alpha else "undecided"
-                primary_calls.append(call)
-                if call != "undecided":
-                    reasons.append(
-                        f"{challenger} {call} than {champion} on {metric}: {estimate:+.4g} "
-                        f"(always-valid p={valid_p:.3g} <= {alpha:.3g}, CS [{lo:.4g}, {hi:.4g}])"
-                    )
-                else:
-                    reasons.append(
-                        f"{challenger} vs {champion} on {metric}: {estimate:+.4g}, not yet decided "
-                        f"(always-valid p={valid_p:.3g} > {alpha:.3g})"
-                    )
+        rows += _variant_rows(plan, metric, role, values)
+        level = alpha if role == "primary" else guardrail_alpha
+        compared = [_compare(plan, units, values, metric, role, c, effect**2, level, tolerance) for c in challengers]
+        if role == "guardrail":
+            guardrails += compared
+            continue
+        for c in compared:
+            better = c.estimate > 0 if METRICS[metric].higher_is_better else c.estimate < 0
+            call = ("better" if better else "worse") if c.valid_p <= alpha else "undecided"
+            primary_calls.append(call)
+            if call != "undecided":
+                reasons.append(
+                    f"{c.challenger} {call} than {champion} on {metric}: {c.estimate:+.4g} "
+                    f"(always-valid p={c.valid_p:.3g} <= {alpha:.3g}, CS [{c.cs[0]:.4g}, {c.cs[1]:.4g}])"
+                )
             else:
-                call = "harm" if _harmful(lo, hi, spec.higher_is_better, tolerance) else "no harm shown"
-                if call == "harm":
-                    harmed.append(f"{challenger}:{metric}")
-                    reasons.append(
-                        f"guardrail {metric} harmed by {challenger}: {estimate:+.4g}, CS [{lo:.4g}, {hi:.4g}] beyond "
-                        f"the tolerance {tolerance:g}"
-                    )
-            rows.append(
-                {
-                    "experiment": plan.name,
-                    "metric": metric,
-                    "role": role,
-                    "variant": challenger,
-                    "versus": champion,
-                    "n": int(values[challenger].size + values[champion].size),
-                    "estimate": estimate,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "cs_low": lo,
-                    "cs_high": hi,
-                    "p_value": fixed_p,
-                    "always_valid_p": valid_p,
-                    "call": call,
-                }
+                reasons.append(
+                    f"{c.challenger} vs {champion} on {metric}: {c.estimate:+.4g}, not yet decided "
+                    f"(always-valid p={c.valid_p:.3g} > {alpha:.3g})"
+                )
+            rows.append(_comparison_row(plan, c, min(1.0, c.valid_p * len(challengers)), call))
+    harm, adjusted = holm([c.valid_p for c in guardrails], plan.alpha)
+    harmed: list[str] = []
+    for c, harmful, adjusted_p in zip(guardrails, harm, adjusted, strict=True):
+        if harmful:
+            harmed.append(f"{c.challenger}:{c.metric}")
+            reasons.append(
+                f"guardrail {c.metric} harmed by {c.challenger}: {c.estimate:+.4g} beyond the tolerance "
+                f"{c.tolerance:g} (always-valid p={c.valid_p:.3g}, Holm-adjusted {adjusted_p:.3g} <= "
+                f"{plan.alpha:g} over {len(guardrails)} guardrail comparisons)"
             )
+        rows.append(_comparison_row(plan, c, adjusted_p, "harm" if harmful else "no harm shown"))
     outcome: Outcome
     if srm or harmed:
         outcome = "keep_champion"

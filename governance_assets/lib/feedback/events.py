@@ -1,7 +1,9 @@
-"""User feedback: reading landing files once, and joining each day's feedback to the traffic.
+"""User feedback: reading landing files and database rows once, and joining each day's feedback to the traffic.
 
 A serving system drops feedback files into ``GOVERNANCE_HOME/landing/feedback/`` (JSON Lines
-``.jsonl``, ``.csv`` or ``.parquet``; write to a name starting with ``.`` and rename). Each record:
+``.jsonl``, ``.csv`` or ``.parquet``; write to a name starting with ``.`` and rename) and/or inserts
+rows into the policy's database table (``feedback.intake.database``: an integer primary key ``id``
+and the columns below; append-only). Each record:
 
 ==============  ====================================================================================
 field           rule
@@ -16,10 +18,11 @@ field           rule
 ``text``        a string as above; absent or null for thumbs and ratings
 ==============  ====================================================================================
 
-`stage_source` parses a file once into ``<staging>/<source id>/``: ``<day>.parquet`` per UTC day of
-the feedback, ``quarantine.jsonl`` (malformed rows with the row number and the reason) and
-``source.json`` (written last, so a source with it is staged). The source id is the file's name and
-a digest of its bytes, so the same file seen again stages nothing new.
+`stage_source` (a file) and `stage_table_rows` (a range of the table's ids) parse a source once into
+``<staging>/<source id>/``: ``<day>.parquet`` per UTC day of the feedback, ``quarantine.jsonl``
+(malformed rows with the row number, or the row's ``id``, and the reason) and ``source.json`` (written
+last, so a source with it is staged). A file's source id is its name and a digest of its bytes, so
+the same file seen again stages nothing new; a range's is ``db-<table>-<first id>-<last id>``.
 
 `assemble_day` rebuilds one day of `feedback/events` from every staged part of the day and the
 traffic of the day and the `join_days` before it (``warehouse/monitoring/traffic/<day>.parquet``):
@@ -33,8 +36,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from governance_assets.lib.core.database import TableRows, database_source_id
 from governance_assets.lib.core.storage import path_within, write_parquet_atomic, write_text_atomic
 
 KINDS = ("thumbs", "rating", "correction", "flag")
@@ -122,6 +128,10 @@ def source_id(path: Path) -> str:
     return f"{path.name}-{digest}"
 
 
+Records = list[tuple[int, dict[str, Any] | None, str]]
+"""(row number, record or None when unparsable, raw text) of a source."""
+
+
 def _timestamp(value: Any) -> tuple[datetime | None, str | None]:
     if isinstance(value, pd.Timestamp | datetime):
         stamp = pd.Timestamp(value)
@@ -145,7 +155,7 @@ def _number(value: Any) -> float | None:
     """A JSON/Parquet number or a CSV cell holding one; None when it is not a number."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):  # a database NUMERIC column gives Decimal
         return float(value)
     if isinstance(value, str):
         try:
@@ -202,11 +212,11 @@ def validate_record(record: dict[str, Any]) -> tuple[dict[str, Any] | None, str 
     }, None
 
 
-def _records(path: Path) -> list[tuple[int, dict[str, Any] | None, str]]:
+def _records(path: Path) -> Records:
     """(row number, record or None when unparsable, raw text) of a landing file."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        rows: list[tuple[int, dict[str, Any] | None, str]] = []
+        rows: Records = []
         for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -230,24 +240,48 @@ def _records(path: Path) -> list[tuple[int, dict[str, Any] | None, str]]:
 
 
 def stage_source(path: Path, staging: Path) -> StagedFeedback:
-    """Parse `path` once into `staging/<source id>/` (idempotent: a staged source is read back)."""
-    sid = source_id(path)
+    """Parse landing file `path` once into `staging/<source id>/` (idempotent: a staged source is read back)."""
+
+    def read() -> tuple[str, Records, str | None]:
+        try:
+            return path.name, _records(path), None
+        except (ValueError, OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+            return path.name, [], f"{path.name}: unreadable: {exc}"
+
+    return _stage(staging, source_id(path), read)
+
+
+def stage_table_rows(
+    staging: Path, table: str, after_id: int, up_to_id: int, fetch: Callable[[], TableRows]
+) -> StagedFeedback:
+    """Stage the rows of database `table` with `after_id` < id <= `up_to_id` once, as
+    `db-<table>-<first>-<last>`; `fetch` reads them (only when the range is not staged yet). A row's
+    number is its `id`; a table without `id`, or gone, is a whole-source error."""
+
+    def read() -> tuple[str, Records, str | None]:
+        rows = fetch()
+        if rows.error:
+            return rows.source, [], f"{rows.source}: {rows.error}"
+        raw = [json.dumps(record, default=str, ensure_ascii=False)[:RAW_LIMIT] for record in rows.records]
+        return rows.source, list(zip(rows.ids, rows.records, raw, strict=True)), None
+
+    return _stage(staging, database_source_id(table, after_id + 1, up_to_id), read)
+
+
+def _stage(staging: Path, sid: str, read: Callable[[], tuple[str, Records, str | None]]) -> StagedFeedback:
+    """Validate what `read` gives (source name, records, whole-source error) and stage it as `sid`."""
     folder = path_within(staging, sid, what="source id")
     marker = folder / SOURCE_FILE
     if marker.exists():
         return StagedFeedback(**json.loads(marker.read_text("utf-8")))
+    source, records, error = read()
     folder.mkdir(parents=True, exist_ok=True)
     valid: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
-    error = None
-    try:
-        records = _records(path)
-    except (ValueError, OSError, pa.ArrowException, UnicodeDecodeError) as exc:
-        records, error = [], f"{path.name}: unreadable: {exc}"
     for number, record, raw in records:
         checked, problem = (None, "not a JSON object") if record is None else validate_record(record)
         if checked is None:
-            quarantined.append({"source": path.name, "row": number, "reason": problem, "raw": raw})
+            quarantined.append({"source": source, "row": number, "reason": problem, "raw": raw})
         else:
             valid.append(checked | {"source_id": sid, "row": number})
     table = pa.Table.from_pylist(valid, schema=STAGED_SCHEMA)
@@ -260,7 +294,7 @@ def stage_source(path: Path, staging: Path) -> StagedFeedback:
             )
             days[str(day)] = len(part)
     write_text_atomic(folder / QUARANTINE_FILE, "".join(json.dumps(row) + "\n" for row in quarantined))
-    staged = StagedFeedback(sid, path.name, days, len(valid), len(quarantined), error)
+    staged = StagedFeedback(sid, source, days, len(valid), len(quarantined), error)
     write_text_atomic(marker, json.dumps(asdict(staged), sort_keys=True))
     return staged
 

@@ -22,8 +22,11 @@ from governance_assets.lib.feedback.ab_tests import (
     always_valid_p_values,
     analyse_experiment,
     confidence_sequence,
+    harm_p_values,
+    holm,
     msprt_likelihood_ratio,
-    sample_ratio_p_value,
+    sequential_srm_p_values,
+    srm_log_bayes_factors,
 )
 from governance_assets.lib.feedback.metrics import METRICS, MetricName
 
@@ -68,11 +71,83 @@ def test_p_values_never_rise_and_the_sequence_only_narrows() -> None:
     assert np.all(np.diff(p) <= 0) and np.all(np.diff(low) >= 0) and np.all(np.diff(high) <= 0)
 
 
-def test_sample_ratio_test_by_hand() -> None:
-    # 520 / 480 against 50/50: chi2 = 2 * 20^2 / 500 = 1.6 on 1 degree of freedom
-    assert sample_ratio_p_value([520, 480], [0.5, 0.5]) == pytest.approx(stats.chi2.sf(1.6, 1))
-    # 900 / 100 against 80/20: chi2 = 100^2/800 + 100^2/200 = 62.5
-    assert sample_ratio_p_value([900, 100], [0.8, 0.2]) == pytest.approx(stats.chi2.sf(62.5, 1))
+@pytest.mark.parametrize(
+    ("counts", "shares", "concentration"),
+    [([520, 480], [0.5, 0.5], 10_000.0), ([900, 100], [0.8, 0.2], 100.0), ([30, 52, 18], [0.3, 0.5, 0.2], 3.0)],
+)
+def test_srm_bayes_factor_is_the_dirichlet_multinomial_over_the_multinomial(
+    counts: list[int], shares: list[float], concentration: float
+) -> None:
+    """The mixture's Bayes factor by scipy's distributions (the multinomial coefficients cancel)."""
+    n, p0 = sum(counts), np.asarray(shares)
+    reference = stats.dirichlet_multinomial.logpmf(counts, concentration * p0, n) - stats.multinomial.logpmf(
+        counts, n, p0
+    )
+    assert srm_log_bayes_factors(counts, shares, concentration) == pytest.approx(reference, rel=1e-9, abs=1e-9)
+
+
+def _daily_split_counts(rng: np.random.Generator, share: float, per_day: int, replications: int) -> np.ndarray:
+    """Cumulative (champion, challenger) request counts after each of DAYS days, assigned at random
+    with the challenger's true `share`."""
+    challenger = rng.binomial(per_day, share, (replications, DAYS)).cumsum(axis=1)
+    champion = per_day * np.arange(1, DAYS + 1) - challenger
+    return np.stack([champion, challenger], axis=-1).astype(np.float64)
+
+
+def test_sequential_srm_keeps_false_alarms_at_alpha_over_30_daily_looks_where_chi_square_does_not() -> None:
+    rng = np.random.default_rng(42)
+    counts = _daily_split_counts(rng, 0.5, 1000, REPLICATIONS)
+    sequential = (sequential_srm_p_values(counts, [0.5, 0.5], 10_000.0)[:, -1] <= ALPHA).mean()
+    chi_square = stats.chisquare(counts, axis=-1).pvalue  # fixed-horizon test, scipy, at every look
+    peeked_chi_square = (chi_square <= ALPHA).any(axis=1).mean()
+    assert sequential <= ALPHA + THREE_SE
+    assert peeked_chi_square > ALPHA + THREE_SE
+    assert abs((chi_square[:, -1] <= ALPHA).mean() - ALPHA) <= THREE_SE  # one look: the chi-square is exact
+
+
+def test_sequential_srm_finds_a_52_48_split_of_an_intended_50_50() -> None:
+    rng = np.random.default_rng(43)
+    counts = _daily_split_counts(rng, 0.48, 1000, 1000)
+    p = sequential_srm_p_values(counts, [0.5, 0.5], 10_000.0)
+    assert (p[:, -1] < 0.001).mean() > 0.95  # the policy's srm_alpha, within 30 days of 1,000 requests
+
+
+def test_harm_p_value_reaches_a_exactly_when_the_sequence_clears_the_tolerance() -> None:
+    variance, tau2, tolerance = 1e-4, 4e-4, 0.01
+    for theta in np.linspace(-0.1, 0.1, 201):
+        p = harm_p_values([theta], [variance], tau2, tolerance, higher_is_better=True)[0]
+        _, high = confidence_sequence([theta], [variance], tau2, ALPHA)
+        assert (p <= ALPHA) == (high[0] < -tolerance)
+        worse = harm_p_values([-theta], [variance], tau2, tolerance, higher_is_better=False)[0]
+        assert worse == pytest.approx(harm_p_values([theta], [variance], tau2, tolerance, higher_is_better=True)[0])
+
+
+def test_holm_by_hand() -> None:
+    # sorted 0.01, 0.02, 0.06 against 0.05/3, 0.05/2, 0.05/1: the first two rejected (Bonferroni's
+    # 0.05/3 would keep 0.02), then 0.06 > 0.05 stops; adjusted: 3 * 0.01, 2 * 0.02, 0.06
+    rejected, adjusted = holm([0.06, 0.01, 0.02], 0.05)
+    assert rejected == [False, True, True]
+    assert adjusted == pytest.approx([0.06, 0.03, 0.04])
+
+
+@pytest.mark.parametrize("guardrails", [4])
+def test_no_harm_on_k_guardrails_keeps_false_harm_calls_at_alpha_under_daily_peeking(guardrails: int) -> None:
+    """k guardrails at the tolerance's edge (true difference 0, tolerance 0: the worst case of "no
+    harm"), looked at daily for 30 days: Holm keeps P(any harm called) at most alpha; judging each
+    guardrail at alpha on its own does not promise that."""
+    rng = np.random.default_rng(44)
+    replications = 2000
+    p = np.stack(
+        [
+            harm_p_values(*_cumulative_binary_looks(rng, 0.2, 0.2, per_day=200)[:2], 0.02**2, 0.0, True)[:replications]
+            for _ in range(guardrails)
+        ],
+        axis=1,
+    )  # (replications, guardrails, days), running minima
+    holm_harm = np.mean([any(holm(list(p[r, :, -1]), ALPHA)[0]) for r in range(replications)])
+    alone = (p[:, :, -1] <= ALPHA).any(axis=1).mean()
+    assert holm_harm <= ALPHA + 3 * np.sqrt(ALPHA * (1 - ALPHA) / replications)
+    assert holm_harm < alone
 
 
 def _cumulative_binary_looks(
@@ -132,6 +207,7 @@ PLAN = Experiment(
     start_date=date(2026, 11, 1),
 )
 SRM_ALPHA = 0.001
+SRM_CONCENTRATION = 10_000.0
 
 
 def _units(
@@ -160,7 +236,7 @@ def test_a_better_challenger_is_shipped_with_intervals_matching_statsmodels_and_
         {"control": 0.2, "treatment": 0.3},
         dict.fromkeys(("control", "treatment"), 800.0),
     )
-    result = analyse_experiment(PLAN, units, SRM_ALPHA)
+    result = analyse_experiment(PLAN, units, SRM_ALPHA, SRM_CONCENTRATION)
     assert result.outcome == "ship_challenger" and not result.srm_mismatch and not result.harmed_guardrails
     rows = pd.DataFrame(result.rows)
     control = rows[(rows.metric == "positive_feedback") & (rows.variant == "control") & rows.versus.isna()].iloc[0]
@@ -188,7 +264,7 @@ def test_guardrail_harm_keeps_the_champion_and_says_why() -> None:
         {"control": 0.2, "treatment": 0.3},
         {"control": 800.0, "treatment": 900.0},
     )
-    result = analyse_experiment(PLAN, units, SRM_ALPHA)
+    result = analyse_experiment(PLAN, units, SRM_ALPHA, SRM_CONCENTRATION)
     assert result.outcome == "keep_champion"
     assert result.harmed_guardrails == ["treatment:latency_ms"]
     assert any("guardrail latency_ms harmed by treatment" in reason for reason in result.reasons)
@@ -202,7 +278,7 @@ def test_sample_ratio_mismatch_keeps_the_champion() -> None:
         {"control": 0.2, "treatment": 0.3},
         dict.fromkeys(("control", "treatment"), 800.0),
     )
-    result = analyse_experiment(PLAN, units, SRM_ALPHA)
+    result = analyse_experiment(PLAN, units, SRM_ALPHA, SRM_CONCENTRATION)
     assert result.srm_mismatch and result.outcome == "keep_champion"
     assert "sample ratio mismatch: control 3300, treatment 2700" in result.reasons[0]
 
@@ -215,7 +291,7 @@ def test_no_effect_keeps_running() -> None:
         {"control": 0.2, "treatment": 0.2},
         dict.fromkeys(("control", "treatment"), 800.0),
     )
-    result = analyse_experiment(PLAN, units, SRM_ALPHA)
+    result = analyse_experiment(PLAN, units, SRM_ALPHA, SRM_CONCENTRATION)
     assert result.outcome == "keep_running"
     assert "not yet decided" in result.reasons[0]
 

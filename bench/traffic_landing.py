@@ -1,5 +1,5 @@
-"""Landing one million JSON Lines traffic rows: what a `stage_traffic` run does (read, validate,
-quarantine, split by UTC day, write the day files) side by side with `pyarrow.json.read_json` on the
+"""Landing one million JSON Lines traffic rows: what a `stage_traffic` run does (`stage_file`: digest,
+read, validate, quarantine, split by UTC day, write the day files) side by side with `pyarrow.json.read_json` on the
 same file (parse only, with its own type inference).
 
 The file is generated once (`traffic_generator`, seeded, one JSON object per line, as a serving
@@ -66,15 +66,12 @@ def child(side: str, path: Path, workdir: Path, result: Path) -> None:
         table = pj.read_json(path)
         seconds, rows, quarantined = time.perf_counter() - start, table.num_rows, 0
     else:
-        from governance_assets.lib.monitoring.traffic import read_landing_file
-        from governance_assets.lib.monitoring.traffic_intake import file_source_id, stage_source
+        from governance_assets.lib.monitoring.traffic_intake import stage_file
 
         staging = workdir / "staging"
         shutil.rmtree(staging, ignore_errors=True)
         start = time.perf_counter()
-        staged, _ = stage_source(
-            staging, file_source_id(path), read_landing_file(path), date(2000, 1, 1), datetime.now(UTC).date()
-        )
+        staged, _ = stage_file(staging, path, date(2000, 1, 1), datetime.now(UTC).date())
         seconds, rows, quarantined = time.perf_counter() - start, staged.rows, staged.quarantined
     peak = side_module.status_mib("VmHWM")  # this process's own peak (ru_maxrss can carry the parent's over exec)
     result.write_text(

@@ -9,12 +9,8 @@ import dagster as dg
 from governance_assets.defs.database_source import read_range
 from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.core.database import database_source_id
-from governance_assets.lib.monitoring.traffic import read_landing_file, read_table_rows
-from governance_assets.lib.monitoring.traffic_intake import (
-    StagedSource,
-    file_source_id,
-    stage_source,
-)
+from governance_assets.lib.monitoring.traffic import read_table_rows
+from governance_assets.lib.monitoring.traffic_intake import StagedSource, stage_file, stage_source
 
 STAGE_RETRY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL)
 """A database that is down, or a disk that hiccups, is retried after 30 s, 60 s and 120 s."""
@@ -39,8 +35,7 @@ def _stage(state: GovernanceState, config: TrafficSourceConfig) -> StagedSource:
         path = Path(config.path)
         if path.parent.resolve() != state.traffic_landing_path().resolve():
             raise dg.Failure(description=f"{path} is not in the landing folder {state.traffic_landing_path()}")
-        source_id = file_source_id(path)
-        return stage_source(staging, source_id, read_landing_file(path), first_day, last_day)[0]
+        return stage_file(staging, path, first_day, last_day)[0]
     database = policy.monitoring.traffic.database
     batch = read_range(database, "traffic", config.table, config.after_id, config.up_to_id, read_table_rows)
     source_id = database_source_id(config.table, config.after_id + 1, config.up_to_id)

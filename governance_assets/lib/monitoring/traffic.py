@@ -50,7 +50,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -112,7 +112,7 @@ _JSON_PARSE = pj.ParseOptions(  # metadata and unknown fields inferred; token co
 )
 _JSON_READ = pj.ReadOptions(block_size=1 << 20)  # pyarrow's own blocks, read on its threads
 _MISSING: Any = object()  # a JSON key that is absent
-_BLOCK_BYTES = 4 << 20  # JSON Lines are read in blocks of about this size (whole lines)
+_BLOCK_BYTES = 16 << 20  # JSON Lines are read in blocks of about this size (whole lines)
 _TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
 _AWARE = f"^{_TIME}(Z|z|[+-]\\d{{2}}(:?\\d{{2}})?)$"
 _NAIVE = "^\\d{4}-\\d{2}-\\d{2}([T ]\\d{2}:\\d{2}(:\\d{2}(\\.\\d+)?)?)?$"
@@ -444,35 +444,61 @@ def _convert(
     return _Part(converted, np.asarray(rows, dtype=np.int64), reasons)
 
 
+RowSink = Callable[[pa.Table], None]
+"""Takes a source's valid rows (`TRAFFIC_SCHEMA`) a part at a time, in source order."""
+
+
 def _finish(
-    source: str, parts: list[_Part], quarantined: list[QuarantinedRow], raw: Callable[[int, int], str]
+    source: str,
+    parts: Iterable[_Part],
+    quarantined: list[QuarantinedRow],
+    raw: Callable[[int, int], str],
+    sink: RowSink | None = None,
 ) -> ParsedBatch:
-    """Quarantine bad and duplicate rows of all parts; `raw(part, position)` gives a row's text."""
+    """Quarantine the bad rows and the repeated request ids of the parts, in order; `raw(part,
+    position)` gives a row's text. The valid rows go to `sink` as each part is done (the batch's
+    table is then empty), or else into the batch's table."""
+    seen = _SeenIds()
     tables: list[pa.Table] = []
-    kept: list[np.ndarray[Any, np.dtype[np.intp]]] = []  # positions of each part's kept rows
     for p, part in enumerate(parts):
         good = np.ones(len(part.rows), dtype=bool)
         for i, reasons in part.reasons.items():
             good[i] = False
             quarantined.append(QuarantinedRow(source, int(part.rows[i]), "; ".join(reasons), _clip(raw(p, i))))
+        for i, first_row in seen.repeats(part.columns["request_id"], part.rows, good).items():
+            good[i] = False
+            reason = f"request_id: duplicate of row {first_row}"
+            quarantined.append(QuarantinedRow(source, int(part.rows[i]), reason, _clip(raw(p, i))))
         table = pa.Table.from_arrays([part.columns[n] for n in FIELDS], schema=_LOOSE)
-        tables.append(table if good.all() else table.filter(pa.array(good)))
-        kept.append(np.flatnonzero(good))
-    table = pa.concat_tables(tables) if tables else _LOOSE.empty_table()
-    codes = id_codes(table.column("request_id"))
-    first = first_occurrences(codes)
-    if not first.all():
-        rows = np.concatenate([part.rows[positions] for part, positions in zip(parts, kept, strict=True)])
-        first_rows = rows[first]  # by code: codes count up from 0 in order of first occurrence
-        part_ends = np.cumsum([len(positions) for positions in kept])
-        for k in np.flatnonzero(~first).tolist():
-            p = int(np.searchsorted(part_ends, k, side="right"))
-            text = raw(p, int(kept[p][k - (part_ends[p - 1] if p else 0)]))
-            reason = f"request_id: duplicate of row {first_rows[codes[k]]}"
-            quarantined.append(QuarantinedRow(source, int(rows[k]), reason, _clip(text)))
-        table = table.filter(pa.array(first))
+        table = (table if good.all() else table.filter(pa.array(good))).cast(TRAFFIC_SCHEMA)
+        if sink is None:
+            tables.append(table)
+        else:
+            sink(table)
     quarantined.sort(key=lambda q: q.row)
-    return ParsedBatch(source, table.cast(TRAFFIC_SCHEMA), quarantined, None)
+    return ParsedBatch(source, pa.concat_tables(tables) if tables else empty_table(), quarantined, None)
+
+
+class _SeenIds:
+    """The request ids of the rows kept so far, each with its row number."""
+
+    def __init__(self) -> None:
+        self.first_row: dict[str, int] = {}
+
+    def repeats(self, ids: pa.Array, rows: np.ndarray[Any, Any], good: np.ndarray[Any, Any]) -> dict[int, int]:
+        """Position → row number of the first row with its id, for the `good` positions whose id is
+        that of an earlier kept row (in an earlier part or this one); the others are kept."""
+        positions = np.flatnonzero(good)
+        kept_ids = ids if len(positions) == len(ids) else ids.filter(pa.array(good))
+        found = {}
+        first_row = self.first_row
+        for position, request_id, row in zip(
+            positions.tolist(), kept_ids.to_pylist(), rows[positions].tolist(), strict=True
+        ):
+            earlier = first_row.setdefault(request_id, row)
+            if earlier != row:
+                found[position] = earlier
+        return found
 
 
 def id_codes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, np.dtype[np.int32]]:
@@ -496,13 +522,15 @@ def _row_json(table: pa.Table, i: int) -> str:
 # --- readers -----------------------------------------------------------------------------------
 
 
-def read_landing_file(path: Path) -> ParsedBatch:
+def read_landing_file(path: Path, sink: RowSink | None = None) -> ParsedBatch:
     """Read and validate one landing file: `.jsonl`/`.json` (JSON Lines), `.csv` or `.parquet`.
 
-    Never raises for bad content: a whole-file problem is reported in `ParsedBatch.error`."""
+    Never raises for bad content: a whole-file problem is reported in `ParsedBatch.error`. With
+    `sink`, the valid rows go to it as they are read instead of into the batch's table (a JSON Lines
+    file is then never held whole); after an error, what it took is to be thrown away."""
     source = str(path)
     suffix = path.suffix.lower()
-    readers: dict[str, Callable[[Path, str], ParsedBatch]] = {
+    readers: dict[str, Callable[[Path, str, RowSink | None], ParsedBatch]] = {
         ".jsonl": _read_jsonl,
         ".json": _read_jsonl,
         ".csv": _read_csv,
@@ -514,55 +542,63 @@ def read_landing_file(path: Path) -> ParsedBatch:
             source, f"unknown file type {suffix or '(no suffix)'!r}; expected .jsonl, .json, .csv or .parquet"
         )
     try:
-        return reader(path, source)
+        return reader(path, source, sink)
     except OSError as error:
         return _failed(source, f"cannot read: {error}")
 
 
-def _read_jsonl(path: Path, source: str) -> ParsedBatch:
+def _read_jsonl(path: Path, source: str, sink: RowSink | None) -> ParsedBatch:
     with path.open("rb") as file:
         offset = 3 if file.read(3) == b"\xef\xbb\xbf" else 0  # skip a byte order mark
         file.seek(offset)
         reader = _JsonLines(source, offset)
-        while block := file.read(_BLOCK_BYTES) + file.readline():
-            error = reader.read(block)
-            if error:
-                return _failed(source, error)
+
+        def parts() -> Iterator[_Part]:
+            while block := file.read(_BLOCK_BYTES) + file.readline():
+                part = reader.read(block)
+                if reader.error:
+                    return
+                if part is not None:
+                    yield part
 
         def raw(p: int, i: int) -> str:
+            resume = file.tell()
             file.seek(int(reader.offsets[p][i]))
-            return file.readline().decode("utf-8", "replace").rstrip("\r\n")
+            line = file.readline()
+            file.seek(resume)
+            return line.decode("utf-8", "replace").rstrip("\r\n")
 
-        return _finish(source, reader.parts, reader.quarantined, raw)
+        batch = _finish(source, parts(), reader.quarantined, raw, sink)
+        return _failed(source, reader.error) if reader.error else batch
 
 
 class _JsonLines:
-    """A JSON Lines file read block by block: parts so far, the file offsets of their rows' lines."""
+    """A JSON Lines file read block by block: the file offsets of the rows' lines of each part so far."""
 
     def __init__(self, source: str, offset: int) -> None:
         self.source = source
         self.offset = offset  # in the file, of the next line
         self.line = 1  # number of the next line
-        self.parts: list[_Part] = []
         self.offsets: list[np.ndarray[Any, np.dtype[np.int64]]] = []
         self.quarantined: list[QuarantinedRow] = []
+        self.error: str | None = None
+        """Why the whole file is unreadable, once found."""
 
-    def read(self, block: bytes) -> str | None:
-        """Take a block of whole lines as pyarrow reads it, or else as orjson reads each line; the
-        reason if the whole file is unreadable."""
+    def read(self, block: bytes) -> _Part | None:
+        """A block of whole lines as pyarrow reads it, or else as orjson reads each line (None if no
+        line holds an object, or if the whole file is found unreadable: `error`)."""
         starts = _line_starts(block)
         part = None if starts is None else _arrow_block(block, len(starts))
         if part is None or starts is None:
             return self._by_line(block)
         part.rows += self.line - 1
-        self.parts.append(part)
         self.offsets.append(starts + self.offset)
         self.offset += len(block)
         self.line += len(starts)
-        return None
+        return part
 
-    def _by_line(self, block: bytes) -> str | None:
-        """Parse line by line with orjson, the reference behaviour; the reason if the file is unreadable."""
+    def _by_line(self, block: bytes) -> _Part | None:
+        """Parse line by line with orjson, the reference behaviour."""
         objects: list[dict[str, Any]] = []
         numbers: list[int] = []
         offsets: list[int] = []
@@ -576,7 +612,8 @@ class _JsonLines:
             except decode_error as error:
                 whole, reason = _line_problem(line, number, error)
                 if whole:
-                    return reason
+                    self.error = reason
+                    return None
                 if reason:
                     self._quarantine(number, reason, line)
                 continue
@@ -587,10 +624,10 @@ class _JsonLines:
             else:
                 kind = "array" if isinstance(obj, list) else "string" if isinstance(obj, str) else "number or literal"
                 self._quarantine(number, f"line is a JSON {kind}, not an object", line)
-        if objects:
-            self.parts.append(_json_part(objects, numbers, json_metadata=True))
-            self.offsets.append(np.asarray(offsets, dtype=np.int64))
-        return None
+        if not objects:
+            return None
+        self.offsets.append(np.asarray(offsets, dtype=np.int64))
+        return _json_part(objects, numbers, json_metadata=True)
 
     def _quarantine(self, number: int, reason: str, line: bytes) -> None:
         self.quarantined.append(QuarantinedRow(self.source, number, reason, _clip(line.decode().rstrip("\r\n"))))
@@ -729,7 +766,7 @@ def _columns_error(names: Sequence[str], what: str) -> str | None:
     return f"{what}: {'; '.join(problems)}" if problems else None
 
 
-def _read_csv(path: Path, source: str) -> ParsedBatch:
+def _read_csv(path: Path, source: str, sink: RowSink | None) -> ParsedBatch:
     invalid: list[tuple[int, str, int]] = []
 
     def on_invalid(row: Any) -> Literal["skip"]:
@@ -769,7 +806,7 @@ def _read_csv(path: Path, source: str) -> ParsedBatch:
         csv.writer(out, lineterminator="").writerow(table.slice(i, 1).to_pylist()[0].values())
         return out.getvalue()
 
-    return _finish(source, [_table_part(table, rows)], quarantined, raw)
+    return _finish(source, [_table_part(table, rows)], quarantined, raw, sink)
 
 
 def _table_part(table: pa.Table, rows: Sequence[int]) -> _Part:
@@ -781,7 +818,7 @@ def _table_part(table: pa.Table, rows: Sequence[int]) -> _Part:
     return _convert({name: column(name) for name in FIELDS}, rows, {})
 
 
-def _read_parquet(path: Path, source: str) -> ParsedBatch:
+def _read_parquet(path: Path, source: str, sink: RowSink | None) -> ParsedBatch:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, ValueError) as error:
@@ -789,7 +826,8 @@ def _read_parquet(path: Path, source: str) -> ParsedBatch:
     problem = _columns_error(table.column_names, "Parquet columns")
     if problem:
         return _failed(source, problem)
-    return _finish(source, [_table_part(table, range(1, table.num_rows + 1))], [], lambda _, i: _row_json(table, i))
+    parts = [_table_part(table, range(1, table.num_rows + 1))]
+    return _finish(source, parts, [], lambda _, i: _row_json(table, i), sink)
 
 
 def read_table_rows(url: str, table: str, after_id: int, up_to_id: int) -> ParsedBatch:

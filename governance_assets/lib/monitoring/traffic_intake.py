@@ -1,7 +1,8 @@
 """Staging production traffic: each source (a landing file or a database batch) is parsed once.
 
-The traffic sensor hands every new source to `stage_source`, which validates it and writes its
-valid rows split by UTC day, plus its quarantined rows, under ``<staging>/<source id>/``:
+A `stage_traffic` run hands its source to `stage_file` (a landing file, read a part at a time) or
+`stage_source` (a database batch), which validate it and write its valid rows split by UTC day,
+plus its quarantined rows, under ``<staging>/<source id>/``:
 
     <day>.parquet       the source's valid rows of that day (TRAFFIC_SCHEMA)
     quarantine.jsonl    rows that broke the schema, with the reason (only when there are any)
@@ -11,7 +12,7 @@ A source id names content, not a location: a landing file's id is its name plus 
 bytes, so the same file seen again (a restart, a copy) stages nothing new, and a file rewritten with
 other content is a new source. A database batch's id is its table and primary-key range; the table
 must be append-only for that to hold. `source.json` makes staging idempotent: once it exists, the
-source is staged and `stage_source` only reads it back.
+source is staged and staging it again only reads it back.
 
 The `monitoring/traffic` asset of a day is rebuilt from every staged part of that day by
 `assemble_day` (first occurrence of a request id wins, in staging order), so re-materialising a day
@@ -26,20 +27,22 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from governance_assets.lib.core.storage import atomic_path, safe_component, write_parquet_atomic
+from governance_assets.lib.core.storage import atomic_path, parquet_writer, safe_component
 from governance_assets.lib.monitoring.traffic import (
     FIELDS,
     TRAFFIC_SCHEMA,
     ParsedBatch,
     QuarantinedRow,
     empty_table,
+    first_occurrences,
+    id_codes,
+    read_landing_file,
     split_by_day,
     write_quarantine,
 )
@@ -47,6 +50,7 @@ from governance_assets.lib.monitoring.traffic import (
 SOURCE_FILE = "source.json"
 QUARANTINE_FILE = "quarantine.jsonl"
 _READ_BLOCK = 1 << 20
+_BUFFER_BYTES = 64 << 20  # rows held before they are written (a row group per day)
 
 
 @dataclass(frozen=True)
@@ -110,40 +114,107 @@ def _outside_partitions(table: pa.Table, first_day: date, last_day: date) -> tup
     return table.filter(pa.array(~(early | late))), sorted(problems)
 
 
-def stage_source(
-    staging: Path, source_id: str, batch: ParsedBatch, first_day: date, last_day: date
-) -> tuple[StagedSource, bool]:
-    """Stage `batch` as `source_id` unless it already is; returns the record and whether it is new.
+def stage_file(staging: Path, path: Path, first_day: date, last_day: date) -> tuple[StagedSource, bool]:
+    """Stage landing file `path` unless its content already is; returns the record and whether it is new.
 
-    Rows outside the daily partitions [first_day, last_day] are quarantined with the reason (as
-    row 0: their line is no longer known after validation; `raw` holds the parsed row)."""
+    The file is read a part at a time and its rows written by day as they come (`DayFiles`): a
+    large file is never held whole."""
+    source_id = file_source_id(path)
     staged = read_staged(staging, source_id)
     if staged is not None:
         return staged, False
-    folder = staging / safe_component(source_id, "source id")
-    table = batch.table if batch.error is None else empty_table()
-    kept, outside = _outside_partitions(table, first_day, last_day)
-    quarantined = list(batch.quarantined) + [
-        QuarantinedRow(batch.source, 0, reason, json.dumps(_row(table, index), default=str, ensure_ascii=False))
-        for index, reason in outside
-    ]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / QUARANTINE_FILE).unlink(missing_ok=True)  # left by an attempt that did not finish
-    write_quarantine(folder / QUARANTINE_FILE, quarantined)
-    days = split_by_day(kept)
-    for day, rows in days.items():
-        write_parquet_atomic(folder / f"{day}.parquet", rows)
+    with DayFiles(staging / source_id, first_day, last_day, str(path)) as days:
+        batch = read_landing_file(path, sink=days)
+        return _record(staging, source_id, batch, days), True
+
+
+def stage_source(
+    staging: Path, source_id: str, batch: ParsedBatch, first_day: date, last_day: date
+) -> tuple[StagedSource, bool]:
+    """Stage `batch` (a database batch, or a file read whole) as `source_id` unless it already is;
+    returns the record and whether it is new."""
+    staged = read_staged(staging, source_id)
+    if staged is not None:
+        return staged, False
+    with DayFiles(staging / safe_component(source_id, "source id"), first_day, last_day, batch.source) as days:
+        if batch.error is None:
+            days(batch.table)
+        return _record(staging, source_id, batch, days), True
+
+
+class DayFiles:
+    """A source's valid rows written by UTC day as they come, one Parquet file a day (temporary
+    files, renamed by `commit`, removed if it is not called). Rows outside the daily partitions
+    [first_day, last_day] are quarantined with the reason, as row 0: their line is no longer known
+    after validation; `raw` holds the parsed row."""
+
+    def __init__(self, folder: Path, first_day: date, last_day: date, source: str) -> None:
+        self.folder, self.first_day, self.last_day, self.source = folder, first_day, last_day, source
+        self.rows: dict[str, int] = {}
+        self.outside: list[QuarantinedRow] = []
+        self._buffered: dict[str, list[pa.Table]] = {}
+        self._buffered_bytes = 0
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def __enter__(self) -> DayFiles:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __call__(self, table: pa.Table) -> None:
+        kept, outside = _outside_partitions(table, self.first_day, self.last_day)
+        self.outside += [
+            QuarantinedRow(self.source, 0, reason, json.dumps(_row(table, i), default=str, ensure_ascii=False))
+            for i, reason in outside
+        ]
+        for day, rows in split_by_day(kept).items():
+            self.rows[day] = self.rows.get(day, 0) + rows.num_rows
+            self._buffered.setdefault(day, []).append(rows)
+        self._buffered_bytes += kept.nbytes
+        if self._buffered_bytes > _BUFFER_BYTES:
+            self._flush()
+
+    def _temporary(self, day: str) -> Path:
+        return self.folder / f".{day}.parquet.tmp"
+
+    def _flush(self) -> None:
+        for day, tables in self._buffered.items():
+            if day not in self._writers:
+                self._writers[day] = parquet_writer(self._temporary(day), TRAFFIC_SCHEMA)
+            self._writers[day].write_table(pa.concat_tables(tables))
+        self._buffered, self._buffered_bytes = {}, 0
+
+    def commit(self) -> dict[str, int]:
+        """Write what is left and put each day's file in place; the rows per day."""
+        self._flush()
+        for day, writer in self._writers.items():
+            writer.close()
+            self._temporary(day).replace(self.folder / f"{day}.parquet")
+        self._writers = {}
+        return dict(sorted(self.rows.items()))
+
+    def __exit__(self, *_: object) -> None:
+        for day, writer in self._writers.items():
+            writer.close()
+            self._temporary(day).unlink(missing_ok=True)
+
+
+def _record(staging: Path, source_id: str, batch: ParsedBatch, days: DayFiles) -> StagedSource:
+    """Put the source's day files (none if it was unreadable) and quarantine in place, then its record."""
+    rows = days.commit() if batch.error is None else {}
+    quarantined = list(batch.quarantined) + days.outside
+    (days.folder / QUARANTINE_FILE).unlink(missing_ok=True)  # left by an attempt that did not finish
+    write_quarantine(days.folder / QUARANTINE_FILE, quarantined)
     staged = StagedSource(
         source_id=source_id,
         source=batch.source,
         staged_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-        days={day: rows.num_rows for day, rows in days.items()},
+        days=rows,
         quarantined=len(quarantined),
         error=batch.error,
     )
-    with atomic_path(folder / SOURCE_FILE) as tmp:
+    with atomic_path(days.folder / SOURCE_FILE) as tmp:
         tmp.write_text(json.dumps(asdict(staged), indent=2, sort_keys=True), "utf-8")
-    return staged, True
+    return staged
 
 
 def _row(table: pa.Table, index: int) -> dict[str, Any]:
@@ -165,18 +236,8 @@ def assemble_day(staging: Path, day: str) -> AssembledDay:
     if not parts:
         return AssembledDay(empty_table(), [], 0)
     table = pa.concat_tables(parts).select(list(FIELDS))
-    ids = table.column("request_id").combine_chunks()
-    first = pc.index_in(ids, value_set=pc.unique(ids)).to_numpy(zero_copy_only=False)
-    keep = _first_occurrences(first)
+    keep = first_occurrences(id_codes(table.column("request_id")))
     return AssembledDay(table.filter(pa.array(keep)), sources, int(table.num_rows - keep.sum()))
-
-
-def _first_occurrences(codes: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """A mask of the first position of each code."""
-    mask = np.zeros(len(codes), dtype=bool)
-    _, positions = np.unique(codes, return_index=True)
-    mask[positions] = True
-    return mask
 
 
 def quarantined_rows(staging: Path, sources: list[StagedSource]) -> list[dict[str, Any]]:

@@ -586,3 +586,22 @@ def test_split_by_day_of_rows_out_of_day_order_matches_a_pandas_groupby(tmp_path
     assert list(days) == sorted(expected)
     in_order = split_by_day(pa.concat_tables(list(days.values())))
     assert all(t.column("request_id").to_pylist() == expected[d] for d, t in in_order.items())
+
+
+def test_repeated_request_ids_over_many_parts_match_pandas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeats are found across the parts of a file (its blocks) as pandas finds them on the whole column."""
+    rng = np.random.default_rng(8)
+    ids = [f"r{int(i)}" for i in rng.integers(0, 400, 1500)]
+    lines = [_line(i, request_id=request_id) for i, request_id in enumerate(ids)]
+    file = tmp_path / "t.jsonl"
+    file.write_bytes(b"\n".join(lines) + b"\n")
+    monkeypatch.setattr(traffic, "_BLOCK_BYTES", 4096)
+    batch = read_landing_file(file)
+    column = pd.Series(ids)
+    repeated = column.duplicated(keep="first")
+    first_line = {request_id: line for line, request_id in reversed(list(enumerate(ids, start=1)))}
+    assert batch.table.column("request_id").to_pylist() == list(column[~repeated])
+    assert {q.row: q.reason for q in batch.quarantined} == {
+        line: f"request_id: duplicate of row {first_line[ids[line - 1]]}"
+        for line in np.flatnonzero(repeated.to_numpy()) + 1
+    }

@@ -5,8 +5,13 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
+from governance_assets.lib.monitoring import traffic
 from governance_assets.lib.monitoring.traffic import TRAFFIC_SCHEMA, read_landing_file
 from governance_assets.lib.monitoring.traffic_generator import generate_traffic, write_landing_files
 from governance_assets.lib.monitoring.traffic_intake import (
@@ -14,6 +19,7 @@ from governance_assets.lib.monitoring.traffic_intake import (
     file_source_id,
     quarantined_rows,
     read_staged,
+    stage_file,
     stage_source,
     staged_sources,
 )
@@ -49,7 +55,7 @@ def test_same_content_under_another_name_adds_no_rows(tmp_path: Path) -> None:
     copy = first.with_name("copy-" + first.name)
     shutil.copyfile(first, copy)
     for path in (first, copy):
-        stage_source(staging, file_source_id(path), read_landing_file(path), FIRST, LAST)
+        stage_file(staging, path, FIRST, LAST)
     assert len(staged_sources(staging)) == 2  # other names: other sources ...
     day = assemble_day(staging, "2026-03-01")
     assert day.table.num_rows == 50 and day.duplicates == 50  # ... but each request id once
@@ -83,7 +89,7 @@ def test_rows_outside_the_partitions_and_bad_rows_are_quarantined_with_reasons(t
         good | {"request_id": "r4", "latency_ms": -5},
     ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
-    staged, _ = stage_source(staging, file_source_id(path), read_landing_file(path), FIRST, LAST)
+    staged, _ = stage_file(staging, path, FIRST, LAST)
     assert staged.days == {"2026-03-01": 1}
     reasons = [row["reason"] for row in quarantined_rows(staging, [staged])]
     assert staged.quarantined == len(reasons) == 4
@@ -97,7 +103,7 @@ def test_an_unreadable_source_is_recorded_with_its_error(tmp_path: Path) -> None
     staging = tmp_path / "staging"
     path = tmp_path / "binary.parquet"
     path.write_bytes(b"PAR1 not really")
-    staged, fresh = stage_source(staging, file_source_id(path), read_landing_file(path), FIRST, LAST)
+    staged, fresh = stage_file(staging, path, FIRST, LAST)
     assert fresh and staged.days == {} and staged.error and "Parquet" in staged.error
     assert assemble_day(staging, "2026-03-01").table.num_rows == 0
 
@@ -107,10 +113,52 @@ def test_an_interrupted_staging_is_redone(tmp_path: Path) -> None:
     staging = tmp_path / "staging"
     path = _landing(tmp_path, days=1)[0]
     source_id = file_source_id(path)
-    stage_source(staging, source_id, read_landing_file(path), FIRST, LAST)
+    stage_file(staging, path, FIRST, LAST)
     (staging / source_id / "source.json").unlink()
     assert read_staged(staging, source_id) is None and staged_sources(staging) == []
     assert assemble_day(staging, "2026-03-01").table.num_rows == 0  # half-staged parts are not used
-    staged, fresh = stage_source(staging, source_id, read_landing_file(path), FIRST, LAST)
+    staged, fresh = stage_file(staging, path, FIRST, LAST)
     assert fresh and staged.days == {"2026-03-01": 50}
     assert isinstance(assemble_day(staging, "2026-03-01").table, pa.Table)
+
+
+def test_a_file_staged_a_part_at_a_time_matches_a_pandas_groupby(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of many blocks, its days interleaved and a few rows repeated: each day file holds that
+    day's rows in file order, without the repeats (pandas on the whole file as the reference); the
+    rows are written as they come, several row groups a day."""
+    frame = generate_traffic(date(2026, 3, 1), 4, 300, drift_day=None, seed=6).sample(frac=1.0, random_state=2)
+    frame = pd.concat([frame, frame.iloc[::97]], ignore_index=True)  # repeats at the end
+    [path] = write_landing_files(frame, tmp_path / "landing", "jsonl", per_day=False)
+    monkeypatch.setattr(traffic, "_BLOCK_BYTES", 16_384)
+    monkeypatch.setattr("governance_assets.lib.monitoring.traffic_intake._BUFFER_BYTES", 100_000)
+    staging = tmp_path / "staging"
+    staged, _ = stage_file(staging, path, FIRST, LAST)
+    unique = frame[~frame["request_id"].duplicated()]
+    expected = {str(day): group for day, group in unique.groupby(unique["timestamp"].dt.strftime("%Y-%m-%d"))}
+    assert staged.days == {day: len(group) for day, group in expected.items()}
+    assert staged.quarantined == len(frame) - len(unique)
+    for day, group in expected.items():
+        file = pq.ParquetFile(staging / staged.source_id / f"{day}.parquet")
+        assert file.metadata.num_row_groups > 1
+        pd.testing.assert_frame_equal(file.read().to_pandas(), group.reset_index(drop=True))
+    assert sorted(p.name for p in (staging / staged.source_id).iterdir()) == sorted(
+        [*(f"{day}.parquet" for day in expected), "quarantine.jsonl", "source.json"]
+    )
+
+
+def test_a_file_found_unreadable_after_rows_were_written_leaves_no_day_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NUL byte deep in the file: the rows already written go, only the error is recorded."""
+    [path] = _landing(tmp_path, days=2, rows=400)[:1]
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-3]) + lines[-3].replace(b'"model"', b'"mo\x00del"') + b"".join(lines[-2:]))
+    monkeypatch.setattr(traffic, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr("governance_assets.lib.monitoring.traffic_intake._BUFFER_BYTES", 10_000)
+    staging = tmp_path / "staging"
+    staged, _ = stage_file(staging, path, FIRST, LAST)
+    assert staged.error is not None and "NUL" in staged.error and staged.days == {} and staged.quarantined == 0
+    assert [p.name for p in (staging / staged.source_id).iterdir()] == ["source.json"]
+    assert np.sum([assemble_day(staging, day).table.num_rows for day in ("2026-03-01", "2026-03-02")]) == 0

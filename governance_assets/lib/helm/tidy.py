@@ -273,11 +273,10 @@ TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 
 @dataclass
 class TableBuild:
-    """What building a table did: its rows, the fingerprints it was built from, and the runs
-    that could not be read (the table itself is in the warehouse)."""
+    """What building a table did: its rows and the runs read, reused or unreadable (the table,
+    with the fingerprints it was built from, is in the warehouse)."""
 
     rows: int
-    manifest: dict[str, str]
     digests: dict[str, str] = field(default_factory=dict)
     """Run name -> content digest of the file the run was read from (its data version)."""
     errors: dict[str, str] = field(default_factory=dict)
@@ -427,7 +426,7 @@ def build_table(
     `previous` instead of re-read; a run whose files cannot be read is left out and named in
     `errors`."""
     previous_manifest = previous_manifest or {}
-    build = TableBuild(rows=0, manifest={})
+    build = TableBuild(rows=0)
     complete = _complete(runs, [*spec.run_columns, "path"])
     names = complete["run_name"].to_pylist()
     reused = {name for name in names if previous is not None and previous_manifest.get(name) == fingerprints[name]}
@@ -469,9 +468,13 @@ def build_table(
             if len(to_read) == READ_BATCH:
                 flush()
     flush()
-    build.manifest = {name: fingerprints[name] for name in build.reused + build.parsed}
     build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {
         name: parsed_digests[name] for name in build.parsed
+    }
+    writer.annotations = {
+        "manifest": {name: fingerprints[name] for name in build.reused + build.parsed},
+        "digests": build.digests,
+        "errors": build.errors,
     }
     return build
 
@@ -497,16 +500,14 @@ def refresh_table(
     digests: dict[str, str] = annotations.get("digests") or {}
     current = source_fingerprints(runs, spec)
     if footer is not None and manifest and manifest == current:
-        return TableBuild(rows=footer.rows, manifest=manifest, digests=digests, reused=sorted(manifest))
+        return TableBuild(rows=footer.rows, digests=digests, reused=sorted(manifest))
     cached: CachedTable | None = warehouse.read_cache(spec.key, suite) if manifest else None
     stored = cached.table if cached is not None else warehouse.read(spec.key, suite) if manifest else None
     previous = spec.as_built(stored) if stored is not None else None  # None: an older version's columns
     if cached is not None and previous is not cached.table:
         cached = None  # its rows were re-encoded: they go to a new cache segment
     with warehouse.writer(spec.key, suite, spec.build_schema, cache=True, reused=cached) as writer:
-        build = build_table(spec, runs, writer, current, previous, manifest, digests)
-        writer.annotations = {"manifest": build.manifest, "digests": build.digests, "errors": build.errors}
-    return build
+        return build_table(spec, runs, writer, current, previous, manifest, digests)
 
 
 def write_catalogue(warehouse: Warehouse, suite: str, catalogue: RunCatalogue, previous: pa.Table | None) -> None:

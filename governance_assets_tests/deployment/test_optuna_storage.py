@@ -1,8 +1,13 @@
 """The sweeps' Optuna study in the deployment's PostgreSQL: the team environment names it
-(OPTUNA_STORAGE_URL, the `optuna` database), and two sweeps of one study started at once (two
-processes, real helm-run trials) leave one set of trials there, none run twice."""
+(OPTUNA_STORAGE_URL, the `optuna` database), and two sweeps of one study started at once on two
+"machines" (two processes with homes of their own, real helm-run trials) leave one set of trials
+there, none run twice: the study's lock is an advisory lock in PostgreSQL, not a local file."""
 
 import multiprocessing
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -61,22 +66,63 @@ def _stored_trials(deployment: services.Deployment, password: str) -> list[tuple
         connection.close()  # type: ignore[attr-defined]
 
 
+def test_the_study_lock_lives_in_postgres_and_dies_with_its_holder(postgres: services.Deployment) -> None:
+    url = postgres.optuna_storage_url(services.passwords(postgres.root)["GOVERNANCE_PG_PASSWORD"])
+    with sweep.database_study_lock(url, "locked"):
+        with (
+            pytest.raises(sweep.StudyBusy, match="held by another sweep") as busy,
+            sweep.database_study_lock(url, "locked"),
+        ):
+            pass
+        assert services.passwords(postgres.root)["GOVERNANCE_PG_PASSWORD"] not in str(busy.value)
+        with sweep.database_study_lock(url, "another study"):
+            pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, url], stdout=subprocess.PIPE, text=True
+    )  # a sweep's process, killed while it holds the study
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(sweep.StudyBusy), sweep.database_study_lock(url, "locked"):
+            pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+    finally:
+        holder.kill()
+    for _ in range(50):  # PostgreSQL ends the dead session's backend when it sees the closed socket
+        try:
+            with sweep.database_study_lock(url, "locked"):
+                break
+        except sweep.StudyBusy:
+            time.sleep(0.2)
+    else:
+        pytest.fail("the killed holder's lock was not freed")
+
+
+HOLD_LOCK = """
+import sys, time
+from governance_assets.lib.iteration import sweep
+with sweep.database_study_lock(sys.argv[1], "locked"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
 def test_two_sweeps_of_one_study_store_one_set_of_trials_in_postgres(postgres: services.Deployment) -> None:
     password = services.passwords(postgres.root)["GOVERNANCE_PG_PASSWORD"]
-    home = postgres.home / "sweeps"
-    assert storage_url(GovernanceState(home=str(home))) == postgres.optuna_storage_url(password)
+    homes = [postgres.home / "sweeps-a", postgres.home / "sweeps-b"]  # two machines' disks
+    assert storage_url(GovernanceState(home=str(homes[0]))) == postgres.optuna_storage_url(password)
 
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        concurrent = [pool.submit(_sweep, str(home)) for _ in range(2)]
+        concurrent = [pool.submit(_sweep, str(home)) for home in homes]
         outcomes = sorted(future.result(SWEEP_TIMEOUT_SECONDS) for future in concurrent)
 
     assert outcomes == ["busy", "trials [0, 1]"]  # the second found the study taken and ran nothing
     stored = _stored_trials(postgres, password)
     assert [number for number, _, _ in stored] == [0, 1]
     assert all(state in ("COMPLETE", "PRUNED") for _, state, _ in stored)
-    assert not (home / "iteration" / "optuna.db").exists()  # not SQLite
+    assert not any((home / "iteration" / "optuna.db").exists() for home in homes)  # not SQLite
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert (
-            pool.submit(_sweep, str(home)).result(SWEEP_TIMEOUT_SECONDS) == "trials [0, 1]"
+            pool.submit(_sweep, str(homes[1])).result(SWEEP_TIMEOUT_SECONDS) == "trials [0, 1]"
         )  # resumed: nothing to add
     assert _stored_trials(postgres, password) == stored

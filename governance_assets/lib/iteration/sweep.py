@@ -6,7 +6,9 @@ share of the instances first (the median pruner may stop a hopeless trial there)
 them into its own suite `sweep-<study>-t<number>`, which is moved into the sweep output root only
 when complete: the platform then ingests, judges and traces it like any historical suite. The
 study lives in an RDB store (SQLite under GOVERNANCE_HOME by default); a lock file makes one
-process at a time run a study, so two sweeps never evaluate the same trial, and a sweep killed
+process at a time run a study (on PostgreSQL, a session advisory lock in the study's own database,
+so sweeps on different machines exclude each other too), so two sweeps never evaluate the same
+trial, and a sweep killed
 half-way resumes: its finished trials stay, the interrupted one is marked failed and its settings
 run again first. Constraints (metric bounds, the fairness gap) are set on each trial
 (`Trial.set_constraint`, Optuna 5's successor of `constraints_func`): the TPE sampler steers away
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import math
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,9 +30,11 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import sqlalchemy as sa
 
 from governance_assets.lib.compliance import fairness
 from governance_assets.lib.compliance.settings import ComplianceSettings
+from governance_assets.lib.core.database import hidden_url
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.helm import runner, tidy
 from governance_assets.lib.iteration.settings import (
@@ -160,6 +165,42 @@ def study_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _advisory_key(study: str) -> int:
+    """A signed 64-bit key for PostgreSQL's advisory locks, the same on every machine."""
+    digest = hashlib.blake2b(f"governance_assets sweep {study}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextlib.contextmanager
+def database_study_lock(storage_url: str, study: str) -> Iterator[None]:
+    """Hold a session advisory lock on the study in its PostgreSQL database, or raise StudyBusy at
+    once; PostgreSQL frees it when the session ends, also when this process dies."""
+    engine = sa.create_engine(storage_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            key = _advisory_key(study)
+            if not connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
+                raise StudyBusy(
+                    f"study {study} is held by another sweep (advisory lock {key} in "
+                    f"{hidden_url(storage_url)}); try again when it has finished"
+                )
+            try:
+                yield
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
+
+
+def sweep_lock(storage_url: str, study: str, lock_folder: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock that makes one sweep at a time run `study`: in the study's PostgreSQL database
+    when it lives there (sweeps on any machine), else a lock file in `lock_folder` (one machine,
+    where the SQLite store is)."""
+    if sa.engine.make_url(storage_url).get_backend_name() == "postgresql":
+        return database_study_lock(storage_url, study)
+    return study_lock(lock_folder / f"{study}.lock")
+
+
 @dataclass(frozen=True)
 class SweepPaths:
     """Where a sweep's HELM output goes."""
@@ -205,7 +246,7 @@ def run_sweep(
 ) -> optuna.Study:
     """Run the study up to `settings.n_trials` finished trials (resuming a stored one); each
     finished trial is passed to `on_trial`. `compliance` sets how the fairness gap is computed."""
-    with study_lock(paths.root.parent / "locks" / f"{settings.study}.lock"):
+    with sweep_lock(storage_url, settings.study, paths.root.parent / "locks"):
         study = optuna.create_study(
             study_name=settings.study,
             storage=storage_url,

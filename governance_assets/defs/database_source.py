@@ -1,6 +1,6 @@
 """A policy's database table as a source of rows (traffic, feedback), watched as landing files are.
 
-The sensor side (`database_tick`) asks the table for its newest primary key, one small query a tick,
+The sensor side (`database_sensor`) asks the table for its newest primary key, one small query a tick,
 and requests one staging run per new range of keys; its cursor is the newest key requested. A
 database that fails is the tick's skip reason (password hidden) and is asked again next tick; it
 never holds up the landing files, which other sensors watch. The run side (`read_range`) reads one
@@ -13,45 +13,71 @@ from typing import TypeVar
 
 import dagster as dg
 
+from governance_assets.defs.resources import GovernanceState
 from governance_assets.lib.core.database import DatabaseUnreadable, newest_table_id
-from governance_assets.lib.core.policy import DatabaseSource
+from governance_assets.lib.core.policy import DatabaseSource, IntakeSettings, Policy
 
 Batch = TypeVar("Batch")
-SourceConfig = dict[str, str | int]
-"""A staging run's config for one range: `table`, `after_id`, `up_to_id`."""
 
 
-def database_tick(
-    context: dg.SensorEvaluationContext,
-    database: DatabaseSource | None,
+def database_sensor(
+    name: str,
+    job: dg.JobDefinition,
+    op_name: str,
+    run_key_prefix: str,
     what: str,
     setting: str,
-    budget: int,
-    request: Callable[[int, int, SourceConfig], dg.RunRequest],
-) -> dg.SensorResult:
-    """Request `request(first id, last id, config)` for each new range of `database.batch_rows` keys
-    (at most `budget` a tick); `what` names the rows in messages, `setting` the policy field."""
-    if database is None:
-        return dg.SensorResult(skip_reason=f"the policy names no {what} database ({setting})")
-    url = os.environ.get(database.url_env)
-    if not url:
-        return dg.SensorResult(skip_reason=f"{what} table {database.table}: {database.url_env} is not set")
-    try:
-        newest = newest_table_id(url, database.table)
-    except DatabaseUnreadable as error:
-        context.log.warning(f"{what} database unreadable, asked again next tick: {error}")
-        return dg.SensorResult(skip_reason=f"{what} database unreadable, asked again next tick: {error}")
-    after = int(context.cursor or 0)
-    run_requests: list[dg.RunRequest] = []
-    while after < newest and len(run_requests) < budget:
-        up_to = min(after + database.batch_rows, newest)
-        run_requests.append(request(after + 1, up_to, {"table": database.table, "after_id": after, "up_to_id": up_to}))
-        after = up_to
-    return dg.SensorResult(
-        run_requests=run_requests,
-        cursor=str(after),
-        skip_reason=None if run_requests else f"no new rows in {database.table} (newest id {newest})",
+    intake: Callable[[Policy], IntakeSettings],
+) -> dg.SensorDefinition:
+    """A sensor that asks the `intake(policy).database` table for its newest `id` and requests a
+    `job` run (its op `op_name` configured with the range, run key
+    ``<run_key_prefix>:db-<table>-<first>-<last>``) per new range of `batch_rows` keys, at most
+    `max_sources_per_tick` a tick. The cursor is the newest `id` requested so far; `what` names the
+    rows in messages, `setting` the policy field."""
+
+    @dg.sensor(
+        name=name,
+        jobs=[job],
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"Asks the policy's {what} table for its newest primary key and requests a {job.name} run per new "
+            "range of keys; a failing database is reported here (password hidden) and asked again next tick."
+        ),
     )
+    def watch(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
+        settings = intake(state.policy())
+        database = settings.database
+        if database is None:
+            return dg.SensorResult(skip_reason=f"the policy names no {what} database ({setting})")
+        url = os.environ.get(database.url_env)
+        if not url:
+            return dg.SensorResult(skip_reason=f"{what} table {database.table}: {database.url_env} is not set")
+        try:
+            newest = newest_table_id(url, database.table)
+        except DatabaseUnreadable as error:
+            context.log.warning(f"{what} database unreadable, asked again next tick: {error}")
+            return dg.SensorResult(skip_reason=f"{what} database unreadable, asked again next tick: {error}")
+        after = int(context.cursor or 0)
+        run_requests: list[dg.RunRequest] = []
+        while after < newest and len(run_requests) < settings.max_sources_per_tick:
+            up_to = min(after + database.batch_rows, newest)
+            source = {"table": database.table, "after_id": after, "up_to_id": up_to}
+            run_requests.append(
+                dg.RunRequest(
+                    job_name=job.name,
+                    run_key=f"{run_key_prefix}:db-{database.table}-{after + 1}-{up_to}",
+                    run_config={"ops": {op_name: {"config": source}}},
+                )
+            )
+            after = up_to
+        return dg.SensorResult(
+            run_requests=run_requests,
+            cursor=str(after),
+            skip_reason=None if run_requests else f"no new rows in {database.table} (newest id {newest})",
+        )
+
+    return watch
 
 
 def read_range(

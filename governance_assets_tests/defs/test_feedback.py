@@ -90,6 +90,15 @@ def _latest_checks(
     return latest
 
 
+def _quarantined(event: dg.EventLogEntry | None) -> dict[str, object]:
+    """The set-aside counts of a feedback/events materialisation, by reason."""
+    assert event is not None and event.asset_materialization is not None
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    return {
+        k.removeprefix("quarantined/").replace("_", " "): v for k, v in metadata.items() if k.startswith("quarantined/")
+    }
+
+
 @pytest.mark.integration
 def test_feedback_is_staged_once_joined_and_both_experiments_called(
     instance: dg.DagsterInstance, offline_environment: Path
@@ -114,12 +123,7 @@ def test_feedback_is_staged_once_joined_and_both_experiments_called(
 
     warehouse = Warehouse(home / "warehouse")
     last = days[-1]
-    event = instance.get_latest_materialization_event(dg.AssetKey(list(EVENTS_KEY)))
-    assert event is not None and event.asset_materialization is not None
-    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    assert {
-        k.removeprefix("quarantined/").replace("_", " "): v for k, v in metadata.items() if k.startswith("quarantined/")
-    } == generator.BAD_ROWS
+    assert _quarantined(instance.get_latest_materialization_event(dg.AssetKey(list(EVENTS_KEY)))) == generator.BAD_ROWS
     results = {r["experiment"]: r for r in warehouse.read_annotation(AB_TESTS_KEY, last, RESULTS_ANNOTATION)}
     assert results["answer_style_v2"]["outcome"] == "ship_challenger"
     assert results["retrieval_rerank"]["outcome"] == "keep_running"
@@ -268,12 +272,7 @@ def test_table_rows_are_staged_once_across_ticks_and_restarts(
         ("feedback_daily", (FIRST_DAY + timedelta(days=1)).isoformat()),  # the second: the next, and the bad rows
     ]
     _run(instance, sorted(daily.run_requests, key=lambda r: str(r.partition_key)))
-    event = instance.get_latest_materialization_event(dg.AssetKey(list(EVENTS_KEY)))
-    assert event is not None and event.asset_materialization is not None
-    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    assert {
-        k.removeprefix("quarantined/").replace("_", " "): v for k, v in metadata.items() if k.startswith("quarantined/")
-    } == generator.BAD_ROWS
+    assert _quarantined(instance.get_latest_materialization_event(dg.AssetKey(list(EVENTS_KEY)))) == generator.BAD_ROWS
     quarantine = home / "feedback" / "staging" / f"db-feedback-{rows + 1}-{rows + more}" / "quarantine.jsonl"
     assert [json.loads(line)["row"] for line in quarantine.read_text().splitlines()] == list(
         range(rows + more - 9, rows + more - 5)

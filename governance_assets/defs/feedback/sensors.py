@@ -7,7 +7,7 @@ as `traffic_database` does (a failing database is its skip reason, password hidd
 
 import dagster as dg
 
-from governance_assets.defs.database_source import SourceConfig, database_tick
+from governance_assets.defs.database_source import database_sensor
 from governance_assets.defs.feedback.assets import AB_TESTS_KEY, EVENTS_KEY, ONLINE_EVAL_KEY, SCENARIO_KEY
 from governance_assets.defs.feedback.staging import feedback_landing_path, feedback_staging_path, stage_feedback
 from governance_assets.defs.monitoring.sensors import TrafficCursor as LandingCursor
@@ -82,27 +82,12 @@ def feedback_landing(context: dg.SensorEvaluationContext, state: GovernanceState
     )
 
 
-@dg.sensor(
-    jobs=[stage_feedback],
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Asks the policy's feedback table for its newest primary key and requests a stage_feedback run per new "
-        "range of keys; a failing database is reported here (password hidden) and asked again next tick."
-    ),
+feedback_database = database_sensor(
+    "feedback_database",
+    stage_feedback,
+    "stage_feedback_source",
+    "stage-feedback",
+    "feedback",
+    "feedback.intake.database",
+    lambda policy: policy.feedback.intake,
 )
-def feedback_database(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
-    """One small query (the newest `id`) per tick; the rows are read by the staging runs. The cursor
-    is the newest `id` requested so far."""
-    settings = state.policy().feedback.intake
-
-    def request(first_id: int, last_id: int, source: SourceConfig) -> dg.RunRequest:
-        return dg.RunRequest(
-            job_name=stage_feedback.name,
-            run_key=f"stage-feedback:db-{source['table']}-{first_id}-{last_id}",
-            run_config={"ops": {"stage_feedback_source": {"config": source}}},
-        )
-
-    return database_tick(
-        context, settings.database, "feedback", "feedback.intake.database", settings.max_sources_per_tick, request
-    )

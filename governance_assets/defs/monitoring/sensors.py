@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from governance_assets.defs.database_source import SourceConfig, database_tick
+from governance_assets.defs.database_source import database_sensor
 from governance_assets.defs.jobs import monitor_traffic
 from governance_assets.defs.monitoring.staging import stage_traffic
 from governance_assets.defs.partitions import TRAFFIC_DAYS, TRAFFIC_DAYS_NAME
@@ -123,23 +123,12 @@ def traffic_landing(context: dg.SensorEvaluationContext, state: GovernanceState)
     )
 
 
-@dg.sensor(
-    jobs=[stage_traffic],
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Asks the policy's traffic table for its newest primary key and requests a stage_traffic run per new "
-        "range of keys; a failing database is reported here (password hidden) and asked again next tick."
-    ),
+traffic_database = database_sensor(
+    "traffic_database",
+    stage_traffic,
+    "stage_traffic_source",
+    "stage",
+    "traffic",
+    "monitoring.traffic.database",
+    lambda policy: policy.monitoring.traffic,
 )
-def traffic_database(context: dg.SensorEvaluationContext, state: GovernanceState) -> dg.SensorResult:
-    """One small query (the newest `id`) per tick; the rows are read by the staging runs. The cursor
-    is the newest `id` requested so far."""
-    settings = state.policy().monitoring.traffic
-
-    def request(first_id: int, last_id: int, source: SourceConfig) -> dg.RunRequest:
-        return stage_request(f"stage:db-{source['table']}-{first_id}-{last_id}", source)
-
-    return database_tick(
-        context, settings.database, "traffic", "monitoring.traffic.database", settings.max_sources_per_tick, request
-    )

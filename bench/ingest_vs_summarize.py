@@ -10,6 +10,10 @@ read). Each measured step runs in its own subprocess, so its wall time and peak 
 
 Results go to `bench/results/ingest_vs_summarize.json`. Once the measurements are made the
 script exits 0 whether or not the targets are met; it prints which are.
+
+`--memory` measures instead the peak RSS of cold ingests of suites of each `--sizes` (default
+1,000 and 10,000 runs), each in a fresh process, side by side (`bench/results/ingest_memory.json`):
+memory must not grow with the suite.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ SPOT_CHECK_RUNS = 20
 MIN_SPEEDUP = 10.0
 MAX_PEAK_RSS_MIB = 1024.0
 MAX_WARM_COLD_RATIO = 0.10
+MEMORY_SIZES = (1000, 10000)
+MAX_MEMORY_GROWTH = 1.10
+"""The largest suite's peak ingestion RSS may be at most 10% over the smallest one's."""
+DEFAULT_MEMORY_RESULTS = BENCH_DIR / "results" / "ingest_memory.json"
 
 
 @dataclass(frozen=True)
@@ -87,11 +95,12 @@ def replica_name(source: str, replica: int) -> str:
     return f"{source},replica={replica:03d}"
 
 
-def build_suite(shared: Path, suite_dir: Path, runs: int) -> list[str]:
+def build_suite(shared: Path, suite_dir: Path, runs: int, copied: Sequence[str] = COPIED_FILES) -> list[str]:
     """Replicate the shared run folders into `suite_dir` until it holds `runs` runs; return their names.
 
     Each replica's `run_spec.json` is rewritten to its new name. Replica 0 copies the source
-    files; later replicas hard-link `SHARED_FILES` to replica 0's (inside the work folder)."""
+    files; later replicas hard-link the others to replica 0's (inside the work folder), except
+    the `copied` ones (which helm-summarize rewrites in place)."""
     missing_suites = [relative for relative in SOURCE_SUITES if not (shared / relative).is_dir()]
     if missing_suites:
         raise SystemExit(f"{shared}: no {', '.join(missing_suites)} (see --shared)")
@@ -113,13 +122,11 @@ def build_suite(shared: Path, suite_dir: Path, runs: int) -> list[str]:
         name = replica_name(source.name, replica)
         target = suite_dir / name
         target.mkdir()
-        for file in SHARED_FILES:
-            if replica == 0:
+        for file in RUN_FILES[1:]:
+            if replica == 0 or file in copied:
                 shutil.copyfile(source / file, target / file)
             else:
                 os.link(suite_dir / replica_name(source.name, 0) / file, target / file)
-        for file in COPIED_FILES:
-            shutil.copyfile(source / file, target / file)
         spec = json.loads((source / "run_spec.json").read_bytes())
         spec["name"] = name
         (target / "run_spec.json").write_text(json.dumps(spec, indent=2), "utf-8")
@@ -498,6 +505,72 @@ def benchmark(shared: Path, workdir: Path, runs: int, repeats: int, rounds: int)
     return results
 
 
+def memory_benchmark(shared: Path, workdir: Path, sizes: Sequence[int], repeats: int) -> dict[str, Any]:
+    """Cold ingests of a suite of each size in `sizes`, `repeats` times each in a fresh process
+    (sizes alternating); return the peak RSS of each and the largest over the smallest."""
+    suites = {}
+    for size in sizes:
+        start = time.perf_counter()
+        suite_dir = workdir / f"suite_{size}" / "runs" / SUITE
+        build_suite(shared, suite_dir, size, copied=())  # never summarised: every file hard-linked
+        suites[size] = suite_dir
+        print(f"built {size} runs in {suite_dir} ({time.perf_counter() - start:.1f} s)", flush=True)
+    measured: dict[int, list[tuple[Measured, dict[str, Any]]]] = {size: [] for size in sizes}
+    for repeat in range(repeats):
+        for size in sizes if repeat % 2 == 0 else list(reversed(sizes)):
+            warehouse = workdir / f"warehouse_{size}_{repeat}"
+            cold, report = measure_ingest(f"memory_{size}_{repeat}", workdir, suites[size], warehouse)
+            check_counts(f"cold ingest of {size} runs", report, size, parsed=dict.fromkeys(TABLES, size))
+            print(
+                f"{size} runs, ingest {repeat + 1}: peak RSS {cold.peak_rss_mib:.0f} MiB, "
+                f"ingest_suite {report['ingest_suite_seconds']:.1f} s",
+                flush=True,
+            )
+            measured[size].append((cold, report))
+            shutil.rmtree(warehouse)
+    by_size = {str(size): summary(measured[size]) | {"all_peak_rss_mib": [m.peak_rss_mib for m, _ in measured[size]]}
+               for size in sizes}  # fmt: skip
+    for size in sizes:
+        by_size[str(size)]["rows"] = {table: measured[size][0][1]["tables"][table]["rows"] for table in TABLES}
+    smallest, largest = by_size[str(min(sizes))], by_size[str(max(sizes))]
+    growth = largest["peak_rss_mib"] / smallest["peak_rss_mib"]
+    results: dict[str, Any] = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": {package: metadata.version(package) for package in ("crfm-helm", "pyarrow", "orjson")},
+        "suite": SUITE,
+        "repeats": repeats,
+        "sizes": by_size,
+        "peak_rss_growth": growth,
+    }
+    results["targets"] = [
+        asdict(
+            Target(
+                f"peak RSS {max(sizes):,} runs / {min(sizes):,} runs",
+                f"<= {MAX_MEMORY_GROWTH:g}",
+                growth,
+                "largest ru_maxrss of each size's cold ingest processes",
+                growth <= MAX_MEMORY_GROWTH,
+            )
+        )
+    ]
+    return results
+
+
+def print_memory_report(results: Mapping[str, Any]) -> None:
+    """Each size's peak RSS and ingestion time side by side, then the verdict."""
+    print()
+    for size, figures in results["sizes"].items():
+        print(
+            f"{int(size):>6,} runs: peak RSS {figures['peak_rss_mib']:6.0f} MiB "
+            f"(all {', '.join(f'{v:.0f}' for v in figures['all_peak_rss_mib'])}), "
+            f"ingest_suite {figures['ingest_suite_seconds']:.1f} s, rows {figures['rows']}"
+        )
+    print()
+    print_targets(results["targets"], decimals=3)
+    print()
+
+
 def print_targets(targets: Sequence[Mapping[str, Any]], decimals: int) -> None:
     """One line per target: its figure, rule and verdict (the benchmarks' closing table)."""
     width = max(len(target["name"]) for target in targets)
@@ -575,7 +648,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="an empty or new folder to work in, kept afterwards (default: a temporary folder)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where to write the JSON results")
+    parser.add_argument("--results", type=Path, help=f"where to write the JSON results (default {DEFAULT_RESULTS})")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="measure peak RSS of cold ingests of suites of each --sizes instead (default results file "
+        f"{DEFAULT_MEMORY_RESULTS})",
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=list(MEMORY_SIZES), help="suite sizes of --memory (default 1000 10000)"
+    )
     parser.add_argument("--ingest-child", nargs=3, type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -595,16 +677,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = args.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
     try:
-        results = benchmark(args.shared.resolve(), workdir, args.runs, args.repeats, args.rounds)
+        if args.memory:
+            results = memory_benchmark(args.shared.resolve(), workdir, sorted(set(args.sizes)), args.repeats)
+        else:
+            results = benchmark(args.shared.resolve(), workdir, args.runs, args.repeats, args.rounds)
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir)
         else:
             print(f"work folder kept: {workdir}", flush=True)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2) + "\n", "utf-8")
-    print_report(results)
-    print(f"results written to {args.results}")
+    path = args.results or (DEFAULT_MEMORY_RESULTS if args.memory else DEFAULT_RESULTS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", "utf-8")
+    (print_memory_report if args.memory else print_report)(results)
+    print(f"results written to {path}")
     missed = [target["name"] for target in results["targets"] if not target["met"]]
     print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
     return 0

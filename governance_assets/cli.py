@@ -81,66 +81,13 @@ def _print_decision(home: Path, suite: str, result: dg.ExecuteInProcessResult) -
             print(f"    warning: {warning}")
 
 
-def _sensor_tick(instance: dg.DagsterInstance, definitions: dg.Definitions, cursor: str | None) -> dg.SensorResult:
-    """One evaluation of the traffic sensor, as the daemon would run it."""
-    from governance_assets.defs.resources import GovernanceState
-
-    sensor = definitions.get_sensor_def("traffic_landing")
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"state": GovernanceState()})
-    result = sensor(context)
-    assert isinstance(result, dg.SensorResult)
-    add_requested_partitions(instance, result)
-    return result
-
-
-def add_requested_partitions(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
-    """Add the dynamic partitions a sensor tick asked for, as the daemon does before its runs."""
-    for request in result.dynamic_partitions_requests or []:
-        if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-
-
-def _run_requests(instance: dg.DagsterInstance, definitions: dg.Definitions, requests: list[dg.RunRequest]) -> bool:
-    """Execute sensor requests as the daemon would launch them: tagged with the sensor and the run
-    key, so that the daemon, started later, finds them and launches none of them again."""
-    ok = True
-    for request in requests:
-        assert request.job_name is not None
-        tags = dict(request.tags)
-        if request.run_key is not None:
-            tags |= {"dagster/sensor_name": "traffic_landing", "dagster/run_key": request.run_key}
-        result = definitions.resolve_job_def(request.job_name).execute_in_process(
-            instance=instance,
-            partition_key=request.partition_key,
-            tags=tags,
-            raise_on_error=False,
-            run_config={**request.run_config, **QUIET_CONSOLE},
-        )
-        ok &= result.success
-    return ok
-
-
-def drain_traffic_sensor(
-    instance: dg.DagsterInstance, definitions: dg.Definitions, cursor: str | None
-) -> tuple[bool, str | None, list[str]]:
-    """Tick the traffic sensor and run what it requests until it requests nothing: staging runs,
-    then the days they touched. Returns success, the sensor's cursor and the days requested."""
-    ok, days = True, list[str]()
-    while True:
-        tick = _sensor_tick(instance, definitions, cursor)
-        cursor = tick.cursor
-        if not tick.run_requests:
-            return ok, cursor, days
-        days += [r.partition_key for r in tick.run_requests if r.partition_key is not None]
-        ok &= _run_requests(instance, definitions, list(tick.run_requests))
-
-
 def run_traffic_demo(
     instance: dg.DagsterInstance, home: Path, first_day: date, rows_per_day: int = DEMO_ROWS_PER_DAY
 ) -> bool:
     """Synthetic traffic with a drift on a known day, ingested through the sensor: the first week
     lands and becomes the reference, the second week lands and is tested as it arrives."""
     from governance_assets.definitions import defs
+    from governance_assets.demo_sensors import drain_sensor
     from governance_assets.lib.monitoring.traffic_generator import generate_traffic, write_landing_files
 
     definitions = defs()
@@ -152,7 +99,8 @@ def run_traffic_demo(
     week_one = frame[days < (first_day + timedelta(days=7)).isoformat()]
     print(f"\n=== traffic: {DEMO_TRAFFIC_DAYS} days from {first_day}, drift injected on {drift_day} ===", flush=True)
     write_landing_files(week_one, landing, "jsonl")
-    ok, cursor, staged_days = drain_traffic_sensor(instance, definitions, None)
+    ok, made = drain_sensor(instance, definitions, "traffic_landing")
+    staged_days = [r.partition_key for r in made if r.partition_key is not None]
     print(f"week 1: sensor staged {len(staged_days)} day(s); building the reference from them")
     reference = dg.materialize(
         [definitions.get_assets_def(dg.AssetKey(["monitoring", "reference"]))],
@@ -162,12 +110,15 @@ def run_traffic_demo(
         run_config=QUIET_CONSOLE,
     )
     ok &= reference.success
-    backfill = [dg.RunRequest(job_name="monitor_traffic", partition_key=day) for day in staged_days]
-    ok &= _run_requests(instance, definitions, backfill)
+    for day in staged_days:  # week 1 again, now with its reference (a backfill, not the sensor's runs)
+        again = definitions.resolve_job_def("monitor_traffic").execute_in_process(
+            instance=instance, partition_key=day, raise_on_error=False, run_config=QUIET_CONSOLE
+        )
+        ok &= again.success
     write_landing_files(frame[days >= (first_day + timedelta(days=7)).isoformat()], landing, "parquet")
-    more_ok, cursor, staged_days = drain_traffic_sensor(instance, definitions, cursor)
+    more_ok, made = drain_sensor(instance, definitions, "traffic_landing")
     ok &= more_ok
-    print(f"week 2: sensor staged {len(staged_days)} more day(s)")
+    print(f"week 2: sensor staged {sum(r.partition_key is not None for r in made)} more day(s)")
     trends = definitions.resolve_job_def("monitoring_trends").execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
     )

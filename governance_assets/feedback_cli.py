@@ -22,6 +22,7 @@ from governance_assets.defs.gates.assets import DECISION_KEY
 from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState, HelmRunner, MlflowTracking
+from governance_assets.demo_sensors import drain_sensor
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.feedback import generator
 from governance_assets.lib.feedback.scenario import run_entry
@@ -30,41 +31,6 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 DEMO_DAYS = 14
 DEMO_MODEL = "assistant"
 SCENARIO_SUITE = "demo-feedback"
-
-
-def _launched(instance: dg.DagsterInstance, sensor: str, run_key: str) -> bool:
-    tags = {"dagster/sensor_name": sensor, "dagster/run_key": run_key}
-    return bool(instance.get_run_records(dg.RunsFilter(tags=tags), limit=1))
-
-
-def drain_sensor(instance: dg.DagsterInstance, definitions: dg.Definitions, sensor_name: str) -> bool:
-    """Tick `sensor_name` from an empty cursor and run what it requests until it requests nothing,
-    skipping run keys already launched (as the daemon does), tagged as the daemon tags them."""
-    sensor = definitions.get_sensor_def(sensor_name)
-    cursor: str | None = None
-    ok = True
-    while True:
-        resources = {"state": GovernanceState(), "mlflow": MlflowTracking()}
-        tick = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
-        assert isinstance(tick, dg.SensorResult)
-        for added in tick.dynamic_partitions_requests or []:
-            if isinstance(added, dg.AddDynamicPartitionsRequest):
-                instance.add_dynamic_partitions(added.partitions_def_name, list(added.partition_keys))
-        cursor = tick.cursor
-        requests = tick.run_requests or []
-        fresh = [r for r in requests if r.run_key is None or not _launched(instance, sensor_name, r.run_key)]
-        if not fresh:
-            return ok
-        for request in fresh:
-            assert request.job_name is not None and request.run_key is not None
-            result = definitions.resolve_job_def(request.job_name).execute_in_process(
-                instance=instance,
-                partition_key=request.partition_key,
-                tags={**request.tags, "dagster/sensor_name": sensor_name, "dagster/run_key": request.run_key},
-                raise_on_error=False,
-                run_config={**request.run_config, **QUIET},
-            )
-            ok &= result.success
 
 
 def _cell(value: object) -> str:
@@ -103,8 +69,8 @@ def run_feedback_demo(instance: dg.DagsterInstance, definitions: dg.Definitions,
         flush=True,
     )
     print(f"  true effects on positive_feedback: {generator.TRUE_EFFECTS}; bad rows planted: {generator.BAD_ROWS}")
-    ok = drain_sensor(instance, definitions, "traffic_landing")
-    ok &= drain_sensor(instance, definitions, "feedback_landing")
+    ok = drain_sensor(instance, definitions, "traffic_landing")[0]
+    ok &= drain_sensor(instance, definitions, "feedback_landing")[0]
     print(f"A/B tests on {last} (mSPRT, always valid under daily looks):")
     print_ab_table(home, last)
     _print_online_eval(home, last)
@@ -134,8 +100,8 @@ def _registry_demo(instance: dg.DagsterInstance, definitions: dg.Definitions) ->
     print(
         f"\n=== model registry: {DEMO_MODEL} v{version.version} registered as challenger; evaluating it ===", flush=True
     )
-    ok = drain_sensor(instance, definitions, "model_registry")
-    ok &= drain_sensor(instance, definitions, "registry_writeback")
+    ok = drain_sensor(instance, definitions, "model_registry")[0]
+    ok &= drain_sensor(instance, definitions, "registry_writeback")[0]
     tags = client.get_model_version(DEMO_MODEL, version.version).tags
     aliases = client.get_registered_model(DEMO_MODEL).aliases
     print(

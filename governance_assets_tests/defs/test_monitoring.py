@@ -2,6 +2,7 @@
 the injected day and not before, trends, evaluation drift between suites, alerts."""
 
 import json
+import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,14 +11,19 @@ import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
+from dagster._core.scheduler.instigation import InstigatorTick, InstigatorType, TickStatus
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.sensor import execute_sensor_iteration
 
-from governance_assets.cli import _run_requests, add_requested_partitions, run_traffic_demo
+from governance_assets.cli import run_traffic_demo
 from governance_assets.defs.alerts.sensors import check_failure_alerts
 from governance_assets.defs.monitoring.assets import EVAL_DRIFT_KEY, REFERENCE_KEY
 from governance_assets.defs.monitoring.sensors import traffic_database, traffic_landing
 from governance_assets.defs.monitoring.staging import TrafficSourceConfig
 from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.defs.resources import GovernanceState
+from governance_assets.demo_sensors import WORKSPACE, add_requested_partitions, run_requests, stored_cursor
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.monitoring.traffic import TRAFFIC_KEY
 from governance_assets.lib.monitoring.traffic_generator import generate_traffic, write_landing_files
@@ -58,8 +64,7 @@ def test_drift_is_flagged_on_the_injected_day_and_not_before(
     """The demo's monitoring path, end to end on a real instance: sensor, traffic, reference,
     drift, trends; then the alert sensor sends each failed drift check once."""
     assert run_traffic_demo(instance, offline_environment, FIRST_DAY, rows_per_day=600)
-    # Found: after the demo, the daemon's first ticks re-requested all 14 days. Now every run key it
-    # requests from scratch is a run the demo already made as the sensor would: it launches nothing.
+    # Every run key the sensor requests from scratch is a run the demo made as the daemon would.
     requested = [r.run_key for tick in _ticks_from_scratch(instance) for r in tick.run_requests]
     assert len(requested) == 2 * 14 and _launched_by_the_daemon(instance, requested) == []
     warehouse = Warehouse(offline_environment / "warehouse")
@@ -100,6 +105,13 @@ def test_drift_is_flagged_on_the_injected_day_and_not_before(
     assert metadata["latest/kpi:latency_ms_mean"] == dg.MetadataValue.float(float(latency))
     features = warehouse.read(("monitoring", "traffic_features"), DRIFT_DAY.isoformat())
     assert features is not None and features.num_rows == 600  # computed once, by monitoring/traffic
+    for key, partition in [
+        (TRAFFIC_KEY, DRIFT_DAY.isoformat()),
+        (REFERENCE_KEY, None),
+        (("monitoring", "traffic_drift"), DRIFT_DAY.isoformat()),
+        (("monitoring", "trends"), None),
+    ]:
+        _assert_table_metadata(instance, key, partition, warehouse.path(key, partition))
 
     context = dg.build_sensor_context(instance=instance, resources={"state": GovernanceState()})
     check_failure_alerts(context)
@@ -111,8 +123,23 @@ def test_drift_is_flagged_on_the_injected_day_and_not_before(
     assert len(ledger.read_text().splitlines()) == len(alerts)  # nothing sent twice
 
     mlflow.set_tracking_uri(f"sqlite:///{offline_environment / 'mlflow' / 'mlflow.db'}")
-    names = {r.info.run_name for r in mlflow.search_runs(experiment_names=["governance"], output_format="list")}
+    logged = mlflow.search_runs(experiment_names=["governance"], output_format="list")
+    names = {r.info.run_name for r in logged}
     assert {f"traffic-drift/{day}" for day in days} <= names and "trends" in names
+
+    # Found: the demo never stored the sensor's cursor, so the daemon of `make dev` started from
+    # none and launched monitor_traffic for all 14 days again, logging each day's drift twice. Now
+    # Dagster's own sensor daemon, run over the code location, finds the cursor and launches nothing.
+    cursor = stored_cursor(instance, "traffic_landing")
+    assert cursor is not None and len(json.loads(cursor)["staged"]) == 14
+    runs = instance.get_runs_count()
+    ticks = _daemon_iteration(instance)
+    landing = ticks["traffic_landing"]
+    assert landing.status == TickStatus.SKIPPED and landing.skip_reason == "no new traffic", landing
+    assert landing.run_keys == [] and landing.cursor == cursor
+    assert all(tick.status != TickStatus.FAILURE for tick in ticks.values()), ticks
+    assert instance.get_runs_count() == runs and stored_cursor(instance, "traffic_landing") == cursor
+    assert len(mlflow.search_runs(experiment_names=["governance"], output_format="list")) == len(logged)
 
 
 def test_sensor_only_requests_and_the_staging_runs_stage_each_source_once(
@@ -141,7 +168,7 @@ def test_sensor_only_requests_and_the_staging_runs_stage_each_source_once(
     assert [r.run_key for tick in _ticks_from_scratch(instance) for r in tick.run_requests] == stage_keys
 
     definitions = _definitions()
-    assert _run_requests(instance, definitions, [*first.run_requests, *second.run_requests[:1]])
+    assert run_requests(instance, definitions, "traffic_landing", [*first.run_requests, *second.run_requests[:1]])
     staged = _tick(instance, second.cursor)
     requested_days = [(r.job_name, r.partition_key) for r in staged.run_requests]
     assert sorted(requested_days) == [("monitor_traffic", day) for day in sorted(days.unique())]
@@ -149,7 +176,7 @@ def test_sensor_only_requests_and_the_staging_runs_stage_each_source_once(
     # Now the partitions are the days that landed, added by the sensor as they land.
     assert sorted(instance.get_dynamic_partitions("traffic_days")) == sorted(days.unique())
     assert _tick(instance, staged.cursor).skip_reason == dg.SkipReason("no new traffic")
-    assert _run_requests(instance, definitions, second.run_requests[1:])  # the broken file: staged as rejected
+    assert run_requests(instance, definitions, "traffic_landing", second.run_requests[1:])  # the broken file: rejected
     after_rejection = _tick(instance, staged.cursor)
     [rejected] = after_rejection.asset_events
     assert "zz-broken.csv" in rejected.metadata["source"].value
@@ -163,7 +190,7 @@ def test_sensor_only_requests_and_the_staging_runs_stage_each_source_once(
     touched_tick = _tick(instance, after_rejection.cursor)
     [again] = touched_tick.run_requests
     assert again.job_name == "stage_traffic" and again.run_key not in stage_keys
-    assert _run_requests(instance, definitions, [again])
+    assert run_requests(instance, definitions, "traffic_landing", [again])
     same_content = _tick(instance, touched_tick.cursor)  # the same bytes: the same source, no day requested
     assert same_content.skip_reason == dg.SkipReason("no new traffic")
 
@@ -172,6 +199,37 @@ def test_sensor_only_requests_and_the_staging_runs_stage_each_source_once(
         result = dg.materialize(traffic, partition_key=day, instance=instance, resources={"state": GovernanceState()})
         [event] = result.get_asset_materialization_events()
         assert event.materialization.metadata["rows"].value == 30
+
+
+def _assert_table_metadata(
+    instance: dg.DagsterInstance, key: tuple[str, ...], partition: str | None, path: Path
+) -> None:
+    """The table's columns and row count in the UI's metadata, as pandas reads them from its file."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(dg.AssetKey(list(key)), asset_partitions=None if partition is None else [partition]),
+        limit=1,
+        ascending=False,
+    ).records
+    assert records and records[0].asset_materialization is not None, key
+    metadata = records[0].asset_materialization.metadata
+    frame = pd.read_parquet(path)
+    schema = metadata["dagster/column_schema"].value
+    assert isinstance(schema, dg.TableSchema), key
+    assert [c.name for c in schema.columns] == list(frame.columns), key
+    assert metadata["dagster/row_count"].value == len(frame) > 0, key
+
+
+def _daemon_iteration(instance: dg.DagsterInstance) -> dict[str, InstigatorTick]:
+    """One iteration of Dagster's sensor daemon over the code location `workspace.yaml` names (loaded
+    in a code server, as `make dev` loads it); the tick it made for each sensor, by name."""
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])) as workspace:
+        list(execute_sensor_iteration(workspace, logging.getLogger("sensor daemon"), None, None))
+    ticks = {}
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        [latest, *_] = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1) or [None]
+        if latest is not None:
+            ticks[state.instigator_name] = latest
+    return ticks
 
 
 def _ticks_from_scratch(instance: dg.DagsterInstance) -> list[dg.SensorResult]:
@@ -237,7 +295,7 @@ def test_database_rows_are_staged_once_by_runs(
     assert [r.run_key for r in first.run_requests] == ["stage:db-requests-1-30"] and first.cursor == "30"
     assert _database_tick(instance, first.cursor).run_requests == []
     definitions = _definitions()
-    assert _run_requests(instance, definitions, list(first.run_requests))
+    assert run_requests(instance, definitions, "traffic_database", list(first.run_requests))
     days = _tick(instance, None)
     assert {r.run_key for r in days.run_requests} == {
         f"traffic:db-requests-1-30:{FIRST_DAY}",
@@ -246,7 +304,7 @@ def test_database_rows_are_staged_once_by_runs(
     _serving_database(database, frame.iloc[30:])
     later = _database_tick(instance, first.cursor)
     assert [r.run_key for r in later.run_requests] == ["stage:db-requests-31-50"] and later.cursor == "50"
-    assert _run_requests(instance, definitions, list(later.run_requests))
+    assert run_requests(instance, definitions, "traffic_database", list(later.run_requests))
     more = _tick(instance, days.cursor)
     assert [r.run_key for r in more.run_requests] == [f"traffic:db-requests-31-50:{FIRST_DAY + timedelta(days=1)}"]
 
@@ -352,6 +410,7 @@ def test_eval_drift_names_the_flipped_instances_of_a_silently_changed_model(
     flagged = {(r["run_name"].split(",")[0], r["split"]) for r in rows if r["silent_change"]}
     assert flagged == {("mmlu:subject=philosophy", "test"), ("mmlu:subject=us_foreign_policy", "test")}
     assert all(r["flipped_to_fail"] == r["flipped_to_pass"] == 0 for r in rows if r not in changed_model)
+    _assert_table_metadata(instance, EVAL_DRIFT_KEY, "b", warehouse.path(EVAL_DRIFT_KEY, "b"))
 
     reference = dg.materialize(
         [a for a in _monitoring_assets() if a.key == dg.AssetKey(list(REFERENCE_KEY))],

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from governance_assets.defs.helm.assets import RUNS_KEY
 from governance_assets.defs.helm.inputs import earlier_suites
-from governance_assets.defs.metadata import embedded_png, md_table
+from governance_assets.defs.metadata import embedded_png, md_table, parquet_table_metadata
 from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
 from governance_assets.defs.resources import GovernanceState, MlflowTracking
 from governance_assets.lib.core.code_version import source_digest
@@ -103,6 +103,7 @@ def traffic(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.Mat
             "quarantined_rows": len(quarantined),
             "quarantine_reasons": dg.MetadataValue.json(_reason_counts(quarantined)),
             **{f"kpi/{name}": value for name, value in kpis.items()},
+            **parquet_table_metadata([warehouse.path(TRAFFIC_KEY, day)]),
         },
         data_version=dg.DataVersion(version),
     )
@@ -172,6 +173,7 @@ def reference(context: dg.AssetExecutionContext, state: GovernanceState) -> dg.M
             "rows": table.num_rows,
             "rows_kept": sampled.num_rows,
             "profile": dg.MetadataValue.md(md_table(profile(features), ["feature", "non_null", "summary"])),
+            **parquet_table_metadata([warehouse.path(REFERENCE_KEY)]),
         },
         data_version=dg.DataVersion(tidy.content_hash([described, table.num_rows, features.shape])[:32]),
     )
@@ -270,7 +272,13 @@ def traffic_drift(
     if reference_table is None:
         warehouse.write(TRAFFIC_DRIFT_KEY, day, DRIFT_SCHEMA.empty_table())
         context.log.warning(f"{day}: monitoring/reference was never built; nothing to compare with")
-        return dg.MaterializeResult(metadata={"tested_features": 0, "reference": "none yet"})
+        return dg.MaterializeResult(
+            metadata={
+                "tested_features": 0,
+                "reference": "none yet",
+                **parquet_table_metadata([warehouse.path(TRAFFIC_DRIFT_KEY, day)]),
+            }
+        )
     result = day_drift(_day_features(warehouse, day, table, context.log), reference_table.to_pandas(), settings)
     rows = _drift_rows(day, result.features)
     texts = warehouse.read(REFERENCE_TEXTS_KEY)
@@ -319,6 +327,7 @@ def traffic_drift(
                 md_table(rows, ["feature", "kind", "method", "statistic", "threshold", "drifted", "detail"])
             ),
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+            **parquet_table_metadata([warehouse.path(TRAFFIC_DRIFT_KEY, day)]),
         }
     )
 
@@ -404,6 +413,7 @@ def eval_drift(
                     ],
                 )
             ),
+            **parquet_table_metadata([warehouse.path(EVAL_DRIFT_KEY, suite) for suite in context.partition_keys]),
         }
     )
 
@@ -515,5 +525,6 @@ def trends(context: dg.AssetExecutionContext, state: GovernanceState, mlflow: Ml
             **{f"plot/{name}": embedded_png(name, png) for name, png in flagged_plots.items()},
             **{f"latest/{name}": dg.MetadataValue.float(value) for name, value in latest.items()},
             "mlflow_run": dg.MetadataValue.url(run_url(mlflow.ui_url, recorder.experiment_id, run_id)),
+            **parquet_table_metadata([warehouse.path(TRENDS_KEY)]),
         }
     )

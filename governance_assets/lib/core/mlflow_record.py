@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
@@ -318,12 +319,20 @@ def _tags(run: EvaluationRun, supersedes: str | None) -> dict[str, str]:
 
 
 def _store_artifacts(repository: ArtifactRepository, run: EvaluationRun, staging: Path) -> None:
-    """The metric name map at the artifact root, the run's HELM files under `helm/`: staged in
-    `staging` (emptied again afterwards: removing a folder per run cost more than the copies),
-    then stored with one call."""
+    """The metric name map at the artifact root, the run's HELM files under `helm/`. A local store
+    gets them written in place; any other is sent them staged in `staging` (emptied again afterwards:
+    removing a folder per run cost more than the copies) with one call."""
+    metric_map = json.dumps(run.metric_names, sort_keys=True)  # no indent: that takes json's slow encoder
+    if isinstance(repository, LocalArtifactRepository):  # staging, then copying again, took half the record
+        root = Path(repository.artifact_dir)
+        (root / "helm").mkdir(parents=True, exist_ok=True)
+        (root / METRIC_MAP_ARTIFACT).write_text(metric_map, "utf-8")
+        for artifact in run.artifacts:
+            shutil.copyfile(artifact, root / "helm" / artifact.name)
+        return
     (staging / "helm").mkdir(parents=True, exist_ok=True)
     staged = [staging / METRIC_MAP_ARTIFACT, *(staging / "helm" / artifact.name for artifact in run.artifacts)]
-    staged[0].write_text(json.dumps(run.metric_names, indent=2, sort_keys=True), "utf-8")
+    staged[0].write_text(metric_map, "utf-8")
     for artifact, copy in zip(run.artifacts, staged[1:], strict=True):
         shutil.copyfile(artifact, copy)
     repository.log_artifacts(str(staging))  # type: ignore[no-untyped-call]

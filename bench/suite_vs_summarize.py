@@ -3,13 +3,15 @@ historical suite; `evaluate_suite` on the demo plan against one bare `helm-run` 
 entries; and the ingestion's peak memory on 1,000 and 10,000 runs.
 
 Each measured step is its own process (its wall time includes interpreter start-up and imports;
-peak RSS is `ru_maxrss` from `os.wait4`). The job is started with Dagster's own CLI,
+peak RSS is `ru_maxrss` from `os.wait4`). The two sides of a comparison alternate, one after the
+other, their order swapped at each repeat, and the load average is recorded before each process:
+the machine is shared, and only figures measured under the same load compare. The job is started with Dagster's own CLI,
 `dagster job execute -m governance_assets.definitions -j evaluate_suite`, on a fresh Dagster
 instance, GOVERNANCE_HOME and MLflow store, so it includes everything a materialisation does:
 loading the code location, the catalogue, the three tidy tables, the MLflow record of every run,
 every check, the gates, lineage and the reproducibility report. Usage:
 
-    .venv/bin/python bench/suite_vs_summarize.py [--runs 1000] [--large-runs 10000] [--repeats 1]
+    .venv/bin/python bench/suite_vs_summarize.py [--runs 1000] [--large-runs 10000] [--repeats 3]
 
 Offline. Results go to `bench/results/suite_vs_summarize.json`; the script exits 0 once the
 measurements are made, whether or not the targets are met, and prints which are.
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
@@ -51,9 +53,11 @@ MAX_MEMORY_GROWTH = 1.0
 
 
 def governance_env(workdir: Path, label: str, roots: Path | None) -> dict[str, str]:
-    """A fresh Dagster instance, GOVERNANCE_HOME (its own MLflow store) and output roots, offline."""
+    """A fresh Dagster instance with the project's `dagster.yaml` (as `cli` sets it up), GOVERNANCE_HOME
+    (its own MLflow store) and output roots, offline."""
     dagster_home = workdir / label / "dagster_home"
     dagster_home.mkdir(parents=True)
+    shutil.copyfile(ivs.PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {key: value for key, value in os.environ.items() if key not in {"GOVERNANCE_POLICY", "MLFLOW_TRACKING_URI"}}
     return env | {
         "DAGSTER_HOME": str(dagster_home),
@@ -137,13 +141,27 @@ print(len(runs))
     return int(done.stdout.strip().splitlines()[-1])
 
 
-def timings(measured: Sequence[ivs.Measured]) -> dict[str, Any]:
-    """The median wall time of repeated processes, every one of them, and the largest peak RSS."""
+def timings(measured: Sequence[tuple[ivs.Measured, float]]) -> dict[str, Any]:
+    """The median wall time of repeated processes, every one of them with the load average before it,
+    and the largest peak RSS."""
     return {
-        "seconds": statistics.median(m.seconds for m in measured),
-        "all_seconds": [m.seconds for m in measured],
-        "peak_rss_mib": max(m.peak_rss_mib for m in measured),
+        "seconds": statistics.median(m.seconds for m, _ in measured),
+        "all_seconds": [m.seconds for m, _ in measured],
+        "load_before": [load for _, load in measured],
+        "peak_rss_mib": max(m.peak_rss_mib for m, _ in measured),
     }
+
+
+def load_average() -> float:
+    """The machine's one-minute load average."""
+    return os.getloadavg()[0]
+
+
+def alternating(repeats: int, first: Callable[[int], Any], second: Callable[[int], Any]) -> None:
+    """`first(i)` and `second(i)` for each repeat, the first one first at even repeats, last at odd ones."""
+    for repeat in range(repeats):
+        for side in (first, second) if repeat % 2 == 0 else (second, first):
+            side(repeat)
 
 
 def whole_suite(workdir: Path, shared: Path, runs: int, repeats: int) -> dict[str, Any]:
@@ -153,27 +171,37 @@ def whole_suite(workdir: Path, shared: Path, runs: int, repeats: int) -> dict[st
     specs = [json.loads((output_path / "runs" / ivs.SUITE / name / "run_spec.json").read_bytes()) for name in names]
     schema = ivs.merged_schema(workdir / "schema_bench.yaml", {g for spec in specs for g in spec["groups"]})
     local_path = ivs.local_model_metadata(workdir / "prod_env", {spec["adapter_spec"]["model"] for spec in specs})
-    summarizes, jobs, outcomes = [], [], []
-    for repeat in range(repeats):
-        summarize = ivs.run_summarize(workdir, output_path, schema, local_path, names, f"helm_summarize_{repeat}")
-        print(f"helm-summarize {repeat + 1}: {summarize.seconds:.1f} s", flush=True)
-        summarizes.append(summarize)
-    for repeat in range(repeats):  # after helm-summarize: its runs.json is what the summary check compares with
+    summarizes: list[tuple[ivs.Measured, float]] = []
+    jobs: list[tuple[ivs.Measured, float]] = []
+    outcomes = []
+
+    def summarize(repeat: int) -> None:
+        load = load_average()
+        summarized = ivs.run_summarize(workdir, output_path, schema, local_path, names, f"helm_summarize_{repeat}")
+        print(f"helm-summarize {repeat + 1}: {summarized.seconds:.1f} s (load {load:.1f})", flush=True)
+        summarizes.append((summarized, load))
+
+    def evaluate(repeat: int) -> None:
         env = governance_env(workdir, f"suite_{repeat}", output_path)
         prepare(env, ivs.SUITE)
+        load = load_average()
         job = materialise(workdir, f"evaluate_suite_{repeat}", env, ivs.SUITE, {})
         outcome = run_outcome(env) | {"mlflow_runs": mlflow_runs(env, load_policy().mlflow.evaluation_experiment)}
-        print(f"evaluate_suite {repeat + 1}: {job.seconds:.1f} s, {outcome['status']}", flush=True)
+        print(f"evaluate_suite {repeat + 1}: {job.seconds:.1f} s (load {load:.1f}), {outcome['status']}", flush=True)
         if outcome["mlflow_runs"] != runs or set(outcome["steps_failed"]) - {"gates__verdicts"}:
             print(f"  not every step ran: {outcome}\n{ivs.tail(job.log)}", flush=True)
-        jobs.append(job)
+        jobs.append((job, load))
         outcomes.append(outcome)
-    summarize, job = timings(summarizes), timings(jobs)
+
+    # helm-summarize first: its runs.json is what the job's summary check compares with
+    alternating(repeats, summarize, evaluate)
+    summarize_times, job_times = timings(summarizes), timings(jobs)
     return {
         "runs": runs,
-        "helm_summarize": summarize,
-        "evaluate_suite": job | {"outcomes": outcomes},
-        "ratio": summarize["seconds"] / job["seconds"],
+        "helm_summarize": summarize_times,
+        "evaluate_suite": job_times | {"outcomes": outcomes},
+        "ratio": summarize_times["seconds"] / job_times["seconds"],
+        "ratios_by_repeat": [s.seconds / j.seconds for (s, _), (j, _) in zip(summarizes, jobs, strict=True)],
     }
 
 
@@ -182,8 +210,11 @@ def demo_plan(workdir: Path, repeats: int) -> dict[str, Any]:
     the same entries, each with a cold HELM cache."""
     plan = load_policy().evaluation_plan
     entries = plan.run_entries_with_models()
-    bares, jobs, outcomes = [], [], []
-    for repeat in range(repeats):
+    bares: list[tuple[ivs.Measured, float]] = []
+    jobs: list[tuple[ivs.Measured, float]] = []
+    outcomes = []
+
+    def bare_helm_run(repeat: int) -> None:
         bare_dir = workdir / f"bare_{repeat}"
         command = [
             str(Path(sys.executable).with_name("helm-run")),
@@ -196,26 +227,34 @@ def demo_plan(workdir: Path, repeats: int) -> dict[str, Any]:
             *(["--plugins", *HelmRunner().plugins] if HelmRunner().plugins else []),  # as the platform runs it
         ]  # fmt: skip
         bare_dir.mkdir()
+        load = load_average()
         bare = ivs.run_measured(
             command, workdir / f"bare_helm_run_{repeat}.log", os.environ | helm_environment(), bare_dir
         )
         if bare.returncode != 0:
             raise SystemExit(f"bare helm-run failed:\n{ivs.tail(bare.log)}")
+        print(f"demo {repeat + 1}: bare helm-run {bare.seconds:.1f} s (load {load:.1f})", flush=True)
+        bares.append((bare, load))
+
+    def evaluate(repeat: int) -> None:
         env = governance_env(workdir, f"demo_{repeat}", None)
         prepare(env, DEMO_SUITE)
+        load = load_average()
         job = materialise(workdir, f"demo_evaluate_suite_{repeat}", env, DEMO_SUITE, PLANNED_SUITE_TAGS)
         outcome = run_outcome(env)
-        print(f"demo: bare helm-run {bare.seconds:.1f} s, evaluate_suite {job.seconds:.1f} s, {outcome['status']}")
-        bares.append(bare)
-        jobs.append(job)
+        print(f"demo {repeat + 1}: evaluate_suite {job.seconds:.1f} s (load {load:.1f}), {outcome['status']}")
+        jobs.append((job, load))
         outcomes.append(outcome)
-    bare, job = timings(bares), timings(jobs)
+
+    alternating(repeats, bare_helm_run, evaluate)
+    bare_times, job_times = timings(bares), timings(jobs)
     return {
         "entries": entries,
         "max_eval_instances": plan.max_eval_instances,
-        "bare_helm_run": bare,
-        "evaluate_suite": job | {"outcomes": outcomes},
-        "ratio": job["seconds"] / bare["seconds"],
+        "bare_helm_run": bare_times,
+        "evaluate_suite": job_times | {"outcomes": outcomes},
+        "ratio": job_times["seconds"] / bare_times["seconds"],
+        "ratios_by_repeat": [j.seconds / b.seconds for (b, _), (j, _) in zip(bares, jobs, strict=True)],
     }
 
 
@@ -269,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000, help="runs in the historical suite (default 1000)")
     parser.add_argument("--large-runs", type=int, default=10000, help="the large suite of the memory test (10000)")
-    parser.add_argument("--repeats", type=int, default=1, help="measurements of each side (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements of each side (default 3)")
     parser.add_argument("--parts", default="whole_suite,demo_plan,ingest_memory", help="which parts to run")
     parser.add_argument("--shared", type=Path, default=ivs.DEFAULT_SHARED, help="the shared helm_runs folder")
     parser.add_argument("--workdir", type=Path, help="an empty or new folder, kept (default: temporary, removed)")

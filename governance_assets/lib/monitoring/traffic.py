@@ -501,20 +501,6 @@ class _SeenIds:
         return found
 
 
-def id_codes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, np.dtype[np.int32]]:
-    """A code per request id: equal ids the same code, codes counting up from 0 in order of first occurrence."""
-    chunks = ids.dictionary_encode().chunks if isinstance(ids, pa.ChunkedArray) else [ids.dictionary_encode()]
-    return np.concatenate([np.asarray(c.indices.to_numpy(), dtype=np.int32) for c in chunks] or [np.zeros(0, np.int32)])
-
-
-def first_occurrences(codes: np.ndarray[Any, np.dtype[np.int32]]) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """Whether each position holds the first occurrence of its code (codes as `id_codes` gives them)."""
-    if len(codes) == 0:
-        return np.zeros(0, dtype=bool)
-    seen = np.maximum.accumulate(codes)
-    return np.concatenate(([True], codes[1:] > seen[:-1]))
-
-
 def _row_json(table: pa.Table, i: int) -> str:
     return json.dumps(table.slice(i, 1).to_pylist()[0], default=str, ensure_ascii=False)
 

@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,8 +41,6 @@ from governance_assets.lib.monitoring.traffic import (
     ParsedBatch,
     QuarantinedRow,
     empty_table,
-    first_occurrences,
-    id_codes,
     read_landing_file,
     split_by_day,
     write_quarantine,
@@ -236,8 +235,17 @@ def assemble_day(staging: Path, day: str) -> AssembledDay:
     if not parts:
         return AssembledDay(empty_table(), [], 0)
     table = pa.concat_tables(parts).select(list(FIELDS))
-    keep = first_occurrences(id_codes(table.column("request_id")))
+    keep = _first_occurrences(table.column("request_id"))
     return AssembledDay(table.filter(pa.array(keep)), sources, int(table.num_rows - keep.sum()))
+
+
+def _first_occurrences(ids: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Whether each row holds the first occurrence of its id (pyarrow's dictionary codes count up
+    from 0 in order of first occurrence)."""
+    codes = np.concatenate([c.indices.to_numpy() for c in ids.dictionary_encode().chunks] or [np.zeros(0, np.int32)])
+    if len(codes) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.concatenate(([True], codes[1:] > np.maximum.accumulate(codes)[:-1]))
 
 
 def quarantined_rows(staging: Path, sources: list[StagedSource]) -> list[dict[str, Any]]:

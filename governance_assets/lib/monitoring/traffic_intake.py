@@ -141,6 +141,10 @@ def stage_source(
         return _record(staging, source_id, batch, days), True
 
 
+class StagingWriteError(Exception):
+    """The staged rows could not be written (a full or failing disk); the source is not rejected."""
+
+
 class DayFiles:
     """A source's valid rows written by UTC day as they come, one Parquet file a day (temporary
     files, renamed by `commit`, removed if it is not called). Rows outside the daily partitions
@@ -160,6 +164,12 @@ class DayFiles:
         return self
 
     def __call__(self, table: pa.Table) -> None:
+        try:
+            self._take(table)
+        except OSError as error:  # not the source's fault: raised, so that the run fails and is retried
+            raise StagingWriteError(f"writing {self.folder}: {error}") from error
+
+    def _take(self, table: pa.Table) -> None:
         kept, outside = _outside_partitions(table, self.first_day, self.last_day)
         self.outside += [
             QuarantinedRow(self.source, 0, reason, json.dumps(_row(table, i), default=str, ensure_ascii=False))

@@ -15,6 +15,7 @@ from governance_assets.lib.monitoring import traffic
 from governance_assets.lib.monitoring.traffic import TRAFFIC_SCHEMA, read_landing_file
 from governance_assets.lib.monitoring.traffic_generator import generate_traffic, write_landing_files
 from governance_assets.lib.monitoring.traffic_intake import (
+    StagingWriteError,
     assemble_day,
     file_source_id,
     quarantined_rows,
@@ -162,3 +163,18 @@ def test_a_file_found_unreadable_after_rows_were_written_leaves_no_day_file(
     assert staged.error is not None and "NUL" in staged.error and staged.days == {} and staged.quarantined == 0
     assert [p.name for p in (staging / staged.source_id).iterdir()] == ["source.json"]
     assert np.sum([assemble_day(staging, day).table.num_rows for day in ("2026-03-01", "2026-03-02")]) == 0
+
+
+def test_a_write_that_fails_is_raised_not_recorded_as_a_bad_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day file that cannot be written (here its temporary path is taken by a folder) fails the
+    staging, to be retried; the source is not recorded as unreadable."""
+    [path] = _landing(tmp_path, days=2, rows=300)[:1]
+    staging = tmp_path / "staging"
+    (staging / file_source_id(path) / ".2026-03-01.parquet.tmp").mkdir(parents=True)
+    monkeypatch.setattr(traffic, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr("governance_assets.lib.monitoring.traffic_intake._BUFFER_BYTES", 10_000)
+    with pytest.raises(StagingWriteError, match=r"2026-03-01\.parquet\.tmp"):
+        stage_file(staging, path, FIRST, LAST)
+    assert read_staged(staging, file_source_id(path)) is None

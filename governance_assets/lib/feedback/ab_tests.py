@@ -373,6 +373,8 @@ def analyse_experiment(
                 f"{plan.alpha:g} over {len(guardrails)} guardrail comparisons)"
             )
         rows.append(_comparison_row(plan, c, adjusted_p, "harm" if harmful else "no harm shown"))
+    order = {metric: i for i, (metric, *_) in enumerate(metrics)}
+    rows.sort(key=lambda row: order[row["metric"]])  # stable: each metric's variants, then its comparisons
     outcome: Outcome
     if srm or harmed:
         outcome = "keep_champion"

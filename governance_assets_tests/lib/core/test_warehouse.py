@@ -212,3 +212,13 @@ def test_a_write_that_fails_midway_leaves_the_previous_table_and_no_file_behind(
     assert sorted(path.name for path in warehouse.root.rglob("*")) == before  # no temporary file, no segment
     assert warehouse.read(KEY, "s").equals(rows_of("a", 3))  # type: ignore[union-attr]
     assert cached(warehouse).table.equals(rows_of("a", 3)) and folder.is_dir()
+
+
+def test_a_segment_left_half_written_by_a_killed_writer_is_removed_by_the_next_write(warehouse: Warehouse) -> None:
+    warehouse.write(KEY, "s", rows_of("a", 3), cache=True)
+    folder = warehouse.root / ".arrow_cache" / "helm" / "run_stats" / "s"
+    dead = folder / f".{'0' * 32}.arrow.{2**22 + 1}-0.abc123.tmp"  # no process has this pid
+    dead.write_bytes(b"half a segment")
+    warehouse.write(KEY, "s", rows_of("b", 2), cache=True)
+    assert not dead.exists()
+    assert cached(warehouse).table.equals(rows_of("b", 2))

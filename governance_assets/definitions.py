@@ -1,6 +1,7 @@
 """The code location: everything under `defs/`, loaded by convention."""
 
 import atexit
+import functools
 import gc
 from pathlib import Path
 
@@ -15,4 +16,10 @@ atexit.register(gc.freeze)
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    return _loaded()
+
+
+@functools.cache
+def _loaded() -> dg.Definitions:
+    """The definitions, built once per process (`dagster job execute` asks for them six times)."""
     return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

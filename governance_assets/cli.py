@@ -200,6 +200,7 @@ def run_demo(suites: list[str]) -> int:
     from governance_assets.definitions import defs
     from governance_assets.defs.helm.assets import PLANNED_SUITE_TAGS
     from governance_assets.defs.partitions import HELM_SUITES
+    from governance_assets.demo_sensors import drain_sensor
     from governance_assets.feedback_cli import run_feedback_demo
     from governance_assets.iteration_cli import run_iteration_demo, run_plans
 
@@ -232,6 +233,7 @@ def run_demo(suites: list[str]) -> int:
         ok &= run_compliance(instance, defs(), home, suites)
         ok &= run_plans(instance, defs(), home, suites)
         ok &= run_iteration_demo(instance, defs(), home, suites[-1])
+        ok &= drain_sensor(instance, defs(), "helm_suite_discovery")[0]  # the sweep's trial suites, ingested once
         first_day = datetime.now(UTC).date() - timedelta(days=DEMO_TRAFFIC_DAYS)
         ok &= run_traffic_demo(instance, home, first_day)
         # the A/B experiments' traffic lands on the two weeks before (undrifted, so the drift demo keeps its days)

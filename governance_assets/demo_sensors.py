@@ -109,8 +109,10 @@ def run_requests(
     so that the daemon finds them and launches none again. Whether all succeeded."""
     ok = True
     for request in requests:
-        assert request.job_name is not None and request.run_key is not None
-        result = definitions.resolve_job_def(request.job_name).execute_in_process(
+        assert request.run_key is not None
+        job_name = request.job_name or definitions.get_sensor_def(sensor_name).job_name  # else the sensor's one job
+        assert job_name is not None
+        result = definitions.resolve_job_def(job_name).execute_in_process(
             instance=instance,
             partition_key=request.partition_key,
             tags={**request.tags, "dagster/sensor_name": sensor_name, "dagster/run_key": request.run_key},

@@ -4,6 +4,7 @@ as the daemon would run them; the last day's A/B table and online evaluation are
 challenger registered in the MLflow Model Registry is evaluated and its decision written back; and
 a new suite evaluates simple/model1 on the scenario built from the failures."""
 
+import math
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -34,7 +35,8 @@ SCENARIO_SUITE = "demo-feedback"
 
 
 def _cell(value: object) -> str:
-    if value is None:
+    """A table cell as the demo prints it: a missing or non-finite number is '-'."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 

@@ -54,8 +54,10 @@ def _catalogue_suite(
         plan = state.policy().evaluation_plan
         entries = plan.run_entries_with_models()
         context.log.info(f"suite {suite}: planned, {len(entries)} run entries")
-        threading.Thread(target=_load_later_steps_libraries, name="load-libraries", daemon=True).start()
+        loading = threading.Thread(target=_load_later_steps_libraries, name="load-libraries", daemon=True)
+        loading.start()
         outcomes = helm.run(entries, suite, state, plan.max_eval_instances, context.log.debug)
+        loading.join()  # done before the steps that use them start (none loads them twice)
         failures = [(o.run_name, o.entry, o.error or "") for o in outcomes if o.status == "failed"]
         for *_, error in failures:
             context.log.error(error)

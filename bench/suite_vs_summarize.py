@@ -1,6 +1,6 @@
 """The whole `evaluate_suite` job through Dagster against `helm-summarize` on a 1,000-run
-historical suite; `evaluate_suite` on the demo plan against one bare `helm-run` of the same
-entries; and the ingestion's peak memory on 1,000 and 10,000 runs.
+historical suite, and `evaluate_suite` on the demo plan against one bare `helm-run` of the same
+entries. (The ingestion's peak memory on 1,000 and 10,000 runs is `ingest_vs_summarize.py --memory`.)
 
 Each measured step is its own process (its wall time includes interpreter start-up and imports;
 peak RSS is `ru_maxrss` from `os.wait4`). The two sides of a comparison alternate, one after the
@@ -11,7 +11,7 @@ instance, GOVERNANCE_HOME and MLflow store, so it includes everything a material
 loading the code location, the catalogue, the three tidy tables, the MLflow record of every run,
 every check, the gates, lineage and the reproducibility report. Usage:
 
-    .venv/bin/python bench/suite_vs_summarize.py [--runs 1000] [--large-runs 10000] [--repeats 3]
+    .venv/bin/python bench/suite_vs_summarize.py [--runs 1000] [--repeats 3]
 
 Offline. Results go to `bench/results/suite_vs_summarize.json`; the script exits 0 once the
 measurements are made, whether or not the targets are met, and prints which are.
@@ -48,8 +48,6 @@ DEFAULT_RESULTS = BENCH_DIR / "results" / "suite_vs_summarize.json"
 DEMO_SUITE = "demo"
 MIN_SUMMARIZE_RATIO = 1.0
 MAX_DEMO_RATIO = 4.0
-MAX_MEMORY_GROWTH = 1.0
-"""The large suite's peak ingestion RSS may not exceed the 1,000-run suite's."""
 
 
 def governance_env(workdir: Path, label: str, roots: Path | None) -> dict[str, str]:
@@ -258,24 +256,8 @@ def demo_plan(workdir: Path, repeats: int) -> dict[str, Any]:
     }
 
 
-def ingest_memory(workdir: Path, shared: Path, sizes: Sequence[int]) -> dict[str, Any]:
-    """Peak RSS of the cold ingestion (all three tables) of suites of each size, in fresh processes."""
-    measured = {}
-    for runs in sizes:
-        suite_dir = workdir / f"memory_{runs}" / "runs" / ivs.SUITE
-        ivs.build_suite(shared, suite_dir, runs)
-        ingest, report = ivs.measure_ingest(f"ingest_{runs}", workdir, suite_dir, workdir / f"warehouse_{runs}")
-        ivs.check_counts(f"ingest of {runs} runs", report, runs, parsed=dict.fromkeys(ivs.TABLES, runs))
-        rows = {table: report["tables"][table]["rows"] for table in ivs.TABLES}
-        measured[str(runs)] = {"peak_rss_mib": ingest.peak_rss_mib, "seconds": ingest.seconds, "rows": rows}
-        print(f"ingest of {runs} runs: {ingest.seconds:.1f} s, peak RSS {ingest.peak_rss_mib:.0f} MiB", flush=True)
-        shutil.rmtree(workdir / f"memory_{runs}")
-        shutil.rmtree(workdir / f"warehouse_{runs}")
-    return measured
-
-
 def targets(results: Mapping[str, Any]) -> list[ivs.Target]:
-    """The three targets and whether they were met."""
+    """The two targets and whether they were met."""
     found = []
     if "whole_suite" in results:
         ratio = results["whole_suite"]["ratio"]
@@ -294,22 +276,14 @@ def targets(results: Mapping[str, Any]) -> list[ivs.Target]:
             "demo evaluate_suite / bare helm-run", f"<= {MAX_DEMO_RATIO:g}", ratio,
             "medians of process wall times, cold HELM caches", ratio <= MAX_DEMO_RATIO,
         ))  # fmt: skip
-    if "ingest_memory" in results:
-        peaks = [size["peak_rss_mib"] for size in results["ingest_memory"].values()]
-        growth = max(peaks) / peaks[0]
-        found.append(ivs.Target(
-            f"ingest peak RSS, {' / '.join(results['ingest_memory'])} runs: largest / smallest suite's",
-            f"<= {MAX_MEMORY_GROWTH:g}", growth, "ru_maxrss of the cold ingest processes", growth <= MAX_MEMORY_GROWTH,
-        ))  # fmt: skip
     return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000, help="runs in the historical suite (default 1000)")
-    parser.add_argument("--large-runs", type=int, default=10000, help="the large suite of the memory test (10000)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements of each side (default 3)")
-    parser.add_argument("--parts", default="whole_suite,demo_plan,ingest_memory", help="which parts to run")
+    parser.add_argument("--parts", default="whole_suite,demo_plan", help="which parts to run")
     parser.add_argument("--shared", type=Path, default=ivs.DEFAULT_SHARED, help="the shared helm_runs folder")
     parser.add_argument("--workdir", type=Path, help="an empty or new folder, kept (default: temporary, removed)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where to write the JSON results")
@@ -330,8 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["whole_suite"] = whole_suite(workdir, args.shared.resolve(), args.runs, args.repeats)
         if "demo_plan" in parts:
             results["demo_plan"] = demo_plan(workdir, args.repeats)
-        if "ingest_memory" in parts:
-            results["ingest_memory"] = ingest_memory(workdir, args.shared.resolve(), [args.runs, args.large_runs])
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir)

@@ -48,7 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "fan_out_workers.json"
 def _policy(folder: Path, entries: list[str], instances: int) -> Path:
     document = {
         "evaluation_plan": {"run_entries": entries, "models": ["simple/model1"], "max_eval_instances": instances},
-        "scale_out": {"provider_concurrency": {"simple": 2}},
+        "scale_out": {"provider_concurrency": {"simple": len(entries)}},  # simple/model1 has no rate limit
     }
     path = folder / "policy.yaml"
     path.write_text(yaml.safe_dump(document), "utf-8")

@@ -144,8 +144,14 @@ def test_no_harm_on_k_guardrails_keeps_false_harm_calls_at_alpha_under_daily_pee
         ],
         axis=1,
     )  # (replications, guardrails, days), running minima
-    holm_harm = np.mean([any(holm(list(p[r, :, -1]), ALPHA)[0]) for r in range(replications)])
-    alone = (p[:, :, -1] <= ALPHA).any(axis=1).mean()
+    final = p[:, :, -1]
+    # Holm calls some harm exactly when its first step does: the smallest p at most alpha / k
+    # (vectorised here; `holm` itself, through statsmodels, takes milliseconds a call)
+    holm_any = final.min(axis=1) <= ALPHA / guardrails
+    for r in range(100):
+        assert any(holm(list(final[r]), ALPHA)[0]) == holm_any[r]
+    holm_harm = holm_any.mean()
+    alone = (final <= ALPHA).any(axis=1).mean()
     assert holm_harm <= ALPHA + 3 * np.sqrt(ALPHA * (1 - ALPHA) / replications)
     assert holm_harm < alone
 

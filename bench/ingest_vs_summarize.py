@@ -477,10 +477,7 @@ def benchmark(shared: Path, workdir: Path, runs: int, repeats: int, rounds: int)
     warm_summary["changed_runs"] = [names[len(names) // 2 + r] for r in range(rounds)]
     rerun_summary["changed_runs"] = [names[len(names) // 3 + r] for r in range(rounds)]
     results: dict[str, Any] = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": {package: metadata.version(package) for package in ("crfm-helm", "pyarrow", "orjson")},
-        "suite": SUITE,
+        **results_header(),
         "runs": runs,
         "source_runs": len({spec["name"].rsplit(",replica=", 1)[0] for spec in specs}),
         "repeats": repeats,
@@ -503,6 +500,16 @@ def benchmark(shared: Path, workdir: Path, runs: int, repeats: int, rounds: int)
     }
     results["targets"] = [asdict(target) for target in evaluate(results)]
     return results
+
+
+def results_header() -> dict[str, Any]:
+    """What every results file of this script starts with: when, where, which versions, which suite."""
+    return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": {package: metadata.version(package) for package in ("crfm-helm", "pyarrow", "orjson")},
+        "suite": SUITE,
+    }
 
 
 def memory_benchmark(shared: Path, workdir: Path, sizes: Sequence[int], repeats: int) -> dict[str, Any]:
@@ -535,10 +542,7 @@ def memory_benchmark(shared: Path, workdir: Path, sizes: Sequence[int], repeats:
     smallest, largest = by_size[str(min(sizes))], by_size[str(max(sizes))]
     growth = largest["peak_rss_mib"] / smallest["peak_rss_mib"]
     results: dict[str, Any] = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": {package: metadata.version(package) for package in ("crfm-helm", "pyarrow", "orjson")},
-        "suite": SUITE,
+        **results_header(),
         "repeats": repeats,
         "sizes": by_size,
         "peak_rss_growth": growth,

@@ -206,6 +206,8 @@ def test_registered_versions_are_evaluated_and_the_decision_written_back(
         )
     writebacks = registry_writeback(dg.build_sensor_context(instance=instance))
     assert isinstance(writebacks, dg.SensorResult) and len(writebacks.run_requests) == 2
+    again = registry_writeback(dg.build_sensor_context(instance=instance, cursor=writebacks.cursor))
+    assert isinstance(again, dg.SensorResult) and not again.run_requests  # finished ones are not listed again
     for request in writebacks.run_requests:
         result = definitions.resolve_job_def("registry_decision").execute_in_process(
             instance=instance, run_config=request.run_config

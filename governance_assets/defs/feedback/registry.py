@@ -5,6 +5,7 @@ evaluations of registered versions and requests a `write_back_decision` run for 
 do the work: the sensors only list and request."""
 
 import json
+from datetime import datetime
 
 import dagster as dg
 from mlflow import MlflowClient
@@ -127,10 +128,15 @@ def model_registry(
     description="Requests a registry_decision run for each finished evaluation of a registered model version.",
 )
 def registry_writeback(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """Run keys (one per evaluation run) keep each write-back to one run."""
+    """The cursor is the newest update time of a finished evaluation already listed, so each tick
+    reads only evaluations that finished since; run keys (one per evaluation run) keep each
+    write-back to one run even so."""
+    finished_after = datetime.fromisoformat(context.cursor) if context.cursor else None
     records = context.instance.get_run_records(
-        dg.RunsFilter(job_name=evaluate_suite.name, statuses=FINISHED),
+        dg.RunsFilter(job_name=evaluate_suite.name, statuses=FINISHED, updated_after=finished_after),
         limit=200,
+        ascending=True,
+        order_by="update_timestamp",
     )
     requests = []
     for record in records:
@@ -150,6 +156,9 @@ def registry_writeback(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 run_config={"ops": {"write_back_decision": {"config": config}}},
             )
         )
+    newest = max((record.update_timestamp for record in records), default=finished_after)
     return dg.SensorResult(
-        run_requests=requests, skip_reason=None if requests else "no finished evaluation of a registered version"
+        run_requests=requests,
+        cursor=newest.isoformat() if newest else None,
+        skip_reason=None if requests else "no newly finished evaluation of a registered version",
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+from governance_assets.defs.deployment.shared_state import suite_asset_hooks
 from governance_assets.lib.core.code_version import source_digest
 
 HELM_SUITES = "helm_suites"
@@ -45,7 +46,8 @@ def suite_asset(
     """The settings every suite-partitioned asset shares: key `[group, entity]` with the group
     named after its folder under defs/, the suite partitions, owners, kinds, and a code version
     that is a digest of the declaring module and every project module it reaches, so the UI
-    shows an asset as stale when the code it runs changed."""
+    shows an asset as stale when the code it runs changed; with a shared root, the hook that
+    publishes what a step wrote (`defs.deployment.shared_state`)."""
     return {
         "key": dg.AssetKey(list(key)),
         "group_name": key[0],
@@ -56,6 +58,7 @@ def suite_asset(
         "owners": OWNERS,
         "code_version": source_digest(defining_module()),
         **({"description": description} if description else {}),
+        **suite_asset_hooks(),
     }
 
 
@@ -66,8 +69,9 @@ def daily_asset(
     deps: Iterable[dg.AssetKey | Sequence[str]] = (),
     description: str | None = None,
 ) -> dict[str, Any]:
-    """Like `suite_asset`, for assets partitioned by UTC day of traffic."""
-    return suite_asset(key, kinds=kinds, deps=deps, description=description) | {
+    """Like `suite_asset`, for assets partitioned by UTC day of traffic (no suite state to publish)."""
+    settings = suite_asset(key, kinds=kinds, deps=deps, description=description)
+    return {name: value for name, value in settings.items() if name != "hooks"} | {
         "partitions_def": TRAFFIC_DAYS,
         "backfill_policy": dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     }

@@ -1,12 +1,14 @@
 """Resources shared by every group: state paths and policy, the HELM runner, MLflow."""
 
 import os
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
 
 import dagster as dg
 import yaml
+from pydantic import PrivateAttr
 
+from governance_assets.defs.partitions import HELM_SUITES
 from governance_assets.lib.core.mlflow_record import EvaluationRecorder
 from governance_assets.lib.core.policy import Policy, load_policy
 from governance_assets.lib.core.secrets import redacting, redacting_errors
@@ -14,6 +16,7 @@ from governance_assets.lib.core.storage import governance_home, path_within
 from governance_assets.lib.core.warehouse import Warehouse
 from governance_assets.lib.deployment.endpoints import EndpointError, prepare_local_path
 from governance_assets.lib.deployment.services import MLFLOW_CLIENT_SETTINGS
+from governance_assets.lib.deployment.shared_root import STEPS_SHARE_TAG, SharedRoot, SuiteExchange
 from governance_assets.lib.helm import output as helm_output
 from governance_assets.lib.helm import runner as helm_runner
 
@@ -23,12 +26,45 @@ partitions): a bad policy fails here, naming the field, before anything runs."""
 
 
 class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where state lives (GOVERNANCE_HOME), the historical HELM output roots, and the policy."""
+    """Where state lives (GOVERNANCE_HOME), the historical HELM output roots, and the policy.
+
+    With a shared root (GOVERNANCE_SHARED_ROOT), the process that runs a run's steps starts from the
+    root's state of the run's suites (`setup_for_execution`), and the hooks of the suite assets
+    (`defs.deployment.shared_state`) publish what each step that succeeded wrote (`publish_written`)
+    and nothing a failed step wrote (`pass_over_written`)."""
 
     home: str = ""
     """State folder; empty means GOVERNANCE_HOME, else `.governance/` in the working directory."""
     output_roots: str = ""
     """Historical HELM output roots (os.pathsep-separated); empty means HELM_OUTPUT_ROOTS."""
+    _exchange: SuiteExchange | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Before a run's steps in this process: its suites' state from the shared root, if any."""
+        shared = SharedRoot.from_environment()
+        if shared is None or context.dagster_run is None or context.instance is None:
+            return  # the embedded default: nothing to do; or a sensor's or schedule's evaluation
+        if STEPS_SHARE_TAG.items() <= context.dagster_run.tags.items():
+            return  # a job whose steps pull and publish what they use themselves (helm_fan_out)
+        suites = run_suites(context.dagster_run.tags, context.instance.get_dynamic_partitions(HELM_SUITES))
+        if suites is None:
+            return  # a run of another partitioning (traffic days): no suite's state
+        self._exchange = SuiteExchange(shared, self.home_path(), suites)
+        pulled = self._exchange.pull()
+        if context.log is not None:
+            context.log.info(
+                f"{len(pulled)} file(s) of suite(s) {', '.join(suites) or 'all'} pulled from the shared root"
+            )
+
+    def publish_written(self) -> list[PurePosixPath]:
+        """After a step succeeded: the files its suites' state gained or changed, to the shared root
+        (none without a shared root)."""
+        return self._exchange.publish_changes() if self._exchange is not None else []
+
+    def pass_over_written(self) -> None:
+        """After a step failed: what it wrote is not published, then or later."""
+        if self._exchange is not None:
+            self._exchange.pass_over_changes()
 
     def home_path(self) -> Path:
         return Path(self.home).absolute() if self.home else governance_home()
@@ -73,6 +109,21 @@ class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def own_suite_dir(self, suite: str) -> Path:
         return path_within(self.helm_output_path() / "runs", suite, what="suite name")
+
+
+def run_suites(tags: Mapping[str, str], known_suites: Sequence[str]) -> tuple[str, ...] | None:
+    """The suites a run materialises, from its partition tags (a key or a range of the suites in
+    the order they were added); () for an unpartitioned run, None for a run of other partitions."""
+    if "dagster/partition" in tags:
+        keys = [tags["dagster/partition"]]
+    elif "dagster/asset_partition_range_start" in tags:
+        start, end = tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+        if start not in known_suites or end not in known_suites:
+            return None
+        keys = list(known_suites[known_suites.index(start) : known_suites.index(end) + 1])
+    else:
+        return ()
+    return tuple(keys) if all(key in known_suites for key in keys) else None
 
 
 class HelmRunner(dg.ConfigurableResource):  # type: ignore[type-arg]

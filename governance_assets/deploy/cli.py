@@ -107,14 +107,10 @@ def run_team_demo(home: Path, stop_after: bool) -> int:
             ok &= fan_out.success
             if not fan_out.success:
                 continue
-            shared = SharedRoot.from_environment()
-            if shared is not None:  # the workers' runs, wherever they ran
-                shared.pull_suite(suite, home)
+            # With a shared root, the run pulls the workers' HELM runs and publishes what it writes.
             result = jobs.evaluate_suite().execute_in_process(
                 instance=instance, partition_key=suite, raise_on_error=False, run_config=QUIET_CONSOLE
             )
-            if shared is not None:
-                print(f"{len(shared.publish_suite(home, suite))} file(s) of {suite} published to {shared.url}")
             ok &= result.success
             print(f"Dagster run {result.run_id} (evaluate_suite): {'succeeded' if result.success else 'FAILED'}")
             print("Gates and checks:")

@@ -8,62 +8,25 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-import boto3
 import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
-import yaml
-from moto.server import ThreadedMotoServer
 
 from governance_assets.defs.partitions import HELM_SUITES
+from governance_assets.defs.resources import run_suites
 from governance_assets.deploy import jobs
 from governance_assets.lib.core.storage import UnsafePathError
 from governance_assets.lib.deployment import services
-from governance_assets.lib.deployment.shared_root import SHARED_ROOT_VARIABLE, SharedRoot
+from governance_assets.lib.deployment.shared_root import SharedRoot, SuiteExchange
 from governance_assets.lib.helm.output import list_run_folders
 from governance_assets.lib.helm.runner import PLAN_RECORD, helm_environment
 from governance_assets_tests.conftest import MMLU_ROOT, copy_suite, governance_resources
-from governance_assets_tests.deployment.conftest import new_deployment, requires_servers
-from governance_assets_tests.http_server import clear_proxies
+from governance_assets_tests.deployment.conftest import ROOT, bucket_keys, new_deployment, requires_servers, small_plan
 
-BUCKET = "governance"
-ROOT = f"s3://{BUCKET}/team"
 TABLES = ("run_stats", "instance_stats")
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1 with one bucket; AWS_* variables point every client at it."""
-    clear_proxies(monkeypatch)
-    server = ThreadedMotoServer(ip_address=services.LOOPBACK, port=services.free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "emulator-key",
-        "AWS_SECRET_ACCESS_KEY": "emulator-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        SHARED_ROOT_VARIABLE: ROOT,
-    }.items():
-        monkeypatch.setenv(name, value)
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-
-
-def _bucket_keys(prefix: str = "") -> dict[str, bytes]:
-    """Every object in the bucket (read with boto3, not through our code)."""
-    client = boto3.client("s3")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
-    return {key: client.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
 
 
 @pytest.mark.integration
@@ -86,7 +49,7 @@ def test_a_suites_tables_published_to_s3_are_read_by_a_worker_with_another_home(
 
     tables = {PurePosixPath("warehouse", "helm", name, "v1.parquet") for name in TABLES}
     assert tables <= set(published)
-    stored = _bucket_keys()
+    stored = bucket_keys()
     assert set(stored) == {f"team/{name}" for name in published}  # not v2, not the local Arrow cache
     assert all(stored[f"team/{name}"] == (home / name).read_bytes() for name in published)
 
@@ -121,20 +84,12 @@ def test_a_shared_volume_root_takes_the_same_layout(tmp_path: Path) -> None:
     assert shared.pull_suite("v9", tmp_path / "elsewhere") == []
 
 
-def _small_plan(path: Path) -> Path:
-    """Two offline entries on simple/model1, a few instances each (the default plan's gates)."""
-    document = yaml.safe_load((Path(__file__).parents[2] / "governance_assets/policy/default.yaml").read_text())
-    document["evaluation_plan"].update(run_entries=["simple1", "simple_mcqa"], max_eval_instances=3)
-    path.write_text(yaml.safe_dump(document), "utf-8")
-    return path
-
-
 @pytest.mark.integration
 @requires_servers
 def test_workers_with_their_own_homes_share_a_fan_out_through_s3_and_mlflow_stores_artifacts_there(
     s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    monkeypatch.setenv("GOVERNANCE_POLICY", str(_small_plan(tmp_path / "policy.yaml")))
+    monkeypatch.setenv("GOVERNANCE_POLICY", str(small_plan(tmp_path / "policy.yaml", ["simple1", "simple_mcqa"])))
     deployment = dataclasses.replace(new_deployment(workers=0), shared_root=ROOT)
     request.addfinalizer(lambda: shutil.rmtree(deployment.home, ignore_errors=True))
     deployment = services.start(deployment, log=lambda _: None)
@@ -168,7 +123,7 @@ def test_workers_with_their_own_homes_share_a_fan_out_through_s3_and_mlflow_stor
         services.stop(deployment.home, log=lambda _: None)
 
     runs_prefix = "team/helm/benchmark_output/runs/shared-v1/"
-    stored = _bucket_keys(runs_prefix)
+    stored = bucket_keys(runs_prefix)
     record = json.loads(stored[runs_prefix + PLAN_RECORD])
     assert sorted(record) == ["simple1:model=simple/model1", "simple_mcqa:model=simple/model1"]
     # Each run was made on one machine and reached the others only through the bucket.
@@ -183,7 +138,56 @@ def test_workers_with_their_own_homes_share_a_fan_out_through_s3_and_mlflow_stor
     SharedRoot.open(ROOT).pull_suite("shared-v1", fresh)
     runs = list_run_folders(fresh / "helm" / "benchmark_output" / "runs" / "shared-v1")
     assert sorted(run.run_name for run in runs) == sorted(record.values()) and all(run.complete for run in runs)
-    artifacts = _bucket_keys("team/mlflow/artifacts/")
+    artifacts = bucket_keys("team/mlflow/artifacts/")
     assert [value for key, value in artifacts.items() if key.endswith(f"{logged.info.run_id}/artifacts/note.txt")] == [
         b"evidence"
     ]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, "utf-8")
+    return path
+
+
+def test_an_exchange_publishes_what_succeeded_steps_wrote_and_pulls_only_what_changed(tmp_path: Path) -> None:
+    shared = SharedRoot.open(str(tmp_path / "volume"))
+    table, baseline = PurePosixPath("warehouse/helm/run_stats/v1.parquet"), "warehouse/helm/instance_stats/v0.parquet"
+    _write(tmp_path / "volume" / baseline, "v0 instance stats")
+    _write(tmp_path / "volume" / "warehouse/helm/run_stats/v0.parquet", "not a baseline")
+    writer = SuiteExchange(shared, tmp_path / "a", ("v1",))
+    assert writer.pull() == [PurePosixPath(baseline)]
+
+    _write(tmp_path / "a" / table, "run stats")  # a step succeeded
+    _write(tmp_path / "a" / "warehouse/helm/run_stats/.v1.parquet.1-2.x.tmp", "half")
+    assert writer.publish_changes() == [table]
+    assert writer.publish_changes() == []
+    _write(tmp_path / "a" / "warehouse/gates/verdicts/v1.parquet", "verdicts")  # a step failed
+    writer.pass_over_changes()
+    assert writer.publish_changes() == []
+    assert sorted(p.relative_to(tmp_path / "volume").as_posix() for p in (tmp_path / "volume").rglob("*.*")) == [
+        baseline,
+        "warehouse/helm/run_stats/v0.parquet",
+        str(table),
+    ]
+
+    reader = SuiteExchange(shared, tmp_path / "b", ("v1",))
+    assert reader.pull() == [PurePosixPath(baseline), table]
+    assert SuiteExchange(shared, tmp_path / "b", ("v1",)).pull() == []  # unchanged on both sides
+    _write(tmp_path / "volume" / table, "run stats, run again")
+    assert SuiteExchange(shared, tmp_path / "b", ("v1",)).pull() == [table]
+    assert (tmp_path / "b" / table).read_text("utf-8") == "run stats, run again"
+
+    every_suite = SuiteExchange(shared, tmp_path / "c", ())  # trends, the audit ledger
+    assert len(every_suite.pull()) == 3
+    _write(tmp_path / "c" / "warehouse/monitoring/trends.parquet", "trends")
+    assert every_suite.publish_changes() == []
+
+
+def test_a_runs_suites_come_from_its_partition_tags() -> None:
+    known = ["v1", "v2", "v3"]
+    assert run_suites({"dagster/partition": "v2"}, known) == ("v2",)
+    range_tags = {"dagster/asset_partition_range_start": "v1", "dagster/asset_partition_range_end": "v2"}
+    assert run_suites(range_tags, known) == ("v1", "v2")
+    assert run_suites({}, known) == ()
+    assert run_suites({"dagster/partition": "2026-12-01"}, known) is None  # a traffic day

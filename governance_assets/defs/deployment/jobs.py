@@ -22,7 +22,7 @@ from governance_assets.lib.deployment.fan_out import (
     step_key,
 )
 from governance_assets.lib.deployment.services import CELERY_SETTINGS
-from governance_assets.lib.deployment.shared_root import SharedRoot
+from governance_assets.lib.deployment.shared_root import STEPS_SHARE_TAG, SharedRoot
 from governance_assets.lib.helm.runner import PLAN_RECORD, PLANNED_MARKER, EntryOutcome, mark_planned
 
 PROVIDERS = sorted({provider_of(entry) for entry in POLICY.evaluation_plan.run_entries_with_models()})
@@ -133,6 +133,7 @@ def record_helm_runs(context: dg.OpExecutionContext, state: GovernanceState, **b
     partitions_def=helm_suites,
     executor_def=celery_executor,
     config=CELERY_RUN_CONFIG,
+    tags=STEPS_SHARE_TAG,
     description="Run the evaluation plan into a suite on the Celery workers: one step per run entry × model, "
     "at most the policy's scale_out limit per provider at once.",
 )

@@ -7,7 +7,10 @@ those assets of the suite's evaluation in one run (`--planned`: a run that creat
 schedule's) and exits 1 if it failed."""
 
 import argparse
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 
@@ -28,6 +31,18 @@ def evaluate(suite: str, keys: list[str], planned: bool) -> int:
         if event.is_step_failure and event.step_failure_data is not None:
             print(f"{event.step_key}: {event.step_failure_data.error}", file=sys.stderr)
     return 0 if result.success else 1
+
+
+def on_machine(home: Path, *arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """This module run in a process of its own with `home` as GOVERNANCE_HOME (and `environment`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "governance_assets_tests.deployment.machine", *arguments],
+        env={**os.environ, **environment, "GOVERNANCE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 if __name__ == "__main__":

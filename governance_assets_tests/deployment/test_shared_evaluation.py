@@ -4,9 +4,6 @@ published, and publish what they wrote, with no `services pull`; without GOVERNA
 nothing is pulled or published and no hook runs."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -20,6 +17,7 @@ from governance_assets.lib.deployment.shared_root import SHARED_ROOT_VARIABLE
 from governance_assets.lib.helm.output import list_run_folders
 from governance_assets_tests.conftest import MMLU_ROOT, copy_suite, governance_resources
 from governance_assets_tests.deployment.conftest import BUCKET, bucket_keys, small_plan
+from governance_assets_tests.deployment.machine import on_machine
 
 pytestmark = pytest.mark.integration
 
@@ -34,18 +32,6 @@ def _state_files(home: Path, suite: str) -> dict[str, bytes]:
     files = [path for path in runs.rglob("*") if path.is_file() and not path.name.endswith(".tmp")]
     files += [path for path in (home / "warehouse").rglob(f"{suite}.parquet") if ".arrow_cache" not in path.parts]
     return {path.relative_to(home).as_posix(): path.read_bytes() for path in files}
-
-
-def _on_machine(home: Path, policy: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """The suite's assets materialised by a process of its own with `home` as GOVERNANCE_HOME."""
-    return subprocess.run(
-        [sys.executable, "-m", "governance_assets_tests.deployment.machine", *arguments],
-        env={**os.environ, "GOVERNANCE_HOME": str(home), "GOVERNANCE_POLICY": str(policy)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_a_suite_evaluated_on_two_machines_shares_its_state_through_s3(
@@ -63,7 +49,7 @@ def test_a_suite_evaluated_on_two_machines_shares_its_state_through_s3(
     leftover.write_text("[", "utf-8")
 
     # Machine A: the schedule's run creates the suite: HELM runs the plan into it (helm/runs).
-    first = _on_machine(home, policy, "--planned", SUITE, "helm/runs")
+    first = on_machine(home, "--planned", SUITE, "helm/runs", GOVERNANCE_POLICY=str(policy))
     assert first.returncode == 0, first.stderr[-3000:]
     machine_a = _state_files(home, SUITE)
     runs = list_run_folders(suite_dir)
@@ -73,7 +59,7 @@ def test_a_suite_evaluated_on_two_machines_shares_its_state_through_s3(
     home.rename(tmp_path / "machine-a")  # machine A is gone: B reaches its files only through S3
 
     # Machine B: the tables and the gates, from A's HELM run and catalogue pulled from the bucket.
-    second = _on_machine(home, policy, SUITE, *DOWNSTREAM)
+    second = on_machine(home, SUITE, *DOWNSTREAM, GOVERNANCE_POLICY=str(policy))
     assert second.returncode == 0, second.stderr[-3000:]
     machine_b = _state_files(home, SUITE)
     assert {name: data for name, data in machine_b.items() if name in machine_a} == machine_a

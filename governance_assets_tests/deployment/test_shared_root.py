@@ -1,8 +1,10 @@
 """The shared storage root on object storage, against moto's S3 emulator on loopback: a suite's
 tables published by one home are read by a worker with another home; the fan-out's workers, each
-with its own GOVERNANCE_HOME, share HELM runs through the bucket; MLflow artifacts land in it."""
+with its own GOVERNANCE_HOME, share HELM runs through the bucket, and a third home evaluates them
+from it; MLflow artifacts land in it. On a shared volume: what a suite's steps exchange."""
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ from governance_assets.lib.helm.output import list_run_folders
 from governance_assets.lib.helm.runner import PLAN_RECORD, helm_environment
 from governance_assets_tests.conftest import MMLU_ROOT, copy_suite, governance_resources
 from governance_assets_tests.deployment.conftest import ROOT, bucket_keys, new_deployment, requires_servers, small_plan
+from governance_assets_tests.deployment.machine import on_machine
 
 TABLES = ("run_stats", "instance_stats")
 
@@ -112,6 +115,16 @@ def test_workers_with_their_own_homes_share_a_fan_out_through_s3_and_mlflow_stor
             instance.add_dynamic_partitions(HELM_SUITES, ["shared-v1"])
             result = jobs.run_fan_out(instance, "shared-v1")
         assert result.success
+        assert not (coordinator / "helm" / "benchmark_output" / "runs" / "shared-v1").exists()
+
+        # Then the evaluation, as the evaluate_after_fan_out sensor launches it, in a run worker on
+        # a third machine that sees the workers' runs only through the bucket.
+        evaluated = on_machine(deployment.home / "machine3", "shared-v1", "helm/runs", "helm/run_stats")
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        with dg.DagsterInstance.get() as instance:
+            (evaluation,) = instance.get_run_records(dg.RunsFilter(job_name="evaluate_suite"))
+            messages = [record.user_message or "" for record in instance.all_logs(evaluation.dagster_run.run_id)]
+        assert not [message for message in messages if "helm-run (suite shared-v1)" in message]  # not run again
 
         # MLflow: an artifact logged through the server lands in the bucket.
         client = mlflow.MlflowClient(tracking_uri=deployment.mlflow_url)
@@ -133,7 +146,10 @@ def test_workers_with_their_own_homes_share_a_fan_out_through_s3_and_mlflow_stor
         for run in list_run_folders(home / "helm" / "benchmark_output" / "runs" / "shared-v1")
     }
     assert sorted(made_on) == sorted(record.values())
-    assert not (coordinator / "helm" / "benchmark_output" / "runs" / "shared-v1").exists()
+    catalogue = pd.read_parquet(io.BytesIO(bucket_keys()["team/warehouse/helm/runs/shared-v1.parquet"]))
+    assert sorted(catalogue["run_name"]) == sorted(record.values()) and set(catalogue["status"]) == {"complete"}
+    assert all(Path(path).is_relative_to(deployment.home / "machine3") for path in catalogue["path"])
+    assert "team/warehouse/helm/run_stats/shared-v1.parquet" in bucket_keys("team/warehouse/")
     fresh = tmp_path / "fresh-home"
     SharedRoot.open(ROOT).pull_suite("shared-v1", fresh)
     runs = list_run_folders(fresh / "helm" / "benchmark_output" / "runs" / "shared-v1")

@@ -11,15 +11,14 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from governance_assets.defs.deployment.shared_state import keep_failed_writes_local, publish_suite_state
 from governance_assets.defs.helm.assets import helm_instance_stats, helm_runs
-from governance_assets.defs.partitions import HELM_SUITES
+from governance_assets.defs.partitions import HELM_SUITES, daily_asset, suite_asset
 from governance_assets.lib.deployment.shared_root import SHARED_ROOT_VARIABLE
 from governance_assets.lib.helm.output import list_run_folders
 from governance_assets_tests.conftest import MMLU_ROOT, copy_suite, governance_resources
 from governance_assets_tests.deployment.conftest import BUCKET, bucket_keys, small_plan
 from governance_assets_tests.deployment.machine import on_machine
-
-pytestmark = pytest.mark.integration
 
 SUITE = "shared-s1"
 DOWNSTREAM = ["helm/run_stats", "helm/instance_stats", "helm/predictions", "gates/verdicts"]
@@ -34,6 +33,7 @@ def _state_files(home: Path, suite: str) -> dict[str, bytes]:
     return {path.relative_to(home).as_posix(): path.read_bytes() for path in files}
 
 
+@pytest.mark.integration
 def test_a_suite_evaluated_on_two_machines_shares_its_state_through_s3(
     s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,6 +77,7 @@ def test_a_suite_evaluated_on_two_machines_shares_its_state_through_s3(
     assert materialized == {SUITE}
 
 
+@pytest.mark.integration
 def test_without_a_shared_root_nothing_is_pulled_or_published_and_no_hook_runs(
     s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
 ) -> None:
@@ -96,3 +97,13 @@ def test_without_a_shared_root_nothing_is_pulled_or_published_and_no_hook_runs(
     assert not [event for event in result.all_events if event.event_type_value.startswith("HOOK_")]
     assert (home / "warehouse" / "helm" / "runs" / "v1.parquet").read_bytes() != b"another machine's catalogue"
     assert list(bucket_keys()) == [planted]
+
+
+def test_with_a_shared_root_suite_assets_get_the_publishing_hooks_and_daily_assets_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SHARED_ROOT_VARIABLE, "s3://bucket/prefix")
+    assert suite_asset(("helm", "runs"), kinds={"helm"})["hooks"] == {publish_suite_state, keep_failed_writes_local}
+    assert "hooks" not in daily_asset(("monitoring", "traffic"), kinds={"parquet"})
+    monkeypatch.delenv(SHARED_ROOT_VARIABLE)
+    assert "hooks" not in suite_asset(("helm", "runs"), kinds={"helm"})

@@ -187,6 +187,17 @@ def test_an_exchange_publishes_what_succeeded_steps_wrote_and_pulls_only_what_ch
         str(table),
     ]
 
+    blocker = _write(tmp_path / "volume" / "warehouse" / "gates", "the root cannot take a folder here")
+    _write(tmp_path / "a" / "warehouse/gates/verdicts/v1.parquet", "verdicts again")  # a step succeeded
+    with pytest.raises(OSError):
+        writer.publish_changes()
+    _write(tmp_path / "a" / "reports/compliance/v1/model.html", "a failed step's report")
+    writer.pass_over_changes()
+    blocker.unlink()  # the root is back: the teardown's (or the next step's) publication catches up
+    assert writer.retry_unpublished() == [PurePosixPath("warehouse/gates/verdicts/v1.parquet")]
+    assert writer.retry_unpublished() == []
+    (tmp_path / "volume" / "warehouse" / "gates" / "verdicts" / "v1.parquet").unlink()
+
     reader = SuiteExchange(shared, tmp_path / "b", ("v1",))
     assert reader.pull() == [PurePosixPath(baseline), table]
     assert SuiteExchange(shared, tmp_path / "b", ("v1",)).pull() == []  # unchanged on both sides

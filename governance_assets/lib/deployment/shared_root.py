@@ -200,6 +200,7 @@ class SuiteExchange:
     home: Path
     suites: tuple[str, ...]
     _known: dict[PurePosixPath, tuple[int, int]] = field(default_factory=dict, init=False, repr=False)
+    _unpublished: dict[PurePosixPath, tuple[int, int]] = field(default_factory=dict, init=False, repr=False)
 
     def pull(self) -> list[PurePosixPath]:
         """What the run's steps read, from the root; returns the files copied."""
@@ -213,16 +214,26 @@ class SuiteExchange:
         return pulled
 
     def publish_changes(self) -> list[PurePosixPath]:
-        """The run's suites' files written since the pull or the last publication, to the root."""
+        """The run's suites' files written since the pull or the last publication, to the root; a
+        file that could not be written (the root unreachable) stays to publish the next time."""
         current = self._local()
-        changed = [name for name, signature in current.items() if self._known.get(name) != signature]
-        self._known = current
-        return self.shared.publish_files(self.home, changed)
+        self._unpublished.update({name: sig for name, sig in current.items() if self._known.get(name) != sig})
+        published = []
+        for name in sorted(self._unpublished):
+            self.shared.publish_files(self.home, [name])
+            self._known[name] = self._unpublished.pop(name)
+            published.append(name)
+        return published
 
     def pass_over_changes(self) -> None:
-        """After a step failed: what it wrote is never published (a later step's publication
-        starts from here)."""
-        self._known = self._local()
+        """After a step failed: what it wrote is never published (what earlier steps that succeeded
+        wrote and could not publish still is)."""
+        current = self._local()
+        self._known.update({name: sig for name, sig in current.items() if name not in self._unpublished})
+
+    def retry_unpublished(self) -> list[PurePosixPath]:
+        """What successful steps wrote and could not publish, tried again."""
+        return self.publish_changes() if self._unpublished else []
 
     @staticmethod
     def _reads(name: PurePosixPath, suites: list[str]) -> bool:

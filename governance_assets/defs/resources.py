@@ -56,15 +56,10 @@ class GovernanceState(dg.ConfigurableResource):  # type: ignore[type-arg]
                 f"{len(pulled)} file(s) of suite(s) {', '.join(suites) or 'all'} pulled from the shared root"
             )
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        """After the process's steps: one more try for what a successful step's hook could not
-        publish (the failed try is in the run's event log as the hook's error)."""
-        if self._exchange is not None:
-            self._exchange.retry_unpublished()
-
     def publish_written(self) -> list[PurePosixPath]:
-        """After a step succeeded: the files its suites' state gained or changed, to the shared root
-        (none without a shared root)."""
+        """After a step succeeded: the files its suites' state gained or changed, to the shared root,
+        with any an earlier step's hook could not publish (none without a shared root). No teardown
+        retries them: a resource with a teardown must be opened as a context manager everywhere."""
         return self._exchange.publish_changes() if self._exchange is not None else []
 
     def pass_over_written(self) -> None:

@@ -231,10 +231,6 @@ class SuiteExchange:
         current = self._local()
         self._known.update({name: sig for name, sig in current.items() if name not in self._unpublished})
 
-    def retry_unpublished(self) -> list[PurePosixPath]:
-        """What successful steps wrote and could not publish, tried again."""
-        return self.publish_changes() if self._unpublished else []
-
     @staticmethod
     def _reads(name: PurePosixPath, suites: list[str]) -> bool:
         baseline = is_shareable(name) and any(name.is_relative_to(table) for table in BASELINE_TABLES)

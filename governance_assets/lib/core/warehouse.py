@@ -15,6 +15,7 @@ with dictionaries of their own are appended."""
 
 from __future__ import annotations
 
+import base64
 import bisect
 import itertools
 import json
@@ -42,6 +43,8 @@ from governance_assets.lib.core.storage import (
 )
 
 ANNOTATION_PREFIX = "governance."
+PACKED_PREFIX = f"{ANNOTATION_PREFIX}packed."
+"""Footer keys of packed annotations (base64 of a zstd Arrow IPC stream), read as tables."""
 MAX_CACHE_SEGMENTS = 8
 ROW_GROUP_ROWS = 128 * 1024
 """The most rows of a Parquet row group (the writer encodes a row group in memory)."""
@@ -58,6 +61,37 @@ class Footer:
 
     annotations: dict[str, Any]
     rows: int
+    packed: dict[str, pa.Buffer]
+    """Packed annotations (`RowPacker`), unpacked by `unpack_rows`."""
+
+
+class RowPacker:
+    """Rows appended a batch at a time and kept compressed (a zstd Arrow IPC stream in memory):
+    per-run bookkeeping of a large suite held in a few bytes per run, never as Python objects."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self._sink = pa.BufferOutputStream()
+        self._writer = ipc.new_stream(self._sink, schema, options=ipc.IpcWriteOptions(compression="zstd"))
+
+    def append(self, rows: pa.Table) -> None:
+        self._writer.write_table(rows)
+
+    def finish(self) -> pa.Buffer:
+        """The packed rows (no more can be appended)."""
+        self._writer.close()
+        return self._sink.getvalue()
+
+
+def pack_rows(rows: pa.Table) -> pa.Buffer:
+    """`rows` packed as `RowPacker` packs them."""
+    packer = RowPacker(rows.schema)
+    packer.append(rows)
+    return packer.finish()
+
+
+def unpack_rows(packed: pa.Buffer) -> pa.Table:
+    """The rows a `RowPacker` packed."""
+    return ipc.open_stream(packed).read_all()
 
 
 @dataclass(frozen=True)
@@ -184,6 +218,8 @@ class TableWriter:
     ) -> None:
         self.path, self.schema, self._reused = path, schema, reused
         self.annotations: dict[str, Any] = {}
+        self.packed_annotations: dict[str, pa.Buffer] = {}
+        """Annotations packed by `RowPacker` (read back as `Footer.packed`)."""
         self._parquet = stack.enter_context(parquet_writer(stack.enter_context(atomic_path(path)), schema))
         self.segment_name = f"{uuid.uuid4().hex}.arrow"
         self._segment = _Segment(stack, cache_folder / self.segment_name, schema) if cache_folder else None
@@ -212,6 +248,8 @@ class TableWriter:
         metadata = {} if stores_arrow_schema(self.schema) else dict(self.schema.metadata or {})
         for name, value in self.annotations.items():
             metadata[f"{ANNOTATION_PREFIX}{name}".encode()] = json.dumps(value, sort_keys=True).encode()
+        for name, packed in self.packed_annotations.items():
+            metadata[f"{PACKED_PREFIX}{name}".encode()] = base64.b64encode(packed)
         self._parquet.add_key_value_metadata(metadata)
 
 
@@ -400,10 +438,11 @@ class Warehouse:
         if not path.exists():
             return None
         metadata = pq.read_metadata(path)
-        prefix = ANNOTATION_PREFIX.encode()
-        annotations = {
-            name[len(prefix) :].decode(): json.loads(raw)
-            for name, raw in (metadata.metadata or {}).items()
-            if name.startswith(prefix)
-        }
-        return Footer(annotations, metadata.num_rows)
+        prefix, packed_prefix = ANNOTATION_PREFIX.encode(), PACKED_PREFIX.encode()
+        annotations, packed = {}, {}
+        for name, raw in (metadata.metadata or {}).items():
+            if name.startswith(packed_prefix):
+                packed[name[len(packed_prefix) :].decode()] = pa.py_buffer(base64.b64decode(raw))
+            elif name.startswith(prefix):
+                annotations[name[len(prefix) :].decode()] = json.loads(raw)
+        return Footer(annotations, metadata.num_rows, packed)

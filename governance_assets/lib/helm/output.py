@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from governance_assets.lib.core.files import NO_LINKS, UnreadableFileError, read_regular_file
@@ -121,25 +123,45 @@ def discover_suites(roots: Sequence[Path]) -> SuiteDiscovery:
 def list_run_folders(suite_dir: Path) -> list[RunFolder]:
     """Every run folder of a suite (complete or not), sorted by run name; a run folder that is a
     symbolic link is listed with its refusal, never read. A linked suite folder is refused."""
+    return [run for batch in run_folder_batches(suite_dir, 1 << 16) for run in batch]
+
+
+def run_folder_batches(suite_dir: Path, size: int) -> Iterator[list[RunFolder]]:
+    """The run folders of `list_run_folders`, `size` at a time: until a batch is asked for,
+    only the sorted folder names are held (as an Arrow array, not as Python strings)."""
     if suite_dir.is_symlink():
         raise HelmOutputError(suite_dir, _linked("suite"))
-    runs = []
-    for entry in sorted(os.scandir(suite_dir), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith(".") or entry.name in SUITE_LEVEL_FOLDERS:
+    linked: set[str] = set()
+
+    def folder_names(entries: Iterator[os.DirEntry[str]]) -> Iterator[str]:
+        for entry in entries:
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name not in SUITE_LEVEL_FOLDERS:
+                if entry.is_symlink():
+                    linked.add(entry.name)
+                yield entry.name
+
+    with os.scandir(suite_dir) as entries:
+        names = pa.array(folder_names(entries), pa.string())
+    names = names.take(pc.array_sort_indices(names))
+    return (
+        [_run_folder(suite_dir, name, name in linked) for name in names.slice(start, size).to_pylist()]
+        for start in range(0, len(names), size)
+    )
+
+
+def _run_folder(suite_dir: Path, name: str, linked: bool) -> RunFolder:
+    location = os.path.join(suite_dir, name)  # noqa: PTH118 (as os.scandir names its entries)
+    if linked:
+        return RunFolder(name, location, (), "", f"{location}: {_linked('run')}")
+    missing, parts = [], []
+    for file in REQUIRED_RUN_FILES:  # the hot path of a re-ingest: plain os calls
+        try:
+            st = os.stat(f"{location}/{file}")  # noqa: PTH116
+        except FileNotFoundError:
+            missing.append(file)
             continue
-        if entry.is_symlink():
-            runs.append(RunFolder(entry.name, entry.path, (), "", f"{entry.path}: {_linked('run')}"))
-            continue
-        missing, parts = [], []
-        for name in REQUIRED_RUN_FILES:  # the hot path of a re-ingest: plain os calls
-            try:
-                st = os.stat(f"{entry.path}/{name}")  # noqa: PTH116
-            except FileNotFoundError:
-                missing.append(name)
-                continue
-            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
-        runs.append(RunFolder(entry.name, entry.path, tuple(missing), "|".join(parts)))
-    return runs
+        parts.append(f"{file}:{st.st_size}:{st.st_mtime_ns}")
+    return RunFolder(name, location, tuple(missing), "|".join(parts))
 
 
 def runs_listed_in_summary(suite_dir: Path) -> list[str] | None:

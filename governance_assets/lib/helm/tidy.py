@@ -4,9 +4,9 @@ and `helm/predictions`, re-parsing only the runs whose files changed since the l
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import accumulate, chain
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import accumulate, chain, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from governance_assets.lib.core.warehouse import CachedTable, Piece, TableWriter, Warehouse
+from governance_assets.lib.core.warehouse import (
+    CachedTable,
+    Piece,
+    RowPacker,
+    TableWriter,
+    Warehouse,
+    pack_rows,
+    unpack_rows,
+)
 from governance_assets.lib.helm import output as ho
 
 RUNS_SCHEMA = pa.schema(
@@ -97,6 +105,9 @@ PREDICTIONS_SCHEMA = pa.schema(
 READ_BATCH = 200
 """Runs catalogued, or read, converted and written, at a time: the ingestion holds one batch as
 Python values, whatever the size of the suite."""
+READ_BYTES = 8 << 20
+"""The most bytes of HELM files read into one batch (unless one run's file is larger): a batch of
+large runs holds no more than one of small runs."""
 
 
 def content_hash(value: Any) -> str:
@@ -117,9 +128,10 @@ class RunCatalogue:
 def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None) -> RunCatalogue:
     """One row per run folder: completeness, model and scenario from `run_spec.json`.
 
-    Rows of `previous` (the last catalogue) whose run files are unchanged are reused."""
+    Rows of `previous` (the last catalogue) whose run files are unchanged are reused. Folders
+    are catalogued `READ_BATCH` at a time, each batch going to Arrow at once."""
     try:
-        folders = ho.list_run_folders(suite_dir)
+        batches = ho.run_folder_batches(suite_dir, READ_BATCH)
     except ho.HelmOutputError as error:
         return RunCatalogue(RUNS_SCHEMA.empty_table(), [], [str(error)])
     suite_errors: list[str] = []
@@ -128,81 +140,90 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
     except ho.HelmOutputError as error:
         suite_errors.append(str(error))
         listed = None
-    listed_names = set(listed or ())
-    if not folders:
+    reusable = (previous, previous["run_name"].combine_chunks()) if previous is not None else None
+    if previous is not None and not previous.schema.equals(RUNS_SCHEMA):
+        reusable = None
+    catalogued = [_catalogue_batch(suite, batch, reusable) for batch in batches]
+    table = pa.concat_tables(catalogued) if catalogued else RUNS_SCHEMA.empty_table()
+    if not table.num_rows:
         suite_errors.append(f"{suite_dir}: suite {suite!r} has no run folders")
-    known: dict[str, int] = {}  # run name -> its row in `previous`, reused while its files are unchanged
-    stored: dict[str, list[Any]] = {}
-    if previous is not None and previous.schema.equals(RUNS_SCHEMA):
-        stored = previous.select(["run_name", "status", "fingerprint", "path"]).to_pydict()
-        known = {name: index for index, name in enumerate(stored["run_name"]) if stored["status"][index] == "complete"}
-    reused: list[int] = []
-    rows: list[dict[str, Any]] = []
-    converted: list[pa.Table] = []  # `rows` as Arrow, a batch at a time: a few Python rows are held
-    order: list[tuple[bool, int]] = []  # per folder: (reused?, its index in `reused` or the new rows)
-    for run in folders:
-        if len(rows) == READ_BATCH:
-            converted.append(pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
-            rows = []
-        index = known.get(run.run_name)
-        if (
-            index is not None
-            and run.complete
-            and stored["fingerprint"][index] == run.fingerprint
-            and stored["path"][index] == run.location
-        ):
-            order.append((True, len(reused)))
-            reused.append(index)
-            continue
-        row: dict[str, Any] = {
-            "suite": suite,
-            "run_name": run.run_name,
-            "missing_files": list(run.missing_files),
-            "path": run.location,
-        }
-        order.append((False, READ_BATCH * len(converted) + len(rows)))
-        rows.append(row)
-        if run.refusal is not None:
-            row.update(status="invalid", error=run.refusal)
-            continue
-        if not run.complete:
-            row["status"] = "incomplete"
-            row["error"] = f"{run.location}: missing {', '.join(run.missing_files)}"
-            continue
-        try:
-            spec = ho.read_run_spec(run.path)
-        except ho.HelmOutputError as error:
-            row.update(status="invalid", error=str(error))
-            continue
-        row.update(
-            status="complete",
-            model=spec.model,
-            model_deployment=spec.model_deployment,
-            scenario=spec.scenario,
-            scenario_class=spec.scenario_class,
-            groups=list(spec.groups),
-            max_eval_instances=spec.adapter_spec.get("max_eval_instances"),
-            run_spec_hash=content_hash(spec.raw),
-            fingerprint=run.fingerprint,
-        )
-    kept = (
-        previous.take(pa.array(reused, pa.int64())).cast(RUNS_SCHEMA)
-        if previous is not None
-        else RUNS_SCHEMA.empty_table()
-    )
-    table = pa.concat_tables([kept, *converted, pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)])
-    if reused:  # else the rows are in folder order already
-        positions = [index if was_reused else len(reused) + index for was_reused, index in order]
-        table = table.take(pa.array(positions, pa.int64()))
-    listed_flags = [None if listed is None else name in listed_names for name in table["run_name"].to_pylist()]
+    names = table["run_name"]
+    listed_names = pa.array(listed or (), pa.string())
+    listed_flags = pc.is_in(names, value_set=listed_names) if listed is not None else pa.nulls(len(names), pa.bool_())
+    names = names.combine_chunks()
     table = table.set_column(
-        RUNS_SCHEMA.get_field_index("listed_in_summary"),
-        RUNS_SCHEMA.field("listed_in_summary"),
-        pa.array(listed_flags, pa.bool_()),
+        RUNS_SCHEMA.get_field_index("listed_in_summary"), RUNS_SCHEMA.field("listed_in_summary"), listed_flags
     )
-    missing = sorted(listed_names - {run.run_name for run in folders})
+    missing = sorted(listed_names.filter(pc.invert(pc.is_in(listed_names, value_set=names))).to_pylist())
     pa.default_memory_pool().release_unused()
     return RunCatalogue(table, missing, suite_errors)
+
+
+def _catalogue_batch(
+    suite: str, folders: Sequence[ho.RunFolder], previous: tuple[pa.Table, pa.Array] | None
+) -> pa.Table:
+    """The catalogue rows of `folders`, in their order: the previous catalogue's row (`previous`:
+    the table and its run names) of a complete run whose files and folder are unchanged, else a
+    row read from the folder."""
+    previous_rows: list[dict[str, Any] | None] = [None] * len(folders)
+    found_rows: list[int | None] = [None] * len(folders)
+    if previous is not None:
+        names = pa.array([run.run_name for run in folders], pa.string())
+        found = pc.index_in(names, value_set=previous[1])
+        previous_rows = previous[0].select(["status", "fingerprint", "path"]).take(found).to_pylist()
+        found_rows = found.to_pylist()
+    reused: list[int] = []  # rows of `previous`
+    rows: list[dict[str, Any]] = []
+    order: list[int] = []  # per folder: its row in `reused`, then `rows`, counted together
+    for run, before, found_row in zip(folders, previous_rows, found_rows, strict=True):
+        if (
+            before is not None
+            and found_row is not None
+            and before["status"] == "complete"
+            and run.complete
+            and before["fingerprint"] == run.fingerprint
+            and before["path"] == run.location
+        ):
+            order.append(-1 - len(reused))
+            reused.append(found_row)
+            continue
+        order.append(len(rows))
+        rows.append(_catalogue_row(suite, run))
+    table = pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
+    if not reused or previous is None:
+        return table
+    kept = previous[0].take(pa.array(reused, pa.int64())).cast(RUNS_SCHEMA)
+    positions = [-1 - index if index < 0 else len(reused) + index for index in order]
+    return pa.concat_tables([kept, table]).take(pa.array(positions, pa.int64()))
+
+
+def _catalogue_row(suite: str, run: ho.RunFolder) -> dict[str, Any]:
+    """A run folder's catalogue row, read from its `run_spec.json` when the run is complete."""
+    row: dict[str, Any] = {
+        "suite": suite,
+        "run_name": run.run_name,
+        "missing_files": list(run.missing_files),
+        "path": run.location,
+    }
+    if run.refusal is not None:
+        return row | {"status": "invalid", "error": run.refusal}
+    if not run.complete:
+        return row | {"status": "incomplete", "error": f"{run.location}: missing {', '.join(run.missing_files)}"}
+    try:
+        spec = ho.read_run_spec(run.path)
+    except ho.HelmOutputError as error:
+        return row | {"status": "invalid", "error": str(error)}
+    return row | {
+        "status": "complete",
+        "model": spec.model,
+        "model_deployment": spec.model_deployment,
+        "scenario": spec.scenario,
+        "scenario_class": spec.scenario_class,
+        "groups": list(spec.groups),
+        "max_eval_instances": spec.adapter_spec.get("max_eval_instances"),
+        "run_spec_hash": content_hash(spec.raw),
+        "fingerprint": run.fingerprint,
+    }
 
 
 @dataclass(frozen=True)
@@ -271,17 +292,55 @@ PREDICTIONS = TidyTable(
 TIDY_TABLES = (RUN_STATS, INSTANCE_STATS, PREDICTIONS)
 
 
-@dataclass
+MANIFEST = "manifest"
+"""The packed footer annotation of a tidy table: one row per run in it (`MANIFEST_SCHEMA`)."""
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("run_name", pa.string()),
+        ("fingerprint", pa.string()),
+        ("digest", pa.string()),
+        ("parsed", pa.bool_()),
+    ]
+)
+"""`fingerprint`: the run's `source_fingerprints`, which decide whether it is read again;
+`digest`: content digest of the file it was read from (its data version); `parsed`: read from
+that file by the build that wrote the table (else its rows were copied from the table before)."""
+
+
+@dataclass(frozen=True)
 class TableBuild:
-    """What building a table did: its rows and the runs read, reused or unreadable (the table,
-    with the fingerprints it was built from, is in the warehouse)."""
+    """What building a table did: its rows, the runs in it (packed: a few bytes per run) and the
+    runs left out as unreadable (the table itself is in the warehouse)."""
 
     rows: int
-    digests: dict[str, str] = field(default_factory=dict)
-    """Run name -> content digest of the file the run was read from (its data version)."""
+    manifest: pa.Buffer
+    """The table's `MANIFEST` rows, as stored in its footer."""
     errors: dict[str, str] = field(default_factory=dict)
-    parsed: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> pa.Table:
+        """The `MANIFEST` rows (unpacked)."""
+        return unpack_rows(self.manifest)
+
+    @property
+    def parsed(self) -> list[str]:
+        """The runs read from their files, in run order."""
+        runs = self.runs
+        names: list[str] = runs["run_name"].filter(runs["parsed"]).to_pylist()
+        return names
+
+    @property
+    def reused(self) -> list[str]:
+        """The runs whose rows were copied from the table before, in run order."""
+        runs = self.runs
+        names: list[str] = runs["run_name"].filter(pc.invert(runs["parsed"])).to_pylist()
+        return names
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """Run name -> content digest of the file the run was read from (its data version)."""
+        runs = self.runs
+        return dict(zip(runs["run_name"].to_pylist(), runs["digest"].to_pylist(), strict=True))
 
 
 Pending = list[tuple[dict[str, Any], ho.RunFile]]
@@ -395,88 +454,123 @@ def data_version(
 
 
 def _complete(runs: pa.Table, columns: Sequence[str]) -> pa.Table:
-    """The `columns` of the complete runs of a `helm/runs` table (copying no other column)."""
-    return runs.select([*dict.fromkeys(["status", *columns])]).filter(pc.equal(runs["status"], "complete"))
+    """The `columns` of the complete runs of a `helm/runs` table (copying nothing when every run
+    is complete)."""
+    selected = runs.select([*dict.fromkeys(["status", *columns])])
+    complete = pc.equal(runs["status"], "complete")
+    return selected if pc.sum(complete).as_py() == runs.num_rows else selected.filter(complete)
 
 
-def source_fingerprints(runs: pa.Table, spec: TidyTable) -> dict[str, str]:
-    """Each complete run's fingerprint of `run_spec.json` and `spec`'s source file: only those
-    decide whether the run is re-read for that table."""
-    complete = _complete(runs, ["run_name", "fingerprint"])
-    found: dict[str, str] = {}
-    for name, fingerprint in zip(complete["run_name"].to_pylist(), complete["fingerprint"].to_pylist(), strict=True):
-        files = dict(part.split(":", 1) for part in fingerprint.split("|"))
-        found[name] = f"run_spec.json:{files['run_spec.json']}|{spec.source_file}:{files[spec.source_file]}"
-    return found
+def source_fingerprints(fingerprints: pa.ChunkedArray | pa.Array, spec: TidyTable) -> pa.ChunkedArray | pa.Array:
+    """The part of complete runs' `fingerprint`s (`helm/runs`) that decides whether a run is
+    re-read for `spec`'s table: that of `run_spec.json` and of `spec`'s source file."""
+    files = pc.split_pattern(fingerprints, "|")  # one part per file, in REQUIRED_RUN_FILES order
+    parts = [pc.list_element(files, ho.REQUIRED_RUN_FILES.index(name)) for name in ("run_spec.json", spec.source_file)]
+    return pc.binary_join_element_wise(*parts, "|")
+
+
+def _windows(reused: np.ndarray, sizes: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Consecutive stretches of runs, each with at most `READ_BATCH` runs to read and, unless
+    one run alone is larger, at most `READ_BYTES` of their files (`sizes`)."""
+    bounds, count, size = [0], 0, 0
+    for index in np.flatnonzero(~reused).tolist():
+        if count and (count == READ_BATCH or size + sizes[index] > READ_BYTES):
+            bounds.append(index)
+            count = size = 0
+        count += 1
+        size += sizes[index]
+    return pairwise([*bounds, len(reused)])
+
+
+def _file_sizes(sources: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The size of the source file named in each of `source_fingerprints`."""
+    source = pc.list_element(pc.split_pattern(sources, "|"), 1)  # "<file>:<size>:<mtime>"
+    sizes: np.ndarray = pc.cast(pc.list_element(pc.split_pattern(source, ":"), 1), pa.int64()).to_numpy(
+        zero_copy_only=False
+    )
+    return sizes
 
 
 def build_table(
     spec: TidyTable,
     runs: pa.Table,
     writer: TableWriter,
-    fingerprints: Mapping[str, str],
     previous: pa.Table | None = None,
-    previous_manifest: dict[str, str] | None = None,
-    previous_digests: dict[str, str] | None = None,
+    previous_manifest: pa.Table | None = None,
 ) -> TableBuild:
     """Build `spec`'s table for the complete runs in `runs` (a `helm/runs` table), in run order,
-    into `writer` a batch at a time (READ_BATCH runs read, with the reused runs between them).
+    into `writer` a batch at a time (`_windows`: the runs to read, with the reused runs between).
 
-    Runs whose fingerprint (`source_fingerprints`) matches `previous_manifest` are copied from
-    `previous` instead of re-read; a run whose files cannot be read is left out and named in
-    `errors`."""
-    previous_manifest = previous_manifest or {}
-    build = TableBuild(rows=0)
-    complete = _complete(runs, [*spec.run_columns, "path"])
-    names = complete["run_name"].to_pylist()
-    reused = {name for name in names if previous is not None and previous_manifest.get(name) == fingerprints[name]}
-    previous_stretches = _run_stretches(previous) if reused and previous is not None else {}
-    parsed_digests: dict[str, str] = {}
-    window: list[str] = []  # run names in order, up to READ_BATCH of them to read
-    to_read: list[int] = []
+    Runs whose `source_fingerprints` match `previous_manifest` (the `MANIFEST` of `previous`) are
+    copied from `previous` instead of re-read; a run whose files cannot be read is left out and
+    named in `errors`. Nothing is held per run but the packed manifest."""
+    complete = _complete(runs, [*spec.run_columns, "path", "fingerprint"])
+    sources = source_fingerprints(complete["fingerprint"], spec)  # once: per batch, pyarrow keeps objects
+    reused = np.zeros(complete.num_rows, dtype=bool)
+    previous_stretches: Stretches = {}
+    if previous is not None and previous_manifest is not None and complete.num_rows:
+        found = pc.index_in(complete["run_name"], value_set=previous_manifest["run_name"].combine_chunks())
+        matches = pc.equal(previous_manifest["fingerprint"].take(found), sources)
+        reused = pc.fill_null(matches, False).to_numpy(zero_copy_only=False)
+        previous_digests = previous_manifest["digest"].take(found)
+        previous_stretches = _run_stretches(previous) if reused.any() else {}
+    errors: dict[str, str] = {}
+    manifest = RowPacker(MANIFEST_SCHEMA)
+    rows = 0
 
-    def flush() -> None:
+    def flush(start: int, end: int) -> int:
+        """Write the runs `start:end` (reading those not reused); the rows written. Its locals,
+        a batch's values, are freed before the next batch is read."""
         pa.default_memory_pool().release_unused()  # the last batch's buffers, which Arrow's allocator keeps
+        window = complete.slice(start, end - start)
+        window_reused = reused[start:end]
         located: dict[str, tuple[pa.Table, Stretches]] = {}
-        if previous is not None:
-            located = {name: (previous, previous_stretches) for name in window if name in reused}
         pending: Pending = []
-        for run in complete.take(pa.array(to_read, pa.int64())).to_pylist():
+        for run in window.filter(pa.array(~window_reused)).drop_columns(["status", "fingerprint"]).to_pylist():
             try:
                 pending.append((run, spec.read_columns(Path(run["path"]), False)))
             except ho.HelmOutputError as error:
-                build.errors[run["run_name"]] = str(error)
+                errors[run["run_name"]] = str(error)
+        parsed_digests: dict[str, str] = {}
         if pending:
-            table, converted = _convert(spec, pending, build.errors)
-            build.parsed += [run["run_name"] for run, _ in converted]
-            located.update(
-                dict.fromkeys((run["run_name"] for run, _ in converted), (table, _parsed_stretches(spec, converted)))
+            table, converted = _convert(spec, pending, errors)
+            located = dict.fromkeys(
+                (run["run_name"] for run, _ in converted), (table, _parsed_stretches(spec, converted))
             )
-            parsed_digests.update({run["run_name"]: file.digest for run, file in converted})
-        for piece in _in_run_order(window, located):
+            parsed_digests = {run["run_name"]: file.digest for run, file in converted}
+            del converted, pending  # the values read, in Arrow now
+        names = window["run_name"].to_pylist()
+        digests: list[str | None] = [None] * len(names)
+        if previous is not None and window_reused.any():
+            located |= {
+                name: (previous, previous_stretches) for name, was in zip(names, window_reused, strict=True) if was
+            }
+            digests = previous_digests.slice(start, end - start).to_pylist()
+        written = 0
+        for piece in _in_run_order(names, located):
             writer.write(*piece)
-            build.rows += piece[2]
-        window.clear()
-        to_read.clear()
+            written += piece[2]
+        kept = [index for index, name in enumerate(names) if window_reused[index] or name in parsed_digests]
+        taken = pa.array(kept, pa.int64())
+        manifest.append(
+            pa.table(
+                {
+                    "run_name": window["run_name"].take(taken),
+                    "fingerprint": sources.slice(start, end - start).take(taken),
+                    "digest": [parsed_digests.get(names[index], digests[index]) for index in kept],
+                    "parsed": [not window_reused[index] for index in kept],
+                },
+                schema=MANIFEST_SCHEMA,
+            )
+        )
+        return written
 
-    for index, name in enumerate(names):
-        window.append(name)
-        if name in reused:
-            build.reused.append(name)
-        else:
-            to_read.append(index)
-            if len(to_read) == READ_BATCH:
-                flush()
-    flush()
-    build.digests = {name: (previous_digests or {}).get(name, "") for name in build.reused} | {
-        name: parsed_digests[name] for name in build.parsed
-    }
-    writer.annotations = {
-        "manifest": {name: fingerprints[name] for name in build.reused + build.parsed},
-        "digests": build.digests,
-        "errors": build.errors,
-    }
-    return build
+    for start, end in _windows(reused, _file_sizes(sources)):
+        rows += flush(start, end)
+    packed = manifest.finish()
+    writer.annotations = {"errors": errors}
+    writer.packed_annotations = {MANIFEST: packed}
+    return TableBuild(rows, packed, errors)
 
 
 RUNS_KEY = ("helm", "runs")
@@ -495,19 +589,33 @@ def refresh_table(
     if runs is None:
         raise FileNotFoundError(f"{warehouse.path(RUNS_KEY, suite)}: helm/runs of suite {suite!r} was never built")
     footer = warehouse.read_footer(spec.key, suite)
-    annotations = footer.annotations if footer is not None else {}
-    manifest: dict[str, str] = annotations.get("manifest") or {}
-    digests: dict[str, str] = annotations.get("digests") or {}
-    current = source_fingerprints(runs, spec)
-    if footer is not None and manifest and manifest == current:
-        return TableBuild(rows=footer.rows, digests=digests, reused=sorted(manifest))
-    cached: CachedTable | None = warehouse.read_cache(spec.key, suite) if manifest else None
-    stored = cached.table if cached is not None else warehouse.read(spec.key, suite) if manifest else None
+    packed = footer.packed.get(MANIFEST) if footer is not None else None
+    manifest = unpack_rows(packed) if packed is not None else None
+    if manifest is not None and not manifest.schema.equals(MANIFEST_SCHEMA):
+        manifest = None  # written by another version: every run is read again
+    if footer is not None and manifest is not None and manifest.num_rows and _unchanged(manifest, runs, spec):
+        untouched = manifest.set_column(
+            manifest.schema.get_field_index("parsed"), "parsed", pa.repeat(False, manifest.num_rows)
+        )
+        return TableBuild(footer.rows, pack_rows(untouched))
+    cached: CachedTable | None = warehouse.read_cache(spec.key, suite) if manifest is not None else None
+    stored = cached.table if cached is not None else warehouse.read(spec.key, suite) if manifest is not None else None
     previous = spec.as_built(stored) if stored is not None else None  # None: an older version's columns
     if cached is not None and previous is not cached.table:
         cached = None  # its rows were re-encoded: they go to a new cache segment
     with warehouse.writer(spec.key, suite, spec.build_schema, cache=True, reused=cached) as writer:
-        return build_table(spec, runs, writer, current, previous, manifest, digests)
+        return build_table(spec, runs, writer, previous, manifest)
+
+
+def _unchanged(manifest: pa.Table, runs: pa.Table, spec: TidyTable) -> bool:
+    """Whether the table's `manifest` names exactly the complete runs of `runs`, each with its
+    current `source_fingerprints` (nothing to read again, nothing to drop)."""
+    complete = _complete(runs, ["run_name", "fingerprint"])
+    current = pa.table(
+        {"run_name": complete["run_name"], "fingerprint": source_fingerprints(complete["fingerprint"], spec)}
+    )
+    stored = manifest.select(["run_name", "fingerprint"])
+    return current.num_rows == stored.num_rows and bool(current.sort_by("run_name").equals(stored.sort_by("run_name")))
 
 
 def write_catalogue(warehouse: Warehouse, suite: str, catalogue: RunCatalogue, previous: pa.Table | None) -> None:
@@ -538,6 +646,11 @@ def ingest_suite(suite: str, suite_dir: Path, warehouse: Warehouse) -> SuiteInge
     previous = warehouse.read_cached(RUNS_KEY, suite)
     catalogue = catalogue_runs(suite, suite_dir, previous)
     write_catalogue(warehouse, suite, catalogue, previous)
+    del previous
+    stored = warehouse.read_cached(RUNS_KEY, suite)  # mapped: only the columns the tables read are paged in
+    if stored is not None:
+        catalogue = replace(catalogue, table=stored)
+        pa.default_memory_pool().release_unused()
     builds = {spec.key: refresh_table(spec, suite, warehouse, catalogue.table) for spec in TIDY_TABLES}
     return SuiteIngest(catalogue, builds)
 

@@ -11,7 +11,15 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
-from governance_assets.lib.core.warehouse import MAX_CACHE_SEGMENTS, CachedTable, Piece, Warehouse
+from governance_assets.lib.core.warehouse import (
+    MAX_CACHE_SEGMENTS,
+    CachedTable,
+    Piece,
+    RowPacker,
+    Warehouse,
+    pack_rows,
+    unpack_rows,
+)
 
 KEY = ("helm", "run_stats")
 SCHEMA = pa.schema([("run_name", pa.string()), ("value", pa.int64())])
@@ -200,6 +208,25 @@ def test_a_table_written_piece_by_piece_is_one_table_and_one_segment(warehouse: 
     found = cached(warehouse).table
     assert found.cast(SCHEMA).equals(expected) and pa.types.is_dictionary(found["run_name"].type)
     assert found["run_name"].chunks[-1].dictionary.to_pylist() == ["a", "b", "c"]
+
+
+def test_rows_packed_a_batch_at_a_time_go_to_the_footer_beside_the_annotations(warehouse: Warehouse) -> None:
+    """Per-run bookkeeping is packed as it is made (zstd Arrow IPC) and read back from the footer
+    as the rows appended; JSON annotations stay as they were."""
+    rows = pa.table({"run_name": [f"run{i:04d}" for i in range(1000)], "digest": [f"{i:032x}" for i in range(1000)]})
+    packer = RowPacker(rows.schema)
+    for batch in (rows.slice(0, 500), rows.slice(500)):
+        packer.append(batch)
+    packed = packer.finish()
+    assert packed.size < rows.nbytes / 2  # names and digests compress
+    with warehouse.writer(KEY, "s", SCHEMA) as writer:
+        writer.write(rows_of("a", 2))
+        writer.annotations = {"errors": {"b": "unreadable"}}
+        writer.packed_annotations = {"manifest": packed}
+    footer = warehouse.read_footer(KEY, "s")
+    assert footer is not None and footer.annotations == {"errors": {"b": "unreadable"}} and footer.rows == 2
+    assert unpack_rows(footer.packed["manifest"]).equals(rows)
+    assert unpack_rows(pack_rows(rows_of("a", 3))).equals(rows_of("a", 3))
 
 
 def test_a_write_that_fails_midway_leaves_the_previous_table_and_no_file_behind(warehouse: Warehouse) -> None:

@@ -3,6 +3,7 @@
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -192,17 +193,28 @@ def test_incremental_rebuild_equals_a_cold_build(tmp_path: Path, warehouse: Ware
         assert rebuilt.schema.equals(spec.schema) and warehouse.read_cached(spec.key, "v1").equals(rebuilt)  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(("limit", "value"), [("READ_BATCH", 2), ("READ_BYTES", 150_000)])
 def test_runs_read_a_batch_at_a_time_make_the_same_tables(
-    tmp_path: Path, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+    limit: str, value: int, tmp_path: Path, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Memory is bounded by reading a few runs at a time; the tables, errors and versions are
-    those of reading every run at once (a truncated file in one batch, the others intact)."""
+    """Memory is bounded by reading a few runs (or bytes of their files) at a time; the tables,
+    errors and versions are those of reading every run at once (a truncated file in one batch,
+    the others intact). These MMLU runs' stats.json are about 55 kB, scenario_state.json 70 kB
+    and per_instance_stats.json 150 kB: 150 kB makes batches of two runs, or of one too large."""
     suite_dir = copy_suite(MMLU_ROOT / "runs" / "v1", tmp_path / "out", "v1", runs=7)
     bad = sorted(p for p in suite_dir.iterdir() if p.is_dir())[2]
     (bad / "per_instance_stats.json").write_text('[{"instance_id": "id1", "stats": [{"name": ')
     at_once = Warehouse(tmp_path / "at_once")
     reference = tidy.ingest_suite("v1", suite_dir, at_once)
-    monkeypatch.setattr(tidy, "READ_BATCH", 2)
+    monkeypatch.setattr(tidy, limit, value)
+    batches: list[list[int]] = []  # the file sizes of each batch read
+    convert = tidy._convert
+
+    def recording(spec: tidy.TidyTable, pending: tidy.Pending, errors: dict[str, str]) -> Any:
+        batches.append([(Path(run["path"]) / spec.source_file).stat().st_size for run, _ in pending])
+        return convert(spec, pending, errors)
+
+    monkeypatch.setattr(tidy, "_convert", recording)
     batched = tidy.ingest_suite("v1", suite_dir, warehouse)
     for spec in tidy.TIDY_TABLES:
         ours, theirs = batched.builds[spec.key], reference.builds[spec.key]
@@ -212,6 +224,10 @@ def test_runs_read_a_batch_at_a_time_make_the_same_tables(
         assert table is not None and expected is not None and table.num_rows > 0
         assert table.replace_schema_metadata(None).equals(expected.replace_schema_metadata(None)), spec.key
         assert warehouse.read_cached(spec.key, "v1").equals(table)  # type: ignore[union-attr]
+    assert sum(map(len, batches)) == 3 * 7 - 1 and max(map(len, batches)) == 2
+    if limit == "READ_BYTES":
+        assert all(len(sizes) == 1 or sum(sizes) <= value for sizes in batches)
+        assert any(len(sizes) == 1 and sizes[0] > value for sizes in batches)
 
 
 def test_a_removed_run_leaves_the_tables_and_nothing_is_read_again(tmp_path: Path, warehouse: Warehouse) -> None:
@@ -248,7 +264,11 @@ def test_a_table_stored_by_an_older_schema_is_rebuilt_from_every_run(tmp_path: P
     stored = warehouse.read(tidy.RUN_STATS.key, "v1")
     assert stored is not None
     older = stored.drop_columns(["stddev"])  # as a version without the column wrote it, manifest and all
-    warehouse.write(tidy.RUN_STATS.key, "v1", older, warehouse.read_annotations(tidy.RUN_STATS.key, "v1"))
+    footer = warehouse.read_footer(tidy.RUN_STATS.key, "v1")
+    assert footer is not None and tidy.MANIFEST in footer.packed
+    with warehouse.writer(tidy.RUN_STATS.key, "v1", older.schema) as writer:
+        writer.write(older)
+        writer.annotations, writer.packed_annotations = footer.annotations, footer.packed
     changed = sorted(p for p in suite_dir.iterdir() if p.is_dir())[0] / "stats.json"
     changed.write_bytes(changed.read_bytes())
     build = tidy.ingest_suite("v1", suite_dir, warehouse).builds[tidy.RUN_STATS.key]

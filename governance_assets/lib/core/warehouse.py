@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
@@ -155,11 +156,17 @@ class _GrowingDictionaries:
         if known is None:
             self._values[name] = chunk.dictionary
             return chunk
-        positions = pc.index_in(chunk.dictionary, value_set=known)
-        if positions.null_count:
-            known = self._values[name] = pa.concat_arrays([known, chunk.dictionary.filter(positions.is_null())])
-            positions = pc.index_in(chunk.dictionary, value_set=known)
-        return pa.DictionaryArray.from_arrays(positions.take(chunk.indices), known)
+        # Hash the chunk's few values, not the grown dictionary (a suite's run names): memory
+        # and work per piece stay those of the piece.
+        at = pc.index_in(known, value_set=chunk.dictionary)  # per known value: its place in the chunk's
+        found = pc.is_valid(at)
+        positions = np.full(len(chunk.dictionary), -1, dtype=np.int32)  # per chunk value: its place in `known`
+        positions[at.filter(found).to_numpy()] = pc.indices_nonzero(found).to_numpy()
+        new = np.flatnonzero(positions < 0)
+        if len(new):
+            positions[new] = np.arange(len(known), len(known) + len(new), dtype=np.int32)
+            known = self._values[name] = pa.concat_arrays([known, chunk.dictionary.take(new)])
+        return pa.DictionaryArray.from_arrays(pa.array(positions).take(chunk.indices), known)
 
 
 class _Segment:

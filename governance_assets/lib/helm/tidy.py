@@ -140,9 +140,10 @@ def catalogue_runs(suite: str, suite_dir: Path, previous: pa.Table | None = None
     except ho.HelmOutputError as error:
         suite_errors.append(str(error))
         listed = None
-    reusable = (previous, previous["run_name"].combine_chunks()) if previous is not None else None
-    if previous is not None and not previous.schema.equals(RUNS_SCHEMA):
-        reusable = None
+    reusable = None
+    if previous is not None and previous.schema.equals(RUNS_SCHEMA):
+        previous = previous.combine_chunks()  # once: a take from chunks first joins them, at every batch
+        reusable = (previous, previous["run_name"].combine_chunks())
     catalogued = [_catalogue_batch(suite, batch, reusable) for batch in batches]
     table = pa.concat_tables(catalogued) if catalogued else RUNS_SCHEMA.empty_table()
     if not table.num_rows:
@@ -608,14 +609,13 @@ def refresh_table(
 
 
 def _unchanged(manifest: pa.Table, runs: pa.Table, spec: TidyTable) -> bool:
-    """Whether the table's `manifest` names exactly the complete runs of `runs`, each with its
-    current `source_fingerprints` (nothing to read again, nothing to drop)."""
+    """Whether the table's `manifest` names exactly the complete runs of `runs`, in their order,
+    each with its current `source_fingerprints` (nothing to read again, nothing to drop)."""
     complete = _complete(runs, ["run_name", "fingerprint"])
     current = pa.table(
         {"run_name": complete["run_name"], "fingerprint": source_fingerprints(complete["fingerprint"], spec)}
     )
-    stored = manifest.select(["run_name", "fingerprint"])
-    return current.num_rows == stored.num_rows and bool(current.sort_by("run_name").equals(stored.sort_by("run_name")))
+    return bool(current.equals(manifest.select(["run_name", "fingerprint"])))
 
 
 def write_catalogue(warehouse: Warehouse, suite: str, catalogue: RunCatalogue, previous: pa.Table | None) -> None:

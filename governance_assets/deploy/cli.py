@@ -84,7 +84,13 @@ def _print_locations(deployment: services.Deployment) -> None:
 def run_team_demo(home: Path, stop_after: bool) -> int:
     """Services up (two workers), then each demo suite: HELM fanned out on the workers, evaluated
     on the PostgreSQL-backed instance, recorded in the MLflow server; prints where each UI is."""
-    from governance_assets.cli import QUIET_CONSOLE, _print_decision, _print_gates, prepare_environment
+    from governance_assets.cli import (
+        QUIET_CONSOLE,
+        _print_decision,
+        _print_gates,
+        prepare_environment,
+        summarize_suite,
+    )
     from governance_assets.defs.partitions import HELM_SUITES
     from governance_assets.deploy import jobs
 
@@ -107,6 +113,8 @@ def run_team_demo(home: Path, stop_after: bool) -> int:
             ok &= fan_out.success
             if not fan_out.success:
                 continue
+            if SharedRoot.from_environment() is None:  # the workers wrote into this home: summarise as the demo does
+                summarize_suite(home, suite)
             # With a shared root, the run pulls the workers' HELM runs and publishes what it writes.
             result = jobs.evaluate_suite().execute_in_process(
                 instance=instance, partition_key=suite, raise_on_error=False, run_config=QUIET_CONSOLE
